@@ -1,0 +1,379 @@
+"""Tests for qrtrack.qrimage: every image is proven by decoding it with zxing-cpp."""
+
+import io
+import os
+import shutil
+import struct
+import subprocess
+import zlib
+from xml.etree import ElementTree
+
+import pytest
+import zxingcpp
+from PIL import Image, ImageChops, ImageDraw
+
+from qrtrack import qrimage
+from qrtrack.qrimage import (
+    DEFAULT_SIZE,
+    MAX_SIZE,
+    MIN_SIZE,
+    ImageCache,
+    InvalidLogo,
+    cache_key,
+    clamp_size,
+    etag_for,
+    render_png,
+    render_svg,
+    sanitize_logo,
+)
+
+URL = "https://qr.example.com/p/Ab3dE9"
+RSVG = shutil.which("rsvg-convert")
+needs_rsvg = pytest.mark.skipif(
+    RSVG is None, reason="rsvg-convert not found; install Debian package librsvg2-bin to test SVG output"
+)
+
+
+def gen_image_bytes(fmt: str, *, size=(300, 200), mode="RGB", exif=None) -> bytes:
+    """Return a colourful test image encoded in fmt."""
+    image = Image.new(mode, size, "white")
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((0, 0, size[0] // 2, size[1] // 2), fill="red")
+    draw.ellipse((size[0] // 3, size[1] // 3, size[0] - 1, size[1] - 1), fill="blue")
+    draw.line((0, size[1] - 1, size[0] - 1, 0), fill="green", width=8)
+    out = io.BytesIO()
+    kwargs = {"exif": exif} if exif is not None else {}
+    image.save(out, format=fmt, **kwargs)
+    return out.getvalue()
+
+
+def gen_logo() -> bytes:
+    """Return a sanitised colourful logo, as render_png and render_svg expect."""
+    return sanitize_logo(gen_image_bytes("PNG", size=(240, 160), mode="RGBA"))
+
+
+def decode(image: Image.Image) -> list[str]:
+    """Return the text of every QR code zxing-cpp finds, after flattening onto white."""
+    rgba = image.convert("RGBA")
+    flat = Image.new("RGBA", rgba.size, "white")
+    flat.alpha_composite(rgba)
+    return [result.text for result in zxingcpp.read_barcodes(flat.convert("L"))]
+
+
+def rasterise_svg(svg: bytes) -> Image.Image:
+    """Return the SVG rendered to a PIL image by rsvg-convert."""
+    png = subprocess.run([RSVG, "--format=png"], input=svg, capture_output=True, check=True).stdout
+    return Image.open(io.BytesIO(png))
+
+
+def png_with_header(width: int, height: int) -> bytes:
+    """Return a tiny 1-bit PNG that declares width x height pixels (a decompression bomb)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    row = b"\x00" + b"\x00" * ((width + 7) // 8)
+    data = zlib.compress(row * 8)  # only the first rows; decoding would fail late
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+# clamp_size
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [(None, DEFAULT_SIZE), (0, MIN_SIZE), (-5, MIN_SIZE), (MIN_SIZE, MIN_SIZE), (300, 300),
+     (MAX_SIZE, MAX_SIZE), (MAX_SIZE + 1, MAX_SIZE), (10**9, MAX_SIZE)],
+)
+def test_clamp_size_keeps_size_within_bounds_and_defaults_none(given, expected):
+    assert clamp_size(given) == expected
+
+
+# render_png
+
+
+@pytest.mark.parametrize("size", [DEFAULT_SIZE, 128, 333, MAX_SIZE])
+def test_png_is_exactly_size_square_and_decodes_to_the_data(size):
+    image = Image.open(io.BytesIO(render_png(URL, size=size)))
+    assert image.format == "PNG"
+    assert image.size == (size, size)
+    assert decode(image) == [URL]
+
+
+def test_png_default_size_is_default_size():
+    assert Image.open(io.BytesIO(render_png(URL))).size == (DEFAULT_SIZE, DEFAULT_SIZE)
+
+
+@pytest.mark.parametrize(("asked", "given"), [(1, MIN_SIZE), (10_000, MAX_SIZE)])
+def test_png_size_out_of_bounds_is_clamped(asked, given):
+    assert Image.open(io.BytesIO(render_png(URL, size=asked))).size == (given, given)
+
+
+def test_png_is_black_on_white_with_a_white_quiet_zone():
+    image = Image.open(io.BytesIO(render_png(URL, size=400))).convert("L")
+    assert set(image.tobytes()) == {0, 255}
+    border = int(400 / 37 * 4) - 1  # version 3 is 29 modules, plus 4 of quiet zone each side
+    assert image.crop((0, 0, 400, border)).getextrema() == (255, 255)
+    assert image.crop((0, 0, border, 400)).getextrema() == (255, 255)
+
+
+@pytest.mark.parametrize("size", [DEFAULT_SIZE, 200, MAX_SIZE])
+def test_png_with_logo_decodes_and_shows_the_logo_in_the_centre(size):
+    image = Image.open(io.BytesIO(render_png(URL, size=size, logo=gen_logo())))
+    assert image.size == (size, size)
+    assert decode(image) == [URL]
+    centre = image.convert("RGB").crop((size * 3 // 8, size * 3 // 8, size * 5 // 8, size * 5 // 8))
+    colours = {colour for _, colour in centre.getcolors(maxcolors=size * size)}
+    assert any(r > 200 and g < 80 and b < 80 for r, g, b in colours), "no red from the logo"
+
+
+def test_png_logo_and_pad_stay_centred_within_a_quarter_of_the_width():
+    size = 800
+    with_logo = Image.open(io.BytesIO(render_png(URL, size=size, logo=gen_logo()))).convert("RGB")
+    # A logo-free rendering at the same EC level (H) differs from it only where logo and pad sit.
+    level_h = qrimage._module_matrix(URL, has_logo=True)
+    count = len(level_h)
+    bare = Image.frombytes("L", (count, count), bytes(0 if dark else 255 for row in level_h for dark in row))
+    bare = bare.resize((size, size), Image.Resampling.NEAREST).convert("RGB")
+    left, top, right, bottom = ImageChops.difference(bare, with_logo).getbbox()
+    assert right - left <= size * 0.25
+    assert bottom - top <= size * 0.25
+    assert abs((left + right) / 2 - size / 2) <= 2
+    assert abs((top + bottom) / 2 - size / 2) <= 2
+
+
+def test_png_uses_ec_m_without_logo_and_h_with_logo():
+    m_modules = len(qrimage._module_matrix(URL, has_logo=False))
+    h_modules = len(qrimage._module_matrix(URL, has_logo=True))
+    # For this 31-character URL, M fits version 3 (29 modules) and H needs version 4 (33).
+    assert (m_modules, h_modules) == (29 + 8, 33 + 8)
+
+
+# render_svg
+
+
+def test_svg_has_an_opaque_white_background_and_no_logo_image():
+    svg = render_svg(URL)
+    assert svg.startswith(b"<?xml")
+    assert b'fill="#ffffff"' in svg
+    assert b"<image" not in svg
+
+
+def test_svg_logo_and_pad_are_centred_within_a_quarter_of_the_width():
+    root = ElementTree.fromstring(render_svg(URL, logo=gen_logo()))
+    namespace = "{http://www.w3.org/2000/svg}"
+    edge = float(root.get("viewBox").split()[2])
+    pad = root.findall(f"{namespace}rect")[-1]
+    logo = root.find(f"{namespace}image")
+    for element in (pad, logo):
+        x, y, width, height = (float(element.get(name)) for name in ("x", "y", "width", "height"))
+        assert max(width, height) <= edge * 0.25
+        assert x + width / 2 == pytest.approx(edge / 2, abs=0.01)
+        assert y + height / 2 == pytest.approx(edge / 2, abs=0.01)
+    assert float(pad.get("width")) > float(logo.get("width")), "the logo sits on a white pad"
+    assert pad.get("fill") == "#ffffff"
+
+
+@needs_rsvg
+def test_svg_decodes_to_the_data():
+    image = rasterise_svg(render_svg(URL))
+    assert image.convert("RGBA").getpixel((0, 0)) == (255, 255, 255, 255), "background must be opaque white"
+    assert decode(image) == [URL]
+
+
+@needs_rsvg
+def test_svg_with_logo_decodes_and_embeds_the_logo_as_a_data_uri():
+    logo = gen_logo()
+    svg = render_svg(URL, logo=logo)
+    assert b'href="data:image/png;base64,' in svg
+    image = rasterise_svg(svg)
+    assert decode(image) == [URL]
+    width = image.width
+    centre = image.convert("RGB").crop((width * 3 // 8, width * 3 // 8, width * 5 // 8, width * 5 // 8))
+    colours = {colour for _, colour in centre.getcolors(maxcolors=width * width)}
+    assert any(r > 200 and g < 80 and b < 80 for r, g, b in colours), "no red from the logo"
+
+
+# sanitize_logo
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
+def test_sanitize_logo_accepts_png_jpeg_webp_and_returns_rgba_png(fmt):
+    result = Image.open(io.BytesIO(sanitize_logo(gen_image_bytes(fmt))))
+    assert result.format == "PNG"
+    assert result.mode == "RGBA"
+    assert result.size == (300, 200)
+
+
+def test_sanitize_logo_accepts_a_multi_frame_jpeg_from_a_phone_camera():
+    out = io.BytesIO()
+    second_frame = Image.new("RGB", (50, 40))
+    Image.new("RGB", (50, 40), "red").save(out, format="MPO", save_all=True, append_images=[second_frame])
+    result = Image.open(io.BytesIO(sanitize_logo(out.getvalue())))
+    assert result.format == "PNG"
+    assert result.size == (50, 40)
+
+
+def test_sanitize_logo_keeps_transparency():
+    result = Image.open(io.BytesIO(sanitize_logo(gen_image_bytes("PNG", mode="RGBA", size=(40, 40)))))
+    transparent = Image.new("RGBA", (40, 40), (0, 0, 0, 0))
+    out = io.BytesIO()
+    transparent.save(out, format="PNG")
+    assert Image.open(io.BytesIO(sanitize_logo(out.getvalue()))).getpixel((5, 5))[3] == 0
+    assert result.getpixel((1, 1))[3] == 255
+
+
+def test_sanitize_logo_downscales_long_side_to_512():
+    result = Image.open(io.BytesIO(sanitize_logo(gen_image_bytes("JPEG", size=(2000, 1000)))))
+    assert result.size == (512, 256)
+
+
+def test_sanitize_logo_applies_exif_orientation():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    result = Image.open(io.BytesIO(sanitize_logo(gen_image_bytes("JPEG", size=(300, 200), exif=exif))))
+    assert result.size == (200, 300)
+    red_corner = result.convert("RGB").getpixel((result.width - 5, 5))
+    assert red_corner[0] > 200, "red top-left quarter should end up top-right"
+    assert red_corner[1] < 80, "red top-left quarter should end up top-right"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [gen_image_bytes("GIF"), gen_image_bytes("BMP"), gen_image_bytes("TIFF"),
+     b"<svg xmlns='http://www.w3.org/2000/svg'/>", b"hello, this is not an image"],
+    ids=["gif", "bmp", "tiff", "svg", "text"],
+)
+def test_sanitize_logo_refuses_other_formats(raw):
+    with pytest.raises(InvalidLogo, match="Logo must be a PNG, JPEG or WebP image"):
+        sanitize_logo(raw)
+
+
+def test_sanitize_logo_refuses_empty_bytes():
+    with pytest.raises(InvalidLogo, match="empty"):
+        sanitize_logo(b"")
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_sanitize_logo_refuses_a_truncated_file(fmt):
+    raw = gen_image_bytes(fmt, size=(400, 400))
+    with pytest.raises(InvalidLogo):
+        sanitize_logo(raw[: len(raw) // 2])
+
+
+def test_sanitize_logo_refuses_more_bytes_than_max_bytes():
+    raw = gen_image_bytes("PNG")
+    with pytest.raises(InvalidLogo, match="at most"):
+        sanitize_logo(raw, max_bytes=len(raw) - 1)
+    assert sanitize_logo(raw, max_bytes=len(raw))
+
+
+@pytest.mark.parametrize(
+    ("width", "height"),
+    [(20_000, 20_000), (10_000, 10_000), (5_000, 5_000)],
+    ids=["over-pillow-error-limit", "in-pillow-warning-band", "over-max-pixels-only"],
+)
+def test_sanitize_logo_refuses_a_decompression_bomb_without_a_warning(width, height):
+    raw = png_with_header(width, height)
+    assert len(raw) < 2_000
+    with pytest.raises(InvalidLogo, match="too many pixels"):
+        sanitize_logo(raw)
+
+
+def test_sanitize_logo_honours_a_smaller_max_pixels():
+    with pytest.raises(InvalidLogo, match="too many pixels"):
+        sanitize_logo(gen_image_bytes("PNG", size=(100, 100)), max_pixels=9_999)
+
+
+# ImageCache
+
+
+def test_cache_get_of_missing_key_is_none_and_creates_nothing(tmp_path):
+    cache = ImageCache(tmp_path / "cache" / "img")
+    assert cache.get("abc-0123456789abcdef-400.png") is None
+    cache.discard_prefix("abc-")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_cache_put_then_get_round_trips_and_creates_the_directory(tmp_path):
+    cache = ImageCache(tmp_path / "cache" / "img")
+    cache.put("abc-0123456789abcdef-400.png", b"\x89PNG first")
+    cache.put("abc-0123456789abcdef-400.png", b"\x89PNG second")
+    assert cache.get("abc-0123456789abcdef-400.png") == b"\x89PNG second"
+
+
+def test_cache_put_leaves_no_temporary_files(tmp_path):
+    cache = ImageCache(tmp_path)
+    cache.put("abc-0123456789abcdef.svg", b"<svg/>")
+    assert os.listdir(tmp_path) == ["abc-0123456789abcdef.svg"]
+
+
+def test_cache_put_that_fails_midway_leaves_no_temporary_files(tmp_path):
+    cache = ImageCache(tmp_path)
+    with pytest.raises(TypeError):
+        cache.put("abc-0123456789abcdef.svg", "not bytes")  # type: ignore[arg-type]
+    assert os.listdir(tmp_path) == []
+
+
+def test_cache_discard_prefix_removes_only_that_slugs_files(tmp_path):
+    cache = ImageCache(tmp_path)
+    fingerprint = "0123456789abcdef0123"
+    mine = [cache_key("abc", kind="png", size=400, fingerprint=fingerprint),
+            cache_key("abc", kind="svg", size=None, fingerprint=fingerprint)]
+    theirs = cache_key("abcd", kind="png", size=400, fingerprint=fingerprint)
+    for key in [*mine, theirs]:
+        cache.put(key, b"image")
+    cache.discard_prefix("abc-")
+    assert [cache.get(key) for key in mine] == [None, None]
+    assert cache.get(theirs) == b"image"
+
+
+@pytest.mark.parametrize("key", ["", "../escape.png", "a/b.png", ".hidden", "abc\x00.png"])
+def test_cache_refuses_keys_that_are_not_plain_file_names(tmp_path, key):
+    cache = ImageCache(tmp_path)
+    with pytest.raises(ValueError, match="Unsafe cache key"):
+        cache.put(key, b"x")
+    with pytest.raises(ValueError, match="Unsafe cache key"):
+        cache.get(key)
+
+
+def test_cache_discard_prefix_refuses_an_empty_prefix(tmp_path):
+    with pytest.raises(ValueError, match="Unsafe cache prefix"):
+        ImageCache(tmp_path).discard_prefix("")
+
+
+# cache_key and etag_for
+
+
+def test_cache_key_has_the_documented_shape():
+    fingerprint = "f" * 64
+    assert cache_key("Ab3dE9", kind="png", size=400, fingerprint=fingerprint) == f"Ab3dE9-{'f' * 16}-400.png"
+    assert cache_key("Ab3dE9", kind="svg", size=None, fingerprint=fingerprint) == f"Ab3dE9-{'f' * 16}.svg"
+
+
+def test_cache_key_differs_when_size_or_fingerprint_differs():
+    keys = {cache_key("x", kind="png", size=s, fingerprint=f) for s in (128, 400) for f in ("a" * 16, "b" * 16)}
+    assert len(keys) == 4
+
+
+@pytest.mark.parametrize(
+    ("slug", "kind", "message"),
+    [
+        ("../x", "png", "Unsafe cache slug"),
+        ("x", "gif", "Unknown image kind"),
+        ("x/y", "svg", "Unsafe cache slug"),
+    ],
+)
+def test_cache_key_refuses_unsafe_slug_or_unknown_kind(slug, kind, message):
+    with pytest.raises(ValueError, match=message):
+        cache_key(slug, kind=kind, size=400, fingerprint="ab" * 8)
+
+
+def test_etag_is_quoted_stable_and_changes_with_content():
+    tag = etag_for(b"abc")
+    assert tag == etag_for(b"abc")
+    assert tag.startswith('"')
+    assert tag.endswith('"')
+    assert len(tag) == 34
+    assert tag[1:-1] == "ba7816bf8f01cfea414140de5dae2223"
+    assert etag_for(b"abd") != tag
