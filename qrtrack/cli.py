@@ -1,0 +1,79 @@
+"""Flask CLI commands for operators, the README and tests: init-db, create-user, create-api-key, backup."""
+from __future__ import annotations
+
+import click
+from flask import Flask
+
+from . import accounts, keys
+from .db import backup_sqlite, is_schema_current, upgrade_schema
+from .errors import QrTrackError
+from .web import services
+
+
+def _ready_db():
+    """The database, created or upgraded first when needed, so every command works on a fresh instance."""
+    db = services().db
+    if not is_schema_current(db):
+        upgrade_schema(db)
+    return db
+
+
+def _fail(error: QrTrackError) -> None:
+    raise click.ClickException(error.message)
+
+
+def register_commands(app: Flask) -> None:
+    @app.cli.command("init-db")
+    def init_db() -> None:
+        """Create the database or upgrade it to the current schema."""
+        upgrade_schema(services().db)
+        click.echo(f"Database ready: {services().settings.DATABASE_URL.split('://', 1)[0]} schema is current.")
+
+    @app.cli.command("create-user")
+    @click.argument("username")
+    @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
+                  help="At least 8 characters. Prompted for when left out.")
+    @click.option("--admin", is_flag=True, help="Let this user manage other users.")
+    def create_user(username: str, password: str, admin: bool) -> None:
+        """Create a user who can log in to the dashboard."""
+        try:
+            accounts.create_user(_ready_db(), username=username, password=password, is_admin=admin)
+        except QrTrackError as error:
+            _fail(error)
+        click.echo(f"Created {'admin ' if admin else ''}user {username}.")
+
+    @app.cli.command("create-api-key")
+    @click.argument("username")
+    @click.option("--label", default="cli", show_default=True, help="A name for the key.")
+    def create_api_key(username: str, label: str) -> None:
+        """Issue an API key for USERNAME; the key is printed once, alone on the last line."""
+        db = _ready_db()
+        try:
+            user = accounts.find_user(db, username)
+            raw_key, _ = keys.issue_api_key(db, user_id=user.id, name=label)
+        except QrTrackError as error:
+            _fail(error)
+        click.echo(f"API key {label!r} for {username} (shown once; store it now):")
+        click.echo(raw_key)
+
+    @app.cli.command("ensure-admin")
+    @click.option("--username", default="admin", show_default=True)
+    def ensure_admin(username: str) -> None:
+        """Create an admin with a random password when no user exists yet, and print how to log in."""
+        db = _ready_db()
+        if accounts.count_users(db):
+            click.echo("Users exist already; log in with your account.")
+            return
+        password = accounts.generate_password()
+        accounts.create_user(db, username=username, password=password, is_admin=True)
+        click.echo(f"Created the first admin. Log in as {username!r} with password {password!r} "
+                   "(shown once; change it under Settings).")
+
+    @app.cli.command("backup")
+    @click.argument("path", type=click.Path(dir_okay=False, writable=True))
+    def backup(path: str) -> None:
+        """Copy the live SQLite database to PATH safely, even while the app serves requests."""
+        if not services().settings.is_sqlite:
+            raise click.ClickException("backup works on SQLite; use your database server's own tools")
+        backup_sqlite(_ready_db(), path)
+        click.echo(f"Backed up to {path}")

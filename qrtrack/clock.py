@@ -1,0 +1,24 @@
+"""UTC time in one place: timestamps are stored as whole epoch seconds and shown as ISO-8601 with Z."""
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+
+def now_epoch() -> int:
+    return int(time.time())
+
+
+def isoformat_utc(epoch: int | None) -> str | None:
+    """2026-04-15T18:24:11Z, the shape the API contract uses; None stays None."""
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso_utc(text: str) -> int:
+    """Epoch seconds for an ISO-8601 date or date-time; naive values are taken as UTC. Raises ValueError."""
+    value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return int(value.timestamp())

@@ -1,0 +1,197 @@
+"""Service: create, retarget, pause, archive and delete dynamic codes; slugs; destination checks."""
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid as uuid_module
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import Row
+from sqlalchemy.exc import IntegrityError
+
+from . import store
+from .clock import now_epoch
+from .db import Database
+from .errors import NotFound, ValidationError
+
+CODE_TYPES = ("url",)
+STATUSES = ("active", "paused", "archived")
+MAX_DESTINATION_LENGTH = 2048
+MAX_LABEL_LENGTH = 200
+SLUG_ALPHABET = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+SLUG_LENGTH = 7
+SLUG_ATTEMPTS = 8
+
+
+@dataclass(frozen=True)
+class CodeChanges:
+    """What an update asks for; None means leave as it is."""
+
+    destination: str | None = None
+    label: str | None = None
+    status: str | None = None
+    logo: str | None = None
+    remove_logo: bool = False
+
+
+def new_slug() -> str:
+    """7 characters from a 56-letter alphabet without look-alikes (0/O, 1/l/I): 1.7e12 values."""
+    return "".join(secrets.choice(SLUG_ALPHABET) for _ in range(SLUG_LENGTH))
+
+
+def validate_destination(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError("destination is required: an absolute http or https URL",
+                              code="invalid_destination", field="destination")
+    destination = value.strip()
+    if len(destination) > MAX_DESTINATION_LENGTH:
+        raise ValidationError(f"destination is longer than {MAX_DESTINATION_LENGTH} characters",
+                              code="invalid_destination", field="destination")
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in destination):
+        raise ValidationError("destination must not contain spaces or control characters",
+                              code="invalid_destination", field="destination")
+    try:
+        parts = urlsplit(destination)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a malformed port
+    except ValueError:
+        raise ValidationError("destination is not a valid URL", code="invalid_destination",
+                              field="destination") from None
+    if parts.scheme.lower() not in {"http", "https"} or not host:
+        raise ValidationError("destination must be an absolute http or https URL with a host, "
+                              "e.g. https://example.com/page", code="invalid_destination", field="destination")
+    return destination
+
+
+def validate_label(value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValidationError("label must be a string", code="invalid_label", field="label")
+    label = " ".join(value.split())
+    if len(label) > MAX_LABEL_LENGTH:
+        raise ValidationError(f"label is longer than {MAX_LABEL_LENGTH} characters",
+                              code="invalid_label", field="label")
+    return label
+
+
+def validate_type(value: Any) -> str:
+    if value is None:
+        return "url"
+    if value not in CODE_TYPES:
+        raise ValidationError(f"type must be one of: {', '.join(CODE_TYPES)}", code="invalid_type", field="type")
+    return value
+
+
+def validate_status(value: Any) -> str:
+    if value not in STATUSES:
+        raise ValidationError(f"status must be one of: {', '.join(STATUSES)}", code="invalid_status",
+                              field="status")
+    return value
+
+
+def create_code(db: Database, *, owner_id: int, destination: Any, label: Any = None, code_type: Any = None,
+                logo: str | None = None) -> Row:
+    """Validate and insert a new active code with a fresh uuid4 and a unique random slug."""
+    values = {
+        "uuid": str(uuid_module.uuid4()),
+        "owner_id": owner_id,
+        "type": validate_type(code_type),
+        "destination": validate_destination(destination),
+        "label": validate_label(label),
+        "logo": logo,
+        "status": "active",
+        "scan_count": 0,
+    }
+    for _ in range(SLUG_ATTEMPTS):
+        values["slug"] = new_slug()
+        values["created_at"] = values["updated_at"] = now_epoch()
+        try:
+            with db.write() as conn:
+                if store.slug_exists(conn, values["slug"]):
+                    continue
+                store.insert_code(conn, values)
+                return store.get_code_by_uuid(conn, uuid=values["uuid"], owner_id=owner_id)
+        except IntegrityError:
+            continue
+    raise RuntimeError("could not find a free slug; the slug space is nearly full")
+
+
+def get_code(db: Database, *, owner_id: int, uuid: Any) -> Row:
+    """The owner's code; NotFound for unknown ids and for other users' codes alike."""
+    if not isinstance(uuid, str) or not _is_uuid(uuid):
+        raise NotFound("no code with this uuid", code="code_not_found")
+    with db.read() as conn:
+        row = store.get_code_by_uuid(conn, uuid=uuid.lower(), owner_id=owner_id)
+    if row is None:
+        raise NotFound("no code with this uuid", code="code_not_found")
+    return row
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid_module.UUID(value)
+    except ValueError:
+        return False
+    return len(value) == 36
+
+
+def update_code(db: Database, *, owner_id: int, uuid: Any, changes: CodeChanges) -> Row:
+    """Apply the changes that are set; the next scan already follows a new destination."""
+    code = get_code(db, owner_id=owner_id, uuid=uuid)
+    values: dict[str, Any] = {}
+    if changes.destination is not None:
+        values["destination"] = validate_destination(changes.destination)
+    if changes.label is not None:
+        values["label"] = validate_label(changes.label)
+    if changes.status is not None:
+        values["status"] = validate_status(changes.status)
+    if changes.logo is not None or changes.remove_logo:
+        values["logo"] = None if changes.remove_logo else changes.logo
+    if not values:
+        return code
+    values["updated_at"] = now_epoch()
+    with db.write() as conn:
+        store.update_code(conn, code.id, values)
+        return store.get_code_by_uuid(conn, uuid=code.uuid, owner_id=owner_id)
+
+
+def delete_code(db: Database, *, owner_id: int, uuid: Any) -> Row:
+    """Delete the code and its scan log for good; returns the row as it was."""
+    code = get_code(db, owner_id=owner_id, uuid=uuid)
+    with db.write() as conn:
+        store.delete_code(conn, code.id)
+    return code
+
+
+def list_codes(db: Database, *, owner_id: int, search: str | None = None, statuses: tuple[str, ...] | None = None,
+               sort: str = "created", descending: bool = True, limit: int | None = None,
+               offset: int = 0) -> tuple[list[Row], int]:
+    """One page of the owner's codes and the total matching, newest first by default."""
+    if sort not in store.SORTABLE_CODE_COLUMNS:
+        raise ValidationError(f"sort must be one of: {', '.join(store.SORTABLE_CODE_COLUMNS)}",
+                              code="invalid_sort", field="sort")
+    with db.read() as conn:
+        rows = store.list_codes(conn, owner_id, search=search, statuses=statuses, sort=sort,
+                                descending=descending, limit=limit, offset=offset)
+        total = store.count_codes(conn, owner_id, search=search, statuses=statuses)
+    return rows, total
+
+
+def save_logo(logo_dir: Path, png_bytes: bytes) -> str:
+    """Store sanitised logo PNG bytes under their content hash; returns the hash (the codes.logo value)."""
+    digest = hashlib.sha256(png_bytes).hexdigest()
+    path = logo_dir / f"{digest}.png"
+    if not path.exists():
+        logo_dir.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_bytes(png_bytes)
+        temporary.replace(path)
+    return digest
+
+
+def logo_path(logo_dir: Path, logo: str) -> Path:
+    return logo_dir / f"{logo}.png"

@@ -1,0 +1,214 @@
+"""Settings: every knob in one table, read once at start-up into a frozen Settings object.
+
+Load order, later wins: the table's defaults, then ``TiCore/.env``, then the process
+environment, then the ``overrides`` a test or embedding program passes in.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_ENV_FILE = PROJECT_ROOT / "TiCore" / ".env"
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message names it and says what is expected."""
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _parse_int(name: str, raw: str, *, minimum: int = 0) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _parse_base_url(name: str, raw: str) -> str | None:
+    value = raw.strip().rstrip("/")
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.netloc or parts.query or parts.fragment:
+        raise ConfigError(f"{name} must be an http(s) origin with an optional path, got {raw!r}")
+    return value
+
+
+def _parse_rate_limit(name: str, raw: str) -> str:
+    """A bare integer means per minute; anything else must be a flask-limiter string."""
+    value = raw.strip()
+    if re.fullmatch(r"\d+", value):
+        value = f"{int(value)} per minute"
+    from limits import parse_many
+
+    try:
+        if not parse_many(value):
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"{name} must be a number per minute or a limit like '100/hour', got {raw!r}") from None
+    return value
+
+
+def _parse_choice(choices: tuple[str, ...]) -> Callable[[str, str], str | None]:
+    def parse(name: str, raw: str) -> str | None:
+        value = raw.strip().lower()
+        if not value or value == "none":
+            return None
+        if value not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)} or empty, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _parse_synchronous(name: str, raw: str) -> str:
+    value = raw.strip().upper()
+    if value not in {"NORMAL", "FULL"}:
+        raise ConfigError(f"{name} must be NORMAL or FULL, got {raw!r}")
+    return value
+
+
+def _parse_paths(name: str, raw: str) -> tuple[str, ...]:
+    paths = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for path in paths:
+        if not os.path.isfile(path):
+            raise ConfigError(f"{name}: no readable file at {path!r}")
+    return paths
+
+
+def _parse_text(name: str, raw: str) -> str:
+    return raw.strip()
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str
+    parse: Callable[[str, str], Any]
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("SECRET_KEY", "", _parse_text,
+            "Signs sessions and CSRF tokens. Long and random; `python3 manage.py serve` writes one."),
+    Setting("BASE_URL", "", _parse_base_url,
+            "Public origin (and path, if mounted in a sub-folder) used in short_url and qr_image_url, "
+            "e.g. https://qr.example.com. Empty: derived from each request."),
+    Setting("INSTANCE_PATH", "", _parse_text,
+            "Folder for the database, rate-limit counters, logos and cached images. Empty: ./instance."),
+    Setting("DATABASE_URL", "", _parse_text,
+            "SQLAlchemy URL. Empty: SQLite file qrtrack.db in the instance folder."),
+    Setting("SQLITE_WAL", "true", _parse_bool,
+            "Use SQLite's WAL journal (fast, concurrent readers). Set false when the instance folder "
+            "sits on a network filesystem (NFS), where WAL is unsafe."),
+    Setting("SQLITE_SYNCHRONOUS", "NORMAL", _parse_synchronous,
+            "NORMAL survives a crash of the app; FULL also survives a power cut, at some speed."),
+    Setting("API_RATE_LIMIT", "60", _parse_rate_limit,
+            "Requests allowed per API key: a bare number means per minute, or a string like '100/hour'."),
+    Setting("RATELIMIT_STORAGE_URI", "", _parse_text,
+            "Where rate-limit counters live. Empty: a SQLite file in the instance folder, shared by all "
+            "processes. For big sites: redis://host:6379 or memcached://host:11211."),
+    Setting("GEOIP_DB", "", _parse_paths,
+            "Optional comma-separated paths to City or Country .mmdb files (MaxMind GeoLite2, DB-IP "
+            "Lite, ip-location-db). Empty: country only, from data bundled with iptocc."),
+    Setting("TRUST_PROXY", "0", lambda n, r: _parse_int(n, r, minimum=0),
+            "How many reverse proxies in front of the app to trust for X-Forwarded-For. 0: none."),
+    Setting("TRUST_CDN", "", _parse_choice(("cloudflare", "cloudfront", "vercel")),
+            "Believe this CDN's visitor-location headers (cloudflare, cloudfront, vercel). Empty: none, "
+            "since anyone can forge them on direct requests."),
+    Setting("MAX_LOGO_BYTES", "2000000", lambda n, r: _parse_int(n, r, minimum=1024),
+            "Largest logo upload accepted, in bytes."),
+    Setting("SESSION_COOKIE_SECURE", "auto", _parse_text,
+            "auto: Secure cookies when BASE_URL is https. true/false to force."),
+)
+
+SETTING_NAMES = frozenset(setting.name for setting in SETTINGS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    SECRET_KEY: str
+    BASE_URL: str | None
+    INSTANCE_PATH: Path
+    DATABASE_URL: str
+    SQLITE_WAL: bool
+    SQLITE_SYNCHRONOUS: str
+    API_RATE_LIMIT: str
+    RATELIMIT_STORAGE_URI: str
+    GEOIP_DB: tuple[str, ...]
+    TRUST_PROXY: int
+    TRUST_CDN: str | None
+    MAX_LOGO_BYTES: int
+    SESSION_COOKIE_SECURE: bool
+    TESTING: bool = False
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.DATABASE_URL.startswith("sqlite")
+
+
+def read_env_file(path: Path | None) -> dict[str, str]:
+    if path is None or not path.is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    return {key: value or "" for key, value in dotenv_values(path).items()}
+
+
+def load_settings(
+    *,
+    env_file: Path | None = DEFAULT_ENV_FILE,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build Settings from the layers; raise ConfigError naming the first bad setting."""
+    environ = os.environ if environ is None else environ
+    overrides = dict(overrides or {})
+    testing = bool(overrides.pop("TESTING", False))
+    raw = {setting.name: setting.default for setting in SETTINGS}
+    raw.update({k: v for k, v in read_env_file(env_file).items() if k in SETTING_NAMES})
+    raw.update({k: v for k, v in environ.items() if k in SETTING_NAMES})
+    raw.update({k: str(v) for k, v in overrides.items() if k in SETTING_NAMES})
+    unknown = set(overrides) - SETTING_NAMES
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    values = {s.name: s.parse(s.name, raw[s.name]) for s in SETTINGS}
+    return _finish(values, testing=testing)
+
+
+def _finish(values: dict[str, Any], *, testing: bool) -> Settings:
+    if not values["SECRET_KEY"]:
+        if not testing:
+            raise ConfigError("SECRET_KEY is not set: put a long random value in TiCore/.env "
+                              "(python3 manage.py serve writes one)")
+        values["SECRET_KEY"] = "testing-secret-key"
+    instance = Path(values["INSTANCE_PATH"] or PROJECT_ROOT / "instance")
+    if not instance.is_absolute():
+        instance = PROJECT_ROOT / instance
+    values["INSTANCE_PATH"] = instance
+    values["DATABASE_URL"] = values["DATABASE_URL"] or f"sqlite:///{instance / 'qrtrack.db'}"
+    if not values["RATELIMIT_STORAGE_URI"]:
+        journal = "wal" if values["SQLITE_WAL"] else "delete"
+        values["RATELIMIT_STORAGE_URI"] = f"qrtrack+sqlite:///{instance / 'ratelimit.db'}?journal_mode={journal}"
+    secure = values["SESSION_COOKIE_SECURE"].lower()
+    if secure == "auto":
+        values["SESSION_COOKIE_SECURE"] = bool(values["BASE_URL"] and values["BASE_URL"].startswith("https:"))
+    else:
+        values["SESSION_COOKIE_SECURE"] = _parse_bool("SESSION_COOKIE_SECURE", secure)
+    return Settings(**values, TESTING=testing)

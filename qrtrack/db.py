@@ -1,0 +1,124 @@
+"""Database access: the engine, SQLite pragmas, read and write transactions, migrations."""
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
+
+from .config import Settings
+
+MIGRATIONS_PATH = Path(__file__).resolve().parent / "migrations"
+BUSY_TIMEOUT_MS = 10_000
+
+
+class Database:
+    """The engine plus the two ways services use it: a short read, or a write transaction.
+
+    On SQLite a write transaction starts with BEGIN IMMEDIATE so that two writers queue on the
+    busy timeout instead of one failing at once when it upgrades a read lock.
+    """
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            conn.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                yield conn
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def make_engine(settings: Settings) -> Engine:
+    if not settings.is_sqlite:
+        return create_engine(settings.DATABASE_URL, pool_pre_ping=True)
+    _ensure_sqlite_folder(settings.DATABASE_URL)
+    engine = create_engine(settings.DATABASE_URL, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+    journal = "WAL" if settings.SQLITE_WAL else "DELETE"
+
+    @event.listens_for(engine, "connect")
+    def configure_sqlite(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA journal_mode={journal}")
+        cursor.execute(f"PRAGMA synchronous={settings.SQLITE_SYNCHRONOUS}")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def begin_sqlite(conn: Connection) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+def _ensure_sqlite_folder(url: str) -> None:
+    path = url.split(":///", 1)[1] if ":///" in url else ""
+    if path and path != ":memory:":
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+
+
+def _alembic_config(conn: Connection | None = None):
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_PATH))
+    config.attributes["connection"] = conn
+    return config
+
+
+def upgrade_schema(db: Database) -> None:
+    """Create or upgrade the schema to the newest migration (idempotent)."""
+    from alembic import command
+
+    with db.engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "head")
+
+
+def schema_revision(db: Database) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with db.engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+def is_schema_current(db: Database) -> bool:
+    return schema_revision(db) == head_revision()
+
+
+def has_table(db: Database, name: str) -> bool:
+    return inspect(db.engine).has_table(name)
+
+
+def backup_sqlite(db: Database, target: str | os.PathLike) -> None:
+    """Copy the live SQLite database to target with SQLite's online backup API (safe while serving)."""
+    raw = db.engine.raw_connection()
+    try:
+        destination = sqlite3.connect(os.fspath(target))
+        try:
+            raw.driver_connection.backup(destination)
+        finally:
+            destination.close()
+    finally:
+        raw.close()

@@ -1,0 +1,102 @@
+"""Service: issue API keys (shown once, only a hash stored), verify them in constant time, revoke them."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import Row
+
+from . import store
+from .clock import now_epoch
+from .db import Database
+from .errors import NotFound, Unauthorized, ValidationError
+
+KEY_PREFIX = "qrt_"
+KEY_RANDOM_BYTES = 20
+DISPLAY_PREFIX_LENGTH = len(KEY_PREFIX) + 8
+MAX_KEY_NAME_LENGTH = 100
+MAX_PRESENTED_KEY_LENGTH = 200
+LAST_USED_RESOLUTION_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class ApiPrincipal:
+    """Who an authenticated API call acts for."""
+
+    key_id: int
+    user_id: int
+    key_name: str
+
+
+def hash_api_key(raw_key: str) -> str:
+    """The stored form. Keys carry 160 random bits, so a fast hash is enough (no salt or stretching)."""
+    return hashlib.sha256(raw_key.encode("utf-8")).hexdigest()
+
+
+def validate_key_name(name: object) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise ValidationError("give the key a name, e.g. 'zapier' or 'build server'", code="invalid_name",
+                              field="name")
+    cleaned = " ".join(name.split())
+    if len(cleaned) > MAX_KEY_NAME_LENGTH:
+        raise ValidationError(f"key name is longer than {MAX_KEY_NAME_LENGTH} characters", code="invalid_name",
+                              field="name")
+    return cleaned
+
+
+def issue_api_key(db: Database, *, user_id: int, name: object) -> tuple[str, int]:
+    """Create a key; returns (the full key, to be shown once and never again, its id)."""
+    clean_name = validate_key_name(name)
+    raw_key = KEY_PREFIX + secrets.token_hex(KEY_RANDOM_BYTES)
+    with db.write() as conn:
+        key_id = store.insert_api_key(conn, user_id=user_id, name=clean_name, prefix=raw_key[:DISPLAY_PREFIX_LENGTH],
+                                      key_hash=hash_api_key(raw_key), now=now_epoch())
+    return raw_key, key_id
+
+
+def authenticate_api_key(db: Database, raw_key: str | None) -> ApiPrincipal:
+    """The principal for a presented key; Unauthorized for a missing, unknown or revoked key or disabled user."""
+    if not raw_key:
+        raise Unauthorized("send your API key in the X-Api-Key header", code="missing_api_key")
+    raw_key = raw_key.strip()
+    if len(raw_key) > MAX_PRESENTED_KEY_LENGTH or not raw_key.startswith(KEY_PREFIX):
+        raise Unauthorized("this API key is not valid", code="invalid_api_key")
+    presented_hash = hash_api_key(raw_key)
+    with db.read() as conn:
+        row = store.get_active_key_by_hash(conn, presented_hash)
+    if row is None or not hmac.compare_digest(row.key_hash, presented_hash):
+        raise Unauthorized("this API key is not valid or has been revoked", code="invalid_api_key")
+    _note_key_use(db, row)
+    return ApiPrincipal(key_id=row.id, user_id=row.user_id, key_name=row.name)
+
+
+def authenticate_key_id(db: Database, *, key_id: int, user_id: int) -> ApiPrincipal:
+    """For the dashboard's Live Console, which picks a key by id server-side and never sees the key itself."""
+    with db.read() as conn:
+        row = store.get_active_key_for_user(conn, key_id=key_id, user_id=user_id)
+    if row is None:
+        raise Unauthorized("this API key is not valid or has been revoked", code="invalid_api_key")
+    _note_key_use(db, row)
+    return ApiPrincipal(key_id=row.id, user_id=row.user_id, key_name=row.name)
+
+
+def _note_key_use(db: Database, row: Row) -> None:
+    """Record last use at minute resolution, so a busy key does not cost a write per call."""
+    now = now_epoch()
+    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION_SECONDS:
+        with db.write() as conn:
+            store.touch_api_key(conn, row.id, now)
+
+
+def list_api_keys(db: Database, *, user_id: int) -> list[Row]:
+    with db.read() as conn:
+        return store.list_api_keys(conn, user_id)
+
+
+def revoke_api_key(db: Database, *, user_id: int, key_id: int) -> None:
+    """Revoke at once; the codes made with the key stay."""
+    with db.write() as conn:
+        if store.revoke_api_key(conn, key_id=key_id, user_id=user_id, now=now_epoch()) == 0:
+            raise NotFound("no active key with this id", code="key_not_found")

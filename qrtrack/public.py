@@ -1,0 +1,84 @@
+"""Blueprint for what a QR code's readers reach: /p/<slug> (scan and redirect), /img/<slug>.png|svg, logos."""
+from __future__ import annotations
+
+import hashlib
+
+from flask import Blueprint, Response, abort, redirect, render_template, request, send_file
+
+from . import qrimage, store
+from .codes import logo_path
+from .errors import Gone, NotFound
+from .web import services, short_url
+
+bp = Blueprint("public", __name__)
+SLUG_MAX_LENGTH = 16
+IMAGE_CACHE_CONTROL = "public, max-age=300"
+
+
+@bp.get("/p/<slug>")
+def scan_redirect(slug: str):
+    try:
+        destination = services().recorder.record(slug[:SLUG_MAX_LENGTH], request.environ)
+    except NotFound:
+        return render_template("errors/unknown_code.html"), 404
+    except Gone:
+        return render_template("errors/paused_code.html"), 410
+    response = redirect(destination, 302)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/img/<slug>.png")
+def qr_png(slug: str):
+    return _qr_image(slug, kind="png", size=qrimage.clamp_size(request.args.get("size", type=int)))
+
+
+@bp.get("/img/<slug>.svg")
+def qr_svg(slug: str):
+    return _qr_image(slug, kind="svg", size=None)
+
+
+def _qr_image(slug: str, *, kind: str, size: int | None) -> Response:
+    app_services = services()
+    with app_services.db.read() as conn:
+        code = store.get_full_code_by_slug(conn, slug[:SLUG_MAX_LENGTH])
+    if code is None:
+        abort(404, "no QR code at this address")
+    data = short_url(code.slug)
+    fingerprint = hashlib.sha256(f"{data}|{code.logo or ''}".encode()).hexdigest()
+    key = qrimage.cache_key(code.slug, kind=kind, size=size, fingerprint=fingerprint)
+    content = app_services.images.get(key)
+    if content is None:
+        content = _render(kind, data, size, _logo_bytes(code.logo))
+        app_services.images.put(key, content)
+    return _cached_response(content, mimetype="image/png" if kind == "png" else "image/svg+xml")
+
+
+def _render(kind: str, data: str, size: int | None, logo: bytes | None) -> bytes:
+    if kind == "png":
+        return qrimage.render_png(data, size=size, logo=logo)
+    return qrimage.render_svg(data, logo=logo)
+
+
+def _logo_bytes(logo: str | None) -> bytes | None:
+    if not logo:
+        return None
+    path = logo_path(services().logo_dir, logo)
+    return path.read_bytes() if path.is_file() else None
+
+
+def _cached_response(content: bytes, *, mimetype: str) -> Response:
+    response = Response(content, mimetype=mimetype)
+    response.set_etag(qrimage.etag_for(content).strip('"'))
+    response.headers["Cache-Control"] = IMAGE_CACHE_CONTROL
+    return response.make_conditional(request)
+
+
+@bp.get("/logo/<digest>.png")
+def logo_png(digest: str):
+    if len(digest) != 64 or any(ch not in "0123456789abcdef" for ch in digest):
+        abort(404)
+    path = logo_path(services().logo_dir, digest)
+    if not path.is_file():
+        abort(404)
+    return send_file(path, mimetype="image/png", max_age=86400, etag=True, conditional=True)

@@ -1,0 +1,105 @@
+"""The database schema, written down once as SQLAlchemy Core tables.
+
+Timestamps are integer epoch seconds (UTC): portable across SQLite, PostgreSQL and MySQL,
+and day buckets for analytics are plain integer division.
+"""
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False),
+    Column("is_admin", Boolean, nullable=False, default=False),
+    Column("is_active", Boolean, nullable=False, default=True),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("name", String(100), nullable=False),
+    Column("prefix", String(16), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_used_at", BigInteger),
+    Column("revoked_at", BigInteger),
+)
+
+codes = Table(
+    "codes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("uuid", String(36), nullable=False, unique=True),
+    Column("slug", String(16), nullable=False, unique=True),
+    Column("owner_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("type", String(16), nullable=False, default="url"),
+    Column("destination", Text, nullable=False),
+    Column("label", String(200), nullable=False, default=""),
+    Column("logo", String(64)),
+    Column("status", String(16), nullable=False, default="active"),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("scan_count", BigInteger, nullable=False, default=0),
+    Index("ix_codes_owner_created", "owner_id", "created_at", "id"),
+)
+
+scans = Table(
+    "scans",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("code_id", Integer, ForeignKey("codes.id", ondelete="CASCADE"), nullable=False),
+    Column("ts", BigInteger, nullable=False),
+    Column("country", String(2)),
+    Column("city", String(100)),
+    Column("device", String(32), nullable=False, default="Other"),
+    Column("os", String(64), nullable=False, default=""),
+    Column("browser", String(64), nullable=False, default=""),
+    Column("is_bot", Boolean, nullable=False, default=False),
+    Column("referrer_host", String(255)),
+    Column("user_agent", String(512), nullable=False, default=""),
+    Column("visitor", String(32), nullable=False, default=""),
+    Index("ix_scans_code_ts", "code_id", "ts"),
+    Index("ix_scans_code_bot_ts", "code_id", "is_bot", "ts"),
+)
+
+api_calls = Table(
+    "api_calls",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("key_id", Integer, ForeignKey("api_keys.id", ondelete="SET NULL")),
+    Column("key_name", String(100), nullable=False, default=""),
+    Column("ts", BigInteger, nullable=False),
+    Column("method", String(8), nullable=False),
+    Column("path", String(300), nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("duration_ms", Integer, nullable=False),
+    Column("source", String(16), nullable=False, default="api"),
+    Index("ix_api_calls_user_ts", "user_id", "ts"),
+)

@@ -1,0 +1,230 @@
+"""Every query QR Track runs: one function per query, each taking a connection and never committing."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, delete, func, insert, or_, select, update
+
+from .schema import api_calls, api_keys, codes, scans, users
+
+CODE_COLUMNS = (
+    codes.c.id, codes.c.uuid, codes.c.slug, codes.c.owner_id, codes.c.type, codes.c.destination,
+    codes.c.label, codes.c.logo, codes.c.status, codes.c.created_at, codes.c.updated_at, codes.c.scan_count,
+)
+SCAN_LOG_COLUMNS = (
+    scans.c.id, scans.c.ts, scans.c.city, scans.c.country, scans.c.device, scans.c.os, scans.c.browser,
+    scans.c.is_bot, scans.c.referrer_host,
+)
+USER_COLUMNS = (users.c.id, users.c.username, users.c.password_hash, users.c.is_admin, users.c.is_active,
+                users.c.created_at)
+KEY_COLUMNS = (api_keys.c.id, api_keys.c.user_id, api_keys.c.name, api_keys.c.prefix, api_keys.c.created_at,
+               api_keys.c.last_used_at, api_keys.c.revoked_at)
+SORTABLE_CODE_COLUMNS = {"created": codes.c.created_at, "scans": codes.c.scan_count, "label": codes.c.label,
+                         "updated": codes.c.updated_at}
+
+
+# --- users -------------------------------------------------------------------------------------
+
+def insert_user(conn: Connection, *, username: str, password_hash: str, is_admin: bool, now: int) -> int:
+    result = conn.execute(insert(users).values(
+        username=username, password_hash=password_hash, is_admin=is_admin, is_active=True, created_at=now))
+    return result.inserted_primary_key[0]
+
+
+def get_user_by_id(conn: Connection, user_id: int) -> Row | None:
+    return conn.execute(select(*USER_COLUMNS).where(users.c.id == user_id)).first()
+
+
+def get_user_by_username(conn: Connection, username: str) -> Row | None:
+    return conn.execute(select(*USER_COLUMNS).where(users.c.username == username)).first()
+
+
+def list_users(conn: Connection) -> list[Row]:
+    return list(conn.execute(select(*USER_COLUMNS).order_by(users.c.username)))
+
+
+def count_users(conn: Connection) -> int:
+    return conn.execute(select(func.count()).select_from(users)).scalar_one()
+
+
+def count_active_admins(conn: Connection) -> int:
+    query = select(func.count()).select_from(users).where(users.c.is_admin.is_(True), users.c.is_active.is_(True))
+    return conn.execute(query).scalar_one()
+
+
+def update_user(conn: Connection, user_id: int, values: Mapping[str, Any]) -> int:
+    return conn.execute(update(users).where(users.c.id == user_id).values(**values)).rowcount
+
+
+def delete_user(conn: Connection, user_id: int) -> int:
+    return conn.execute(delete(users).where(users.c.id == user_id)).rowcount
+
+
+# --- api keys ----------------------------------------------------------------------------------
+
+def insert_api_key(conn: Connection, *, user_id: int, name: str, prefix: str, key_hash: str, now: int) -> int:
+    result = conn.execute(insert(api_keys).values(
+        user_id=user_id, name=name, prefix=prefix, key_hash=key_hash, created_at=now))
+    return result.inserted_primary_key[0]
+
+
+def get_active_key_by_hash(conn: Connection, key_hash: str) -> Row | None:
+    """The unrevoked key with this hash, joined to its enabled owner."""
+    query = (
+        select(api_keys.c.id, api_keys.c.user_id, api_keys.c.name, api_keys.c.key_hash, api_keys.c.last_used_at)
+        .join(users, users.c.id == api_keys.c.user_id)
+        .where(api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None), users.c.is_active.is_(True))
+    )
+    return conn.execute(query).first()
+
+
+def get_active_key_for_user(conn: Connection, *, key_id: int, user_id: int) -> Row | None:
+    query = (
+        select(api_keys.c.id, api_keys.c.user_id, api_keys.c.name, api_keys.c.last_used_at)
+        .join(users, users.c.id == api_keys.c.user_id)
+        .where(api_keys.c.id == key_id, api_keys.c.user_id == user_id, api_keys.c.revoked_at.is_(None),
+               users.c.is_active.is_(True))
+    )
+    return conn.execute(query).first()
+
+
+def list_api_keys(conn: Connection, user_id: int) -> list[Row]:
+    query = select(*KEY_COLUMNS).where(api_keys.c.user_id == user_id).order_by(api_keys.c.id.desc())
+    return list(conn.execute(query))
+
+
+def touch_api_key(conn: Connection, key_id: int, now: int) -> None:
+    conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=now))
+
+
+def revoke_api_key(conn: Connection, *, key_id: int, user_id: int, now: int) -> int:
+    query = (update(api_keys)
+             .where(api_keys.c.id == key_id, api_keys.c.user_id == user_id, api_keys.c.revoked_at.is_(None))
+             .values(revoked_at=now))
+    return conn.execute(query).rowcount
+
+
+# --- codes -------------------------------------------------------------------------------------
+
+def insert_code(conn: Connection, values: Mapping[str, Any]) -> int:
+    return conn.execute(insert(codes).values(**values)).inserted_primary_key[0]
+
+
+def slug_exists(conn: Connection, slug: str) -> bool:
+    return conn.execute(select(codes.c.id).where(codes.c.slug == slug)).first() is not None
+
+
+def get_code_by_slug(conn: Connection, slug: str) -> Row | None:
+    query = select(codes.c.id, codes.c.destination, codes.c.status).where(codes.c.slug == slug)
+    return conn.execute(query).first()
+
+
+def get_full_code_by_slug(conn: Connection, slug: str) -> Row | None:
+    return conn.execute(select(*CODE_COLUMNS).where(codes.c.slug == slug)).first()
+
+
+def get_code_by_uuid(conn: Connection, *, uuid: str, owner_id: int) -> Row | None:
+    query = select(*CODE_COLUMNS).where(codes.c.uuid == uuid, codes.c.owner_id == owner_id)
+    return conn.execute(query).first()
+
+
+def _code_filters(owner_id: int, *, search: str | None, statuses: Iterable[str] | None) -> list:
+    filters = [codes.c.owner_id == owner_id]
+    if statuses:
+        filters.append(codes.c.status.in_(list(statuses)))
+    if search:
+        pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        filters.append(or_(codes.c.label.ilike(pattern, escape="\\"),
+                           codes.c.destination.ilike(pattern, escape="\\"),
+                           codes.c.slug == search))
+    return filters
+
+
+def list_codes(conn: Connection, owner_id: int, *, search: str | None = None,
+               statuses: Iterable[str] | None = None, sort: str = "created", descending: bool = True,
+               limit: int | None = None, offset: int = 0) -> list[Row]:
+    column = SORTABLE_CODE_COLUMNS[sort]
+    order = (column.desc(), codes.c.id.desc()) if descending else (column.asc(), codes.c.id.asc())
+    query = (select(*CODE_COLUMNS).where(*_code_filters(owner_id, search=search, statuses=statuses))
+             .order_by(*order).offset(offset))
+    if limit is not None:
+        query = query.limit(limit)
+    return list(conn.execute(query))
+
+
+def count_codes(conn: Connection, owner_id: int, *, search: str | None = None,
+                statuses: Iterable[str] | None = None) -> int:
+    query = select(func.count()).select_from(codes).where(
+        *_code_filters(owner_id, search=search, statuses=statuses))
+    return conn.execute(query).scalar_one()
+
+
+def update_code(conn: Connection, code_id: int, values: Mapping[str, Any]) -> int:
+    return conn.execute(update(codes).where(codes.c.id == code_id).values(**values)).rowcount
+
+
+def delete_code(conn: Connection, code_id: int) -> int:
+    return conn.execute(delete(codes).where(codes.c.id == code_id)).rowcount
+
+
+def count_codes_using_logo(conn: Connection, logo: str) -> int:
+    return conn.execute(select(func.count()).select_from(codes).where(codes.c.logo == logo)).scalar_one()
+
+
+# --- scans -------------------------------------------------------------------------------------
+
+def insert_scans(conn: Connection, rows: list[Mapping[str, Any]]) -> None:
+    """Insert scan rows and keep each code's scan_count in step, in the caller's transaction."""
+    if not rows:
+        return
+    conn.execute(insert(scans), rows)
+    per_code: dict[int, int] = {}
+    for row in rows:
+        per_code[row["code_id"]] = per_code.get(row["code_id"], 0) + 1
+    for code_id, added in per_code.items():
+        conn.execute(update(codes).where(codes.c.id == code_id).values(scan_count=codes.c.scan_count + added))
+
+
+def list_scans(conn: Connection, code_id: int, *, limit: int, before_id: int | None = None,
+               start: int | None = None, end: int | None = None, include_bots: bool = True) -> list[Row]:
+    """Newest first; before_id is the keyset cursor from the previous page."""
+    filters = _scan_filters(code_id, start=start, end=end, include_bots=include_bots)
+    if before_id is not None:
+        filters.append(scans.c.id < before_id)
+    query = select(*SCAN_LOG_COLUMNS).where(*filters).order_by(scans.c.id.desc()).limit(limit)
+    return list(conn.execute(query))
+
+
+def _scan_filters(code_id: int, *, start: int | None, end: int | None, include_bots: bool) -> list:
+    filters = [scans.c.code_id == code_id]
+    if not include_bots:
+        filters.append(scans.c.is_bot.is_(False))
+    if start is not None:
+        filters.append(scans.c.ts >= start)
+    if end is not None:
+        filters.append(scans.c.ts < end)
+    return filters
+
+
+def count_scans(conn: Connection, code_id: int, *, start: int | None = None, end: int | None = None,
+                include_bots: bool = True) -> int:
+    filters = _scan_filters(code_id, start=start, end=end, include_bots=include_bots)
+    return conn.execute(select(func.count()).select_from(scans).where(*filters)).scalar_one()
+
+
+# --- api call log ------------------------------------------------------------------------------
+
+def insert_api_call(conn: Connection, values: Mapping[str, Any]) -> None:
+    conn.execute(insert(api_calls).values(**values))
+
+
+def list_api_calls(conn: Connection, user_id: int, *, limit: int) -> list[Row]:
+    query = (select(api_calls.c.id, api_calls.c.ts, api_calls.c.key_name, api_calls.c.method, api_calls.c.path,
+                    api_calls.c.status, api_calls.c.duration_ms, api_calls.c.source)
+             .where(api_calls.c.user_id == user_id).order_by(api_calls.c.id.desc()).limit(limit))
+    return list(conn.execute(query))
+
+
+def delete_api_calls_before(conn: Connection, ts: int) -> int:
+    return conn.execute(delete(api_calls).where(and_(api_calls.c.ts < ts))).rowcount

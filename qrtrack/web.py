@@ -1,0 +1,88 @@
+"""What the HTTP layer shares: the per-app services bundle, public URLs, and error responses."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from flask import current_app, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from .config import Settings
+from .db import Database
+from .errors import QrTrackError, error_body
+from .geo import GeoLocator
+from .qrimage import ImageCache
+from .scans import ScanRecorder
+
+HTTP_ERROR_CODES = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+    409: "conflict", 410: "gone", 413: "payload_too_large", 415: "unsupported_media_type",
+    429: "rate_limited", 500: "internal_error",
+}
+
+
+@dataclass
+class AppServices:
+    """Everything built once per app at start-up and shared by every request."""
+
+    settings: Settings
+    db: Database
+    geo: GeoLocator
+    recorder: ScanRecorder
+    images: ImageCache
+    logo_dir: Path
+
+
+def services() -> AppServices:
+    return current_app.extensions["qrtrack"]
+
+
+def public_base_url() -> str:
+    """BASE_URL when set, else this request's origin plus the folder the app is mounted at."""
+    return services().settings.BASE_URL or request.url_root.rstrip("/")
+
+
+def short_url(slug: str) -> str:
+    return f"{public_base_url()}/p/{slug}"
+
+
+def qr_image_url(slug: str, kind: str = "png") -> str:
+    return f"{public_base_url()}/img/{slug}.{kind}"
+
+
+def logo_url(logo: str | None) -> str | None:
+    return f"{public_base_url()}/logo/{logo}.png" if logo else None
+
+
+def wants_json() -> bool:
+    return request.blueprint == "api" or request.path.endswith("/api.php") or request.path.startswith("/api/")
+
+
+def error_response(status: int, code: str, message: str, *, field: str | None = None):
+    if wants_json():
+        response = jsonify(error_body(code, message, field=field))
+    else:
+        response = current_app.make_response(
+            render_template("errors/error.html", status=status, message=message), )
+    response.status_code = status
+    return response
+
+
+def handle_qrtrack_error(error: QrTrackError):
+    return error_response(error.status, error.code, error.message, field=error.field)
+
+
+def handle_http_exception(error: HTTPException):
+    status = error.code or 500
+    message = error.description or error.name
+    if status == 429:
+        message = f"rate limit exceeded ({error.description}); retry after the time in Retry-After"
+    response = error_response(status, HTTP_ERROR_CODES.get(status, "http_error"), message)
+    if status == 405 and getattr(error, "valid_methods", None):
+        response.headers["Allow"] = ", ".join(error.valid_methods)
+    return response
+
+
+def handle_unexpected_error(error: Exception):
+    current_app.logger.exception("unhandled error on %s %s", request.method, request.path)
+    return error_response(500, "internal_error", "something went wrong on our side; it has been logged")
