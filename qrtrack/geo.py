@@ -1,0 +1,233 @@
+"""Find a scan's client address, anonymise it, and place it in a country and city.
+
+Pure: no Flask, no database. Works on a WSGI environ and plain strings.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import unquote
+
+if TYPE_CHECKING:
+    from maxminddb.reader import Reader
+
+MAX_CITY_LENGTH = 100
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Per CDN: (country header, city header, is the city percent-encoded).
+# CloudFront and Vercel percent-encode non-ASCII; Cloudflare sends raw UTF-8.
+_CDN_HEADERS = {
+    "cloudflare": ("HTTP_CF_IPCOUNTRY", "HTTP_CF_IPCITY", False),
+    "cloudfront": ("HTTP_CLOUDFRONT_VIEWER_COUNTRY", "HTTP_CLOUDFRONT_VIEWER_CITY", True),
+    "vercel": ("HTTP_X_VERCEL_IP_COUNTRY", "HTTP_X_VERCEL_IP_CITY", True),
+}
+# Cloudflare: XX = unknown, T1 = Tor exit node. Neither is a country.
+_NOT_COUNTRIES = frozenset({"XX", "T1"})
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """A client's ISO-3166 alpha-2 country (upper-case) and city; None = unknown."""
+
+    country: str | None
+    city: str | None
+
+
+_NOWHERE = Location(None, None)
+
+
+def client_address(environ: Mapping[str, str], *, trust_proxy: int) -> str | None:
+    """Return the client's IP address as canonical text, or None if it is not valid.
+
+    trust_proxy is the number of proxies in front of the app that append to
+    X-Forwarded-For. With 0 the header is ignored and REMOTE_ADDR is used; with
+    N the Nth entry from the right is used, as werkzeug's ProxyFix does, so
+    entries a client adds on the left cannot spoof its address. If the header
+    has fewer than N entries, REMOTE_ADDR is used.
+    """
+    if trust_proxy < 0:
+        raise ValueError(f"trust_proxy must be 0 or more, not {trust_proxy}")
+    candidate = environ.get("REMOTE_ADDR")
+    forwarded = environ.get("HTTP_X_FORWARDED_FOR", "")
+    if trust_proxy and forwarded:
+        hops = forwarded.split(",")
+        if len(hops) >= trust_proxy:
+            candidate = hops[-trust_proxy]
+    ip = _parse_ip(candidate)
+    return str(ip) if ip is not None else None
+
+
+def anonymise_ip(address: str | None) -> str | None:
+    """Return the address with its host part zeroed: IPv4 keeps /24, IPv6 keeps /48.
+
+    An IPv4-mapped IPv6 address is treated as the IPv4 address it carries.
+    Anything that is not a valid address gives None.
+    """
+    ip = _parse_ip(address)
+    if ip is None:
+        return None
+    prefix = 24 if ip.version == 4 else 48
+    return str(ipaddress.ip_network((ip, prefix), strict=False).network_address)
+
+
+class GeoLocator:
+    """Place addresses by trusted CDN headers, then the site's .mmdb files, then iptocc.
+
+    Sources are asked in that order. The first country found wins; a later
+    source only fills the city, and only when it agrees on the country (or no
+    country was found yet), so a city never lands in the wrong country.
+    Addresses that are not globally routable unicast (private, loopback,
+    link-local, reserved, CGNAT, documentation, multicast) are never looked up;
+    CDN headers still apply to them.
+    """
+
+    def __init__(self, *, mmdb_paths: Sequence[str] = (), trust_cdn: str | None = None):
+        if trust_cdn is not None and trust_cdn not in _CDN_HEADERS:
+            choices = ", ".join(sorted(_CDN_HEADERS))
+            raise ValueError(f"unknown CDN {trust_cdn!r}: expected one of {choices}, or none")
+        for path in mmdb_paths:
+            if not (os.path.isfile(path) and os.access(path, os.R_OK)):
+                raise ValueError(f"GeoIP database {path!r} is not a readable file")
+        self._mmdb_paths = tuple(mmdb_paths)
+        self._trust_cdn = trust_cdn
+        self._readers: tuple[Reader, ...] | None = None
+        self._open_lock = threading.Lock()
+
+    @property
+    def is_dbip(self) -> bool:
+        """True if a loaded .mmdb holds DB-IP data; its licence needs a credit link."""
+        return any(_is_dbip(path, reader) for path, reader in zip(self._mmdb_paths, self._open_readers(), strict=True))
+
+    def warm_up(self) -> None:
+        """Open the .mmdb files and import iptocc now rather than on the first scan."""
+        self._open_readers()
+        _from_iptocc(ipaddress.ip_address("192.0.2.1"))
+
+    def locate(self, address: str | None, environ: Mapping[str, str]) -> Location:
+        """Return the best Location for a client address and its WSGI environ."""
+        found = self._from_cdn(environ)
+        ip = _parse_ip(address)
+        if ip is None or not ip.is_global or ip.is_multicast:
+            return found
+        for reader in self._open_readers():
+            if found.country and found.city:
+                break
+            found = _merge(found, _from_mmdb(reader, ip))
+        if found.country is None:
+            found = _merge(found, _from_iptocc(ip))
+        return found
+
+    def _from_cdn(self, environ: Mapping[str, str]) -> Location:
+        if self._trust_cdn is None:
+            return _NOWHERE
+        country_key, city_key, is_percent_encoded = _CDN_HEADERS[self._trust_cdn]
+        city = _from_wsgi_text(environ.get(city_key, ""))
+        if is_percent_encoded:
+            city = unquote(city)
+        return Location(_clean_country(environ.get(country_key)), _clean_city(city))
+
+    def _open_readers(self) -> tuple[Reader, ...]:
+        if self._readers is None:
+            with self._open_lock:
+                if self._readers is None:
+                    self._readers = tuple(_open_mmdb(path) for path in self._mmdb_paths)
+        return self._readers
+
+
+def _parse_ip(address: str | None) -> IPAddress | None:
+    """Parse an address, unwrapping IPv4-mapped IPv6; None when missing or invalid."""
+    if not address:
+        return None
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return None
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _open_mmdb(path: str) -> Reader:
+    import maxminddb  # lazy: only sites that configure .mmdb files need it
+
+    try:
+        return maxminddb.open_database(path, maxminddb.MODE_AUTO)
+    except (OSError, maxminddb.InvalidDatabaseError) as error:
+        message = f"GeoIP database {path!r} cannot be opened: {error}"
+        raise ValueError(message) from error
+
+
+def _from_mmdb(reader: Reader, ip: IPAddress) -> Location:
+    """Read one record: nested GeoLite2/DB-IP layout, or flat ip-location-db layout."""
+    try:
+        record = reader.get(ip)
+    except ValueError:  # an IPv4-only file asked about an IPv6 address
+        return _NOWHERE
+    if not isinstance(record, dict):
+        return _NOWHERE
+    if "country_code" in record:
+        country, city = record["country_code"], record.get("city")
+    else:
+        country = _get_nested(record, "country", "iso_code")
+        country = country or _get_nested(record, "registered_country", "iso_code")
+        city = _get_nested(record, "city", "names", "en")
+    return Location(_clean_country(country), _clean_city(city))
+
+
+def _from_iptocc(ip: IPAddress) -> Location:
+    import iptocc  # lazy: keeps CGI start-up cheap when the scan path does not need it
+
+    return Location(_clean_country(iptocc.country_code(str(ip))), None)
+
+
+def _merge(found: Location, extra: Location) -> Location:
+    """Fill what is missing from a later source; see GeoLocator for the rule."""
+    if found.country is None:
+        return Location(extra.country, found.city or extra.city)
+    if found.city is None and extra.country == found.country:
+        return Location(found.country, extra.city)
+    return found
+
+
+def _get_nested(record: dict, *keys: str) -> object:
+    value: object = record
+    for key in keys:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _clean_country(value: object) -> str | None:
+    if not isinstance(value, str):
+        return None
+    code = value.strip().upper()
+    is_two_letters = len(code) == 2 and code.isascii() and code.isalpha()
+    return code if is_two_letters and code not in _NOT_COUNTRIES else None
+
+
+def _clean_city(value: object) -> str | None:
+    if not isinstance(value, str):
+        return None
+    return value.strip()[:MAX_CITY_LENGTH] or None
+
+
+def _from_wsgi_text(value: str) -> str:
+    """Undo WSGI's latin-1 decoding of header bytes (PEP 3333) if they were UTF-8."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return value
+
+
+def _is_dbip(path: str, reader: Reader) -> bool:
+    metadata = reader.metadata()
+    names = [os.path.basename(path), metadata.database_type or ""]
+    names += (metadata.description or {}).values()
+    return any("dbip" in name.lower() or "db-ip" in name.lower() for name in names)
