@@ -36,11 +36,15 @@ def validate_password(password: object) -> str:
     return password
 
 
-def create_user(db: Database, *, username: object, password: object, is_admin: bool = False) -> int:
+def create_user(db: Database, *, username: object, password: object, is_admin: bool = False,
+                only_if_first: bool = False) -> int:
+    """Create a user; with only_if_first, refuse (Conflict) unless the database has no user yet."""
     clean_name = validate_username(username)
     password_hash = generate_password_hash(validate_password(password))
     try:
         with db.write() as conn:
+            if only_if_first and store.count_users(conn):
+                raise Conflict("the first account exists already; log in instead", code="setup_done")
             if store.get_user_by_username(conn, clean_name) is not None:
                 raise Conflict(f"user {clean_name!r} already exists", code="user_exists", field="username")
             return store.insert_user(conn, username=clean_name, password_hash=password_hash, is_admin=is_admin,

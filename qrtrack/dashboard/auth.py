@@ -1,0 +1,69 @@
+"""Dashboard pages for signing in: the one-time /setup, login and logout."""
+from __future__ import annotations
+
+from flask import abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_user, logout_user
+
+from .. import accounts
+from ..errors import QrTrackError
+from ..web import services
+from . import DashboardUser, bp, safe_next_url
+
+LOGIN_LIMIT_PER_ADDRESS = "20 per 5 minutes"
+LOGIN_LIMIT_PER_ACCOUNT = "10 per 5 minutes"
+
+
+@bp.route("/setup", methods=["GET", "POST"])
+def setup():
+    """Create the first admin from the browser; gone (404) once any user exists."""
+    db = services().db
+    if accounts.count_users(db):
+        abort(404)
+    form = {"username": request.form.get("username", "admin")}
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        password = request.form.get("password", "")
+        if password != request.form.get("password_confirm", ""):
+            errors["password_confirm"] = "The two passwords differ."
+        else:
+            try:
+                accounts.create_user(db, username=form["username"], password=password, is_admin=True,
+                                     only_if_first=True)
+            except QrTrackError as error:
+                errors[error.field or "username"] = error.message
+        if not errors:
+            user = accounts.authenticate_user(db, username=form["username"], password=password)
+            login_user(DashboardUser(user))
+            flash("Welcome to QR Track. Create your first code below.", "success")
+            return redirect(url_for("dashboard.codes_list"))
+    return render_template("dashboard/setup.html", form=form, errors=errors), 400 if errors else 200
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    if current_user.is_authenticated:
+        return redirect(safe_next_url())
+    username = request.form.get("username", "")
+    error = None
+    if request.method == "POST":
+        user = accounts.authenticate_user(services().db, username=username, password=request.form.get("password", ""))
+        if user is not None:
+            login_user(DashboardUser(user))
+            return redirect(safe_next_url())
+        error = "Wrong username or password, or the account is disabled."
+    return render_template("dashboard/login.html", username=username, error=error), 401 if error else 200
+
+
+@bp.post("/logout")
+def logout():
+    logout_user()
+    flash("You are logged out.", "info")
+    return redirect(url_for("dashboard.login"))
+
+
+def login_account_key() -> str:
+    return "login-account:" + request.form.get("username", "").strip().lower()[:64]
+
+
+def login_address_key() -> str:
+    return "login-address:" + (request.remote_addr or "")
