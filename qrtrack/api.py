@@ -1,8 +1,11 @@
 """Blueprint for the REST API at /api.php (the seed contract plus additions) and /api/openapi.json."""
 from __future__ import annotations
 
+import json
 import logging
+import re
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, g, jsonify, request
@@ -13,15 +16,17 @@ from . import codes, keys, scans, store
 from .clock import isoformat_utc, now_epoch
 from .errors import QrTrackError, ValidationError
 from .openapi import openapi_document
-from .web import logo_url, qr_image_url, services, short_url
+from .web import CONSOLE_PRINCIPAL_ENVIRON_KEY, logo_url, qr_image_url, services, short_url
 
 bp = Blueprint("api", __name__)
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
 MAX_LIST_LIMIT = 1000
 DEFAULT_SCAN_PAGE = 100
-MAX_SCAN_PAGE = 1000
-CONSOLE_PRINCIPAL_ENVIRON_KEY = "qrtrack.console_principal"
+MAX_SQL_INTEGER = 2**63 - 1
+INTEGER_ARG = re.compile(r"[+-]?[0-9]{1,25}")
+# Anything shaped like one of our keys, wherever a client put it (e.g. ?api_key=), never reaches the call log.
+KEY_SHAPED = re.compile(re.escape(keys.KEY_PREFIX) + r"[0-9A-Za-z]+")
 
 
 class PayloadTooLarge(QrTrackError):
@@ -75,10 +80,15 @@ def _log_call(principal: keys.ApiPrincipal, status: int) -> None:
         with services().db.write() as conn:
             store.insert_api_call(conn, {
                 "user_id": principal.user_id, "key_id": principal.key_id, "key_name": principal.key_name,
-                "ts": now_epoch(), "method": request.method, "path": request.full_path.rstrip("?")[:300],
+                "ts": now_epoch(), "method": request.method, "path": logged_path()[:300],
                 "status": status, "duration_ms": elapsed_ms, "source": source})
     except SQLAlchemyError:
         log.exception("could not log an API call; the call itself went through")
+
+
+def logged_path() -> str:
+    """The path and query string as the call log keeps them: anything shaped like an API key is masked."""
+    return KEY_SHAPED.sub(keys.KEY_PREFIX + "[redacted]", request.full_path.rstrip("?"))
 
 
 @bp.route("/api.php", methods=["GET", "POST", "DELETE"])
@@ -86,7 +96,8 @@ def api_endpoint():
     principal = current_principal()
     uuid = request.args.get("uuid")
     if request.method == "GET":
-        return jsonify(get_code(principal, uuid)) if uuid is not None else jsonify(list_codes(principal))
+        page = _page_args()
+        return jsonify(get_code(principal, uuid, page) if uuid is not None else list_codes(principal, page))
     if request.method == "DELETE":
         return jsonify(delete_code(principal, _required_uuid(uuid)))
     body = _json_body()
@@ -100,23 +111,41 @@ def openapi_json():
     return jsonify(openapi_document(server_url=request.url_root.rstrip("/")))
 
 
-def list_codes(principal: keys.ApiPrincipal) -> dict[str, Any]:
-    limit = _int_arg("limit", minimum=1, maximum=MAX_LIST_LIMIT)
-    offset = _int_arg("offset", minimum=0, maximum=None) or 0
+@dataclass(frozen=True)
+class PageArgs:
+    """The GET query parameters, all checked whichever page they are for, so a typo never passes silently."""
+
+    limit: int | None
+    offset: int
+    before: int | None
+    status: str | None
+    label: str | None
+
+
+def _page_args() -> PageArgs:
     status = request.args.get("status")
-    statuses = (codes.validate_status(status),) if status else ("active", "paused")
-    rows, total = codes.list_codes(services().db, owner_id=principal.user_id, search=request.args.get("label"),
-                                   statuses=statuses, limit=limit, offset=offset)
-    return {"codes": [code_summary(row) for row in rows], "total": total, "limit": limit, "offset": offset}
+    return PageArgs(limit=_int_arg("limit", minimum=1, maximum=MAX_LIST_LIMIT),
+                    offset=_int_arg("offset", minimum=0, maximum=MAX_SQL_INTEGER) or 0,
+                    before=_int_arg("before", minimum=1, maximum=MAX_SQL_INTEGER),
+                    status=None if status is None else codes.validate_status(status),
+                    label=request.args.get("label"))
 
 
-def get_code(principal: keys.ApiPrincipal, uuid: str) -> dict[str, Any]:
+def list_codes(principal: keys.ApiPrincipal, page: PageArgs) -> dict[str, Any]:
+    statuses = (page.status,) if page.status else ("active", "paused")
+    rows, total = codes.list_codes(services().db, owner_id=principal.user_id, search=page.label,
+                                   statuses=statuses, limit=page.limit, offset=page.offset)
+    return {"codes": [code_summary(row) for row in rows], "total": total, "limit": page.limit,
+            "offset": page.offset}
+
+
+def get_code(principal: keys.ApiPrincipal, uuid: str, page: PageArgs) -> dict[str, Any]:
     code = codes.get_code(services().db, owner_id=principal.user_id, uuid=uuid)
-    limit = _int_arg("limit", minimum=1, maximum=MAX_SCAN_PAGE) or DEFAULT_SCAN_PAGE
-    before = _int_arg("before", minimum=1, maximum=None)
-    rows, total = scans.scan_log(services().db, code_id=code.id, limit=limit, before_id=before)
-    next_before = rows[-1].id if len(rows) == limit and rows[-1].id > 1 else None
-    return {**code_summary(code), "scans": [scan_entry(row) for row in rows], "scan_count": code.scan_count,
+    limit = page.limit or DEFAULT_SCAN_PAGE
+    # One row more than asked for tells whether an older page exists, so next_before is null on the last.
+    rows, total = scans.scan_log(services().db, code_id=code.id, limit=limit + 1, before_id=page.before)
+    next_before = rows[limit - 1].id if len(rows) > limit else None
+    return {**code_summary(code), "scans": [scan_entry(row) for row in rows[:limit]], "scan_count": code.scan_count,
             "scans_total": total, "next_before": next_before}
 
 
@@ -132,10 +161,13 @@ def update_code(principal: keys.ApiPrincipal, uuid: str, body: dict[str, Any]) -
         raise ValidationError(f"cannot change: {', '.join(sorted(unknown))}", code="invalid_field")
     if "type" in body:
         codes.validate_type(body["type"])
-    changes = codes.CodeChanges(destination=body.get("destination"), label=body.get("label"),
-                                status=body.get("status"))
+    # null clears the label; destination and status have no "empty", so null is refused for them.
     if "destination" in body and body["destination"] is None:
         codes.validate_destination(None)
+    if "status" in body and body["status"] is None:
+        codes.validate_status(None)
+    label = "" if "label" in body and body["label"] is None else body.get("label")
+    changes = codes.CodeChanges(destination=body.get("destination"), label=label, status=body.get("status"))
     code = codes.update_code(services().db, owner_id=principal.user_id, uuid=uuid, changes=changes)
     return code_summary(code)
 
@@ -171,7 +203,12 @@ def _json_body() -> dict[str, Any]:
     data = request.get_data(cache=True)
     if len(data) > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"request body is larger than {MAX_BODY_BYTES} bytes")
-    body = request.get_json(silent=True)
+    try:
+        body = json.loads(data)
+        # Lone surrogates (JSON "\ud800") parse, but no database can store them.
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError):  # UnicodeError is a ValueError; deep nesting is a RecursionError
+        raise ValidationError("the body is not valid JSON in UTF-8", code="invalid_json") from None
     if not isinstance(body, dict):
         raise ValidationError("the body must be a JSON object, e.g. {\"destination\": \"https://example.com\"}",
                               code="invalid_json")
@@ -186,12 +223,11 @@ def _required_uuid(uuid: str | None) -> str:
 
 def _int_arg(name: str, *, minimum: int, maximum: int | None) -> int | None:
     raw = request.args.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValidationError(f"{name} must be a whole number", code="invalid_parameter", field=name) from None
+    if not INTEGER_ARG.fullmatch(raw):
+        raise ValidationError(f"{name} must be a whole number", code="invalid_parameter", field=name)
+    value = int(raw)
     if value < minimum or (maximum is not None and value > maximum):
         bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
         raise ValidationError(f"{name} must be {bound}", code="invalid_parameter", field=name)

@@ -14,6 +14,9 @@ from .geo import GeoLocator
 from .qrimage import ImageCache
 from .scans import ScanRecorder
 
+CONSOLE_PRINCIPAL_ENVIRON_KEY = "qrtrack.console_principal"
+"""WSGI environ key the Live Console sets to an authenticated ApiPrincipal; clients cannot set it (no HTTP_ prefix)."""
+
 HTTP_ERROR_CODES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
     409: "conflict", 410: "gone", 413: "payload_too_large", 415: "unsupported_media_type",

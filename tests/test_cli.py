@@ -1,0 +1,76 @@
+"""Operator commands: they work on a fresh instance folder and fail with one clear line."""
+from __future__ import annotations
+
+import re
+import sqlite3
+
+from qrtrack import accounts, keys
+
+
+def cli_app(tmp_path):
+    from qrtrack import create_app
+
+    return create_app({"TESTING": True, "ENV_FILE": None, "INSTANCE_PATH": str(tmp_path / "fresh")})
+
+
+def test_init_db_creates_the_schema_on_a_fresh_instance(tmp_path):
+    app = cli_app(tmp_path)
+    result = app.test_cli_runner().invoke(args=["init-db"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "fresh" / "qrtrack.db").is_file()
+    assert app.test_cli_runner().invoke(args=["init-db"]).exit_code == 0
+    app.extensions["qrtrack"].db.dispose()
+
+
+def test_create_user_then_api_key_prints_the_key_alone_on_the_last_line(tmp_path):
+    app = cli_app(tmp_path)
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["create-user", "alice", "--password", "long enough pw", "--admin"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(args=["create-api-key", "alice", "--label", "laptop"])
+    assert result.exit_code == 0, result.output
+    last_line = result.output.strip().splitlines()[-1]
+    assert re.fullmatch(r"qrt_[0-9a-f]{32,}", last_line)
+    db = app.extensions["qrtrack"].db
+    assert keys.authenticate_api_key(db, last_line).key_name == "laptop"
+    assert accounts.find_user(db, "alice").is_admin
+    db.dispose()
+
+
+def test_errors_exit_non_zero_with_one_clear_line(tmp_path):
+    app = cli_app(tmp_path)
+    runner = app.test_cli_runner()
+    runner.invoke(args=["create-user", "alice", "--password", "long enough pw"])
+    for args, message in ((["create-user", "alice", "--password", "long enough pw"], "already exists"),
+                          (["create-user", "bob", "--password", "short"], "at least 8"),
+                          (["create-api-key", "nobody"], "no user named 'nobody'")):
+        result = runner.invoke(args=args)
+        assert result.exit_code != 0
+        assert message in result.output and "Traceback" not in result.output
+    app.extensions["qrtrack"].db.dispose()
+
+
+def test_ensure_admin_creates_one_with_a_random_password_once(tmp_path):
+    app = cli_app(tmp_path)
+    runner = app.test_cli_runner()
+    first = runner.invoke(args=["ensure-admin"])
+    password = re.search(r"password '([^']+)'", first.output).group(1)
+    assert accounts.authenticate_user(app.extensions["qrtrack"].db, username="admin", password=password)
+    second_app = cli_app(tmp_path)
+    again = second_app.test_cli_runner().invoke(args=["ensure-admin"])
+    assert "Users exist already" in again.output
+    assert password != re.search(r"password '([^']+)'", cli_app(tmp_path / "other").test_cli_runner()
+                                 .invoke(args=["ensure-admin"]).output).group(1)
+
+
+def test_backup_writes_a_readable_copy(tmp_path):
+    app = cli_app(tmp_path)
+    runner = app.test_cli_runner()
+    runner.invoke(args=["create-user", "alice", "--password", "long enough pw"])
+    result = runner.invoke(args=["backup", str(tmp_path / "copy.db")])
+    assert result.exit_code == 0, result.output
+    copy = sqlite3.connect(tmp_path / "copy.db")
+    try:
+        assert copy.execute("SELECT username FROM users").fetchall() == [("alice",)]
+    finally:
+        copy.close()

@@ -1,0 +1,112 @@
+"""Codes service: slugs, destination and label validation, create/update/delete, owner scoping."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from qrtrack import codes
+from qrtrack.errors import NotFound, ValidationError
+
+from .conftest import gen_code, gen_user
+
+
+def test_slugs_are_short_url_safe_and_random():
+    slugs = {codes.new_slug() for _ in range(2000)}
+    assert len(slugs) == 2000
+    assert all(re.fullmatch(r"[A-Za-z0-9]{6,8}", slug) for slug in slugs)
+
+
+def test_slug_collision_is_retried(db, alice, monkeypatch):
+    first = gen_code(db, alice)
+    candidates = iter([first.slug, first.slug, "Fresh23"])
+    monkeypatch.setattr(codes, "new_slug", lambda: next(candidates))
+    assert gen_code(db, alice).slug == "Fresh23"
+
+
+@pytest.mark.parametrize("destination", [
+    "https://example.com", "http://example.com/a?b=c#d", "https://xn--bcher-kva.example/ü", "HTTPS://EXAMPLE.COM/x",
+    "https://example.com:8443/path", "https://" + "a" * 2000 + ".com",
+])
+def test_valid_destinations_are_accepted(destination):
+    assert codes.validate_destination(destination) == destination
+
+
+@pytest.mark.parametrize("destination", [
+    None, "", "   ", 42, "javascript:alert(1)", "data:text/html,hi", "/relative/path", "example.com",
+    "ftp://example.com/file", "https://", "http:///nohost", "https://exa mple.com", "https://example.com:99999/",
+    "https://example.com/\nx", "https://" + "a" * 2040 + ".com", "mailto:a@example.com",
+])
+def test_invalid_destinations_are_refused(destination):
+    with pytest.raises(ValidationError) as caught:
+        codes.validate_destination(destination)
+    assert caught.value.code == "invalid_destination" and caught.value.field == "destination"
+
+
+def test_labels_are_bounded_and_stored_verbatim_apart_from_whitespace():
+    assert codes.validate_label("  <b>Summer</b>   promo ") == "<b>Summer</b> promo"
+    assert codes.validate_label(None) == ""
+    with pytest.raises(ValidationError):
+        codes.validate_label("x" * 201)
+    with pytest.raises(ValidationError):
+        codes.validate_label(["list"])
+
+
+def test_only_url_type_is_offered():
+    assert codes.validate_type(None) == "url"
+    with pytest.raises(ValidationError, match="type"):
+        codes.validate_type("vcard")
+
+
+def test_create_code_gives_uuid4_slug_and_timestamps(db, alice):
+    code = codes.create_code(db, owner_id=alice, destination="https://example.com/a", label="A")
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", code.uuid)
+    assert code.status == "active" and code.scan_count == 0 and code.created_at == code.updated_at
+
+
+def test_update_changes_only_what_is_given(db, alice):
+    code = gen_code(db, alice, label="keep me")
+    updated = codes.update_code(db, owner_id=alice, uuid=code.uuid,
+                                changes=codes.CodeChanges(destination="https://example.org/new"))
+    assert updated.destination == "https://example.org/new" and updated.label == "keep me"
+    paused = codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=codes.CodeChanges(status="paused"))
+    assert paused.status == "paused"
+    with pytest.raises(ValidationError):
+        codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=codes.CodeChanges(status="deleted"))
+
+
+def test_other_users_code_is_not_found_like_an_unknown_one(db, alice):
+    bob = gen_user(db, "bob")
+    code = gen_code(db, alice)
+    for uuid in (code.uuid, "00000000-0000-4000-8000-000000000000", "not-a-uuid", None):
+        with pytest.raises(NotFound):
+            codes.get_code(db, owner_id=bob, uuid=uuid)
+    with pytest.raises(NotFound):
+        codes.delete_code(db, owner_id=bob, uuid=code.uuid)
+    assert codes.get_code(db, owner_id=alice, uuid=code.uuid).id == code.id
+
+
+def test_list_is_newest_first_searchable_and_paged(db, alice):
+    for index in range(5):
+        gen_code(db, alice, destination=f"https://example.com/{index}", label=f"label {index}")
+    rows, total = codes.list_codes(db, owner_id=alice, limit=2, offset=0)
+    assert total == 5 and len(rows) == 2
+    assert [row.label for row in rows] == ["label 4", "label 3"]
+    rows, total = codes.list_codes(db, owner_id=alice, search="label 2")
+    assert total == 1 and rows[0].label == "label 2"
+    rows, total = codes.list_codes(db, owner_id=alice, search="100%_")
+    assert total == 0
+
+
+def test_delete_removes_the_code(db, alice):
+    code = gen_code(db, alice)
+    codes.delete_code(db, owner_id=alice, uuid=code.uuid)
+    with pytest.raises(NotFound):
+        codes.get_code(db, owner_id=alice, uuid=code.uuid)
+
+
+def test_logos_are_stored_once_by_content(tmp_path):
+    first = codes.save_logo(tmp_path, b"png bytes")
+    second = codes.save_logo(tmp_path, b"png bytes")
+    assert first == second and codes.logo_path(tmp_path, first).read_bytes() == b"png bytes"
+    assert [path.name for path in tmp_path.iterdir()] == [f"{first}.png"]

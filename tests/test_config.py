@@ -1,0 +1,91 @@
+"""Settings: load order, parsing, clear one-line errors, and .env.example kept in step with the table."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qrtrack.config import PROJECT_ROOT, SETTING_NAMES, SETTINGS, ConfigError, load_settings
+
+from .conftest import env_without_settings
+
+
+def settings_from(tmp_path: Path, env_text: str = "", environ: dict | None = None, **overrides):
+    env_file = tmp_path / ".env"
+    env_file.write_text(env_text)
+    return load_settings(env_file=env_file, environ=environ or {}, overrides=overrides)
+
+
+def test_defaults_put_everything_in_the_instance_folder(tmp_path):
+    settings = settings_from(tmp_path, "SECRET_KEY=s\n")
+    assert settings.INSTANCE_PATH == PROJECT_ROOT / "instance"
+    assert settings.DATABASE_URL == f"sqlite:///{PROJECT_ROOT / 'instance' / 'qrtrack.db'}"
+    assert settings.API_RATE_LIMIT == "60 per minute"
+    assert settings.RATELIMIT_STORAGE_URI.startswith("qrtrack+sqlite:////")
+    assert settings.BASE_URL is None and settings.TRUST_PROXY == 0 and settings.TRUST_CDN is None
+
+
+def test_environment_overrides_env_file_and_overrides_win(tmp_path):
+    settings = settings_from(tmp_path, "SECRET_KEY=file\nAPI_RATE_LIMIT=10\n",
+                             environ={"API_RATE_LIMIT": "20", "SECRET_KEY": "env"}, TRUST_PROXY=2)
+    assert settings.SECRET_KEY == "env"
+    assert settings.API_RATE_LIMIT == "20 per minute"
+    assert settings.TRUST_PROXY == 2
+
+
+@pytest.mark.parametrize("raw, expected", [("60", "60 per minute"), ("100/hour", "100/hour"),
+                                           ("5 per second", "5 per second")])
+def test_api_rate_limit_accepts_numbers_and_limiter_strings(tmp_path, raw, expected):
+    assert settings_from(tmp_path, f"SECRET_KEY=s\nAPI_RATE_LIMIT={raw}\n").API_RATE_LIMIT == expected
+
+
+@pytest.mark.parametrize("line, named", [
+    ("API_RATE_LIMIT=lots", "API_RATE_LIMIT"),
+    ("TRUST_PROXY=-1", "TRUST_PROXY"),
+    ("TRUST_PROXY=two", "TRUST_PROXY"),
+    ("TRUST_CDN=akamai", "TRUST_CDN"),
+    ("BASE_URL=ftp://example.com", "BASE_URL"),
+    ("BASE_URL=example.com", "BASE_URL"),
+    ("SQLITE_WAL=maybe", "SQLITE_WAL"),
+    ("SQLITE_SYNCHRONOUS=OFF", "SQLITE_SYNCHRONOUS"),
+    ("GEOIP_DB=/nonexistent/city.mmdb", "GEOIP_DB"),
+])
+def test_invalid_setting_is_refused_with_its_name(tmp_path, line, named):
+    with pytest.raises(ConfigError, match=named):
+        settings_from(tmp_path, f"SECRET_KEY=s\n{line}\n")
+
+
+def test_missing_secret_key_stops_start_up_outside_tests(tmp_path):
+    with pytest.raises(ConfigError, match="SECRET_KEY"):
+        settings_from(tmp_path)
+    assert settings_from(tmp_path, TESTING=True).SECRET_KEY
+
+
+def test_base_url_may_carry_a_path_and_loses_its_trailing_slash(tmp_path):
+    settings = settings_from(tmp_path, "SECRET_KEY=s\nBASE_URL=https://example.com/qr/\n")
+    assert settings.BASE_URL == "https://example.com/qr"
+    assert settings.SESSION_COOKIE_SECURE is True
+
+
+def test_unknown_override_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="NOT_A_SETTING"):
+        settings_from(tmp_path, "SECRET_KEY=s\n", NOT_A_SETTING=1)
+
+
+def test_env_example_documents_every_setting_and_nothing_else():
+    example = (PROJECT_ROOT / "TiCore" / ".env.example").read_text()
+    names = {line.split("=", 1)[0] for line in example.splitlines() if line and not line.startswith("#")}
+    assert names == SETTING_NAMES
+    for setting in SETTINGS:
+        assert setting.help.split()[0] in example
+
+
+def test_app_with_a_bad_setting_exits_with_one_clear_line(tmp_path):
+    env = {**env_without_settings(), "SECRET_KEY": "s", "TRUST_PROXY": "lots", "INSTANCE_PATH": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", "import app"], cwd=PROJECT_ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        "QR Track cannot start: TRUST_PROXY must be a whole number, got 'lots'"]

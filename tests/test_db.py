@@ -1,0 +1,127 @@
+"""Database: migrations from empty match schema.py, SQLite pragmas, write transactions, online backup."""
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import text
+
+from qrtrack import store
+from qrtrack.config import load_settings
+from qrtrack.db import Database, backup_sqlite, head_revision, is_schema_current, make_engine, upgrade_schema
+from qrtrack.schema import metadata
+
+from .conftest import gen_code, gen_user
+
+
+def fresh_db(tmp_path, **overrides) -> Database:
+    settings = load_settings(env_file=None, environ={},
+                             overrides={"TESTING": True, "INSTANCE_PATH": str(tmp_path), **overrides})
+    return Database(make_engine(settings))
+
+
+def test_migrations_from_an_empty_database_build_exactly_the_schema(tmp_path):
+    db = fresh_db(tmp_path)
+    assert not is_schema_current(db)
+    upgrade_schema(db)
+    assert is_schema_current(db)
+    with db.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+    db.dispose()
+
+
+def test_upgrade_is_idempotent(tmp_path):
+    db = fresh_db(tmp_path)
+    upgrade_schema(db)
+    upgrade_schema(db)
+    with db.read() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == head_revision()
+    db.dispose()
+
+
+def test_sqlite_runs_in_wal_with_foreign_keys_and_busy_timeout(tmp_path):
+    db = fresh_db(tmp_path)
+    with db.read() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one() >= 5000
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar_one() == 1  # NORMAL
+    db.dispose()
+
+
+def test_wal_can_be_turned_off_and_full_sync_turned_on_for_network_filesystems(tmp_path):
+    db = fresh_db(tmp_path, SQLITE_WAL="false", SQLITE_SYNCHRONOUS="FULL")
+    with db.read() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "delete"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar_one() == 2
+    db.dispose()
+
+
+def test_a_failed_write_transaction_leaves_nothing_behind(tmp_path):
+    db = fresh_db(tmp_path)
+    upgrade_schema(db)
+    try:
+        with db.write() as conn:
+            store.insert_user(conn, username="ghost", password_hash="x", is_admin=False, now=1)
+            raise RuntimeError("boom")
+    except RuntimeError:
+        pass
+    with db.read() as conn:
+        assert store.get_user_by_username(conn, "ghost") is None
+    db.dispose()
+
+
+def test_concurrent_writers_queue_instead_of_failing(tmp_path):
+    db = fresh_db(tmp_path)
+    upgrade_schema(db)
+    user_id = gen_user(db)
+    errors: list[Exception] = []
+
+    def create_many() -> None:
+        try:
+            for _ in range(15):
+                gen_code(db, user_id)
+        except Exception as error:  # noqa: BLE001 - collected and asserted below
+            errors.append(error)
+
+    threads = [threading.Thread(target=create_many) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    with db.read() as conn:
+        assert store.count_codes(conn, user_id) == 60
+    db.dispose()
+
+
+def test_deleting_a_user_removes_their_codes_and_scans(tmp_path):
+    db = fresh_db(tmp_path)
+    upgrade_schema(db)
+    user_id = gen_user(db)
+    code = gen_code(db, user_id)
+    with db.write() as conn:
+        store.insert_scans(conn, [{"code_id": code.id, "ts": 1, "device": "iPhone", "os": "", "browser": "",
+                                   "is_bot": False, "user_agent": "", "visitor": "v"}])
+        store.delete_user(conn, user_id)
+    with db.read() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM scans")).scalar_one() == 0
+        assert conn.execute(text("SELECT COUNT(*) FROM codes")).scalar_one() == 0
+    db.dispose()
+
+
+def test_backup_copies_a_consistent_database(tmp_path):
+    db = fresh_db(tmp_path)
+    upgrade_schema(db)
+    gen_user(db, "bob")
+    target = tmp_path / "backup.db"
+    backup_sqlite(db, target)
+    copy = sqlite3.connect(target)
+    try:
+        assert copy.execute("SELECT username FROM users").fetchall() == [("bob",)]
+        assert copy.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        copy.close()
+    db.dispose()
