@@ -103,3 +103,37 @@ api_calls = Table(
     Column("source", String(16), nullable=False, default="api"),
     Index("ix_api_calls_user_ts", "user_id", "ts"),
 )
+
+# Analytics rollups: what the scan log adds up to per code and UTC day (day = ts // 86400), kept current
+# from scans.id > rollup_watermarks.last_scan_id whenever analytics are read, so recording a scan does no
+# extra work. human_visitors and all_visitors are distinct visitor values on that day, without and with bots.
+scan_rollup_days = Table(
+    "scan_rollup_days",
+    metadata,
+    Column("code_id", Integer, ForeignKey("codes.id", ondelete="CASCADE"), primary_key=True),
+    Column("day", Integer, primary_key=True, autoincrement=False),
+    Column("human_scans", BigInteger, nullable=False, default=0),
+    Column("bot_scans", BigInteger, nullable=False, default=0),
+    Column("human_visitors", BigInteger, nullable=False, default=0),
+    Column("all_visitors", BigInteger, nullable=False, default=0),
+)
+
+# One row per code, dimension (country, city, device, os, browser), UTC day, bot flag and value;
+# an unknown value is stored as "".
+scan_rollup_values = Table(
+    "scan_rollup_values",
+    metadata,
+    Column("code_id", Integer, ForeignKey("codes.id", ondelete="CASCADE"), primary_key=True),
+    Column("dimension", String(16), primary_key=True),
+    Column("day", Integer, primary_key=True, autoincrement=False),
+    Column("is_bot", Boolean, primary_key=True),
+    Column("value", String(110), primary_key=True),
+    Column("scans", BigInteger, nullable=False),
+)
+
+rollup_watermarks = Table(
+    "rollup_watermarks",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("last_scan_id", BigInteger, nullable=False),
+)
