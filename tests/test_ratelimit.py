@@ -1,0 +1,379 @@
+"""The qrtrack+sqlite rate-limit storage: MemoryStorage's semantics, one count shared by every process."""
+from __future__ import annotations
+
+import http.client
+import logging
+import multiprocessing
+import os
+import sqlite3
+import threading
+import time
+from contextlib import closing
+
+import limits
+import pytest
+from flask import Flask
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from limits.errors import ConfigurationError, StorageError
+from limits.storage import MemoryStorage, storage_from_string
+from limits.strategies import FixedWindowRateLimiter, SlidingWindowCounterRateLimiter
+from werkzeug.serving import make_server
+
+from qrtrack import ratelimit
+from qrtrack.ratelimit import SQLiteStorage, storage_uri_for
+
+SPAWN = multiprocessing.get_context("spawn")
+PROCESS_TIMEOUT = 30
+
+
+class FakeClock:
+    """Stands in for time.time(); advance() moves it on."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = FakeClock()
+    monkeypatch.setattr(time, "time", fake)
+    return fake
+
+
+@pytest.fixture
+def storage(tmp_path):
+    sqlite_storage = SQLiteStorage(storage_uri_for(tmp_path / "rl.db"))
+    yield sqlite_storage
+    sqlite_storage.close()
+
+
+def count_rows(path) -> int:
+    with closing(sqlite3.connect(path)) as conn:
+        return conn.execute("SELECT count(*) FROM ratelimit_counter").fetchone()[0]
+
+
+# URI and options
+
+
+def test_storage_uri_for_builds_a_four_slash_uri():
+    assert storage_uri_for("/srv/qr/instance/ratelimit.db") == "qrtrack+sqlite:////srv/qr/instance/ratelimit.db"
+    assert storage_uri_for("/x/rl.db", journal_mode="delete") == "qrtrack+sqlite:////x/rl.db?journal_mode=delete"
+
+
+def test_storage_uri_for_refuses_a_relative_path():
+    with pytest.raises(ValueError, match="absolute"):
+        storage_uri_for("instance/ratelimit.db")
+
+
+def test_module_registers_its_scheme_with_limits():
+    assert limits.storage.SCHEMES[ratelimit.SCHEME] is SQLiteStorage
+
+
+def test_storage_from_string_builds_the_storage_from_its_uri(tmp_path):
+    path = tmp_path / "odd #dir?" / "rl%20.db"
+    built = storage_from_string(storage_uri_for(path))
+    try:
+        assert isinstance(built, SQLiteStorage)
+        assert (built.path, built.timeout, built.journal_mode) == (str(path), 5.0, "wal")
+        assert built.incr("k", 60) == 1
+        assert path.is_file()  # the parent directories were created
+    finally:
+        built.close()
+
+
+def test_query_string_options_reach_the_storage_and_keywords_win(tmp_path):
+    uri = storage_uri_for(tmp_path / "rl.db", journal_mode="DELETE", timeout="2.5")
+    from_uri = storage_from_string(uri)
+    from_keywords = storage_from_string(uri, timeout=1, journal_mode="wal")
+    assert (from_uri.timeout, from_uri.journal_mode) == (2.5, "delete")
+    assert (from_keywords.timeout, from_keywords.journal_mode) == (1.0, "wal")
+
+
+@pytest.mark.parametrize("journal_mode", ["wal", "delete"])
+def test_journal_mode_is_applied_to_the_database(tmp_path, journal_mode):
+    path = tmp_path / "rl.db"
+    rl_storage = storage_from_string(storage_uri_for(path, journal_mode=journal_mode))
+    try:
+        rl_storage.incr("k", 60)
+        with closing(sqlite3.connect(path)) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == journal_mode
+    finally:
+        rl_storage.close()
+
+
+@pytest.mark.parametrize("uri", [
+    "qrtrack+sqlite:///relative/rl.db",
+    "qrtrack+sqlite://host/rl.db",
+    "qrtrack+sqlite://",
+    "qrtrack+sqlite:////x/rl.db?journal_mode=memory",
+    "qrtrack+sqlite:////x/rl.db?timeout=soon",
+    "qrtrack+sqlite:////x/rl.db?timeout=-1",
+    "qrtrack+sqlite:////x/rl.db?journal-mode=delete",
+    "qrtrack+sqlite:////x/rl.db?journal_mode",
+])
+def test_bad_uri_or_option_is_a_configuration_error(uri):
+    with pytest.raises(ConfigurationError):
+        storage_from_string(uri)
+
+
+def test_switching_to_wal_waits_for_another_process_writing_the_database(tmp_path):
+    # While another connection writes, SQLite refuses the switch at once rather than calling the
+    # busy handler, as it does when several processes first open the database together.
+    path = tmp_path / "rl.db"
+    with closing(sqlite3.connect(path, isolation_level=None, check_same_thread=False)) as writer:
+        writer.execute("CREATE TABLE other (x)")
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("INSERT INTO other (x) VALUES (1)")
+        finish_writing = threading.Timer(0.2, writer.execute, ("COMMIT",))
+        finish_writing.start()
+        rl_storage = SQLiteStorage(storage_uri_for(path))
+        try:
+            assert rl_storage.incr("k", 60) == 1
+        finally:
+            finish_writing.join()
+            rl_storage.close()
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_construction_opens_nothing(tmp_path):
+    SQLiteStorage(storage_uri_for(tmp_path / "sub" / "rl.db"))
+    assert not (tmp_path / "sub").exists()
+
+
+# Counter semantics
+
+
+def test_counter_calls_return_what_memory_storage_returns(storage, clock):
+    memory = MemoryStorage()
+    calls = [
+        ("incr", "a", 60), ("incr", "a", 60), ("incr", "a", 30, 5), ("get", "a"), ("get_expiry", "a"),
+        ("get", "missing"), ("get_expiry", "missing"), ("incr", "b", 10), ("clear", "a"), ("get", "a"),
+        ("get_expiry", "a"), ("clear", "missing"), ("incr", "a", 5, 0), ("incr", "a", 5), ("get_expiry", "a"),
+        ("check",), ("reset",), ("get", "b"), ("reset",),
+    ]
+    for name, *args in calls:
+        assert getattr(storage, name)(*args) == getattr(memory, name)(*args), (name, args)
+        clock.advance(0.5)
+
+
+def test_counter_expires_after_its_window(storage, clock):
+    def observe(rl_storage) -> list[float]:
+        started = clock.now
+        seen = [rl_storage.incr("k", 1)]
+        clock.advance(0.5)
+        seen += [rl_storage.incr("k", 1), rl_storage.get_expiry("k") - started]
+        clock.advance(0.5)
+        seen += [rl_storage.get("k"), rl_storage.get_expiry("k") - clock.now]
+        seen += [rl_storage.incr("k", 1), rl_storage.get_expiry("k") - clock.now]
+        return seen
+
+    assert observe(storage) == observe(MemoryStorage()) == [1, 2, 1.0, 0, 0.0, 1, 1.0]
+
+
+def test_expired_rows_are_purged_only_now_and_then(storage, clock, monkeypatch):
+    monkeypatch.setattr(SQLiteStorage, "PURGE_PROBABILITY", 0.0)
+    storage.incr("old", 1)
+    clock.advance(2)
+    storage.incr("new", 60)
+    assert count_rows(storage.path) == 2
+    monkeypatch.setattr(SQLiteStorage, "PURGE_PROBABILITY", 1.0)
+    storage.incr("new", 60)
+    assert count_rows(storage.path) == 1
+
+
+def test_fixed_window_allows_exactly_five_hits_per_minute(storage, clock):
+    limiter = FixedWindowRateLimiter(storage)
+    five_per_minute = limits.parse("5/minute")
+    allowed = [limiter.hit(five_per_minute, "client") for _ in range(50)]
+    assert allowed == [True] * 5 + [False] * 45
+    assert limiter.get_window_stats(five_per_minute, "client") == (clock.now + 60, 0)
+    clock.advance(60)
+    assert limiter.test(five_per_minute, "client")
+    assert limiter.hit(five_per_minute, "client")
+
+
+def test_sliding_window_counter_decides_as_memory_storage_does(storage, clock):
+    limiters = [SlidingWindowCounterRateLimiter(storage), SlidingWindowCounterRateLimiter(MemoryStorage())]
+    ten_per_minute = limits.parse("10/minute")
+    clock.now = 60 * 30_000_000 + 50.0  # 10 s before a window ends
+    decisions: list[list[tuple[bool, int]]] = [[], []]
+    for _ in range(40):
+        for limiter, seen in zip(limiters, decisions, strict=True):
+            seen.append((limiter.hit(ten_per_minute, "client"), limiter.get_window_stats(ten_per_minute, "client")[1]))
+        clock.advance(3)
+    assert decisions[0] == decisions[1]
+    assert sum(allowed for allowed, _ in decisions[0]) < 40
+    limiters[0].clear(ten_per_minute, "client")
+    assert limiters[0].get_window_stats(ten_per_minute, "client")[1] == 10
+
+
+# Health, errors, connections
+
+
+def test_check_is_false_when_the_database_cannot_be_opened(tmp_path):
+    (tmp_path / "rl.db").mkdir()
+    unusable = SQLiteStorage(storage_uri_for(tmp_path / "rl.db"))
+    assert unusable.check() is False
+    unusable.close()
+
+
+def test_storage_errors_are_wrapped_when_asked(tmp_path):
+    (tmp_path / "rl.db").mkdir()
+    unusable = SQLiteStorage(storage_uri_for(tmp_path / "rl.db"), wrap_exceptions=True)
+    with pytest.raises(StorageError):
+        unusable.incr("k", 60)
+    unusable.close()
+
+
+def test_close_closes_every_threads_connection_and_the_storage_reopens(storage):
+    opened, closed, values = threading.Event(), threading.Event(), []
+
+    def use_before_and_after_close() -> None:
+        values.append(storage.incr("k", 60))
+        opened.set()
+        closed.wait(10)
+        values.append(storage.incr("k", 60))
+
+    worker = threading.Thread(target=use_before_and_after_close)
+    worker.start()
+    opened.wait(10)
+    storage.incr("k", 60)
+    assert len(storage._connections) == 2
+    storage.close()
+    assert storage._connections == {}
+    closed.set()
+    worker.join()
+    assert values == [1, 3]
+    assert storage.get("k") == 3
+
+
+def test_a_finished_threads_connection_is_closed_when_another_thread_opens_one(storage):
+    for _ in range(3):
+        worker = threading.Thread(target=storage.incr, args=("k", 60))
+        worker.start()
+        worker.join()
+    assert len(storage._connections) == 1
+    assert storage.get("k") == 3
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_opens_its_own_connection(storage):
+    assert storage.incr("k", 60) == 1
+    inherited = storage._local.conn
+    pid = os.fork()
+    if pid == 0:  # the child must leave through os._exit, whatever happens
+        try:
+            value = storage.incr("k", 60)
+            os._exit(0 if value == 2 and storage._local.conn is not inherited else 1)
+        finally:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert storage._local.conn is inherited
+    assert storage.incr("k", 60) == 3
+
+
+# Several processes
+
+
+def hammer_limit(uri: str, attempts: int, start: multiprocessing.synchronize.Barrier, results) -> None:
+    """Runs in a spawned process: try `attempts` hits on one shared key of a 100/minute limit."""
+    try:
+        rl_storage = storage_from_string(uri)
+        limiter = FixedWindowRateLimiter(rl_storage)
+        hundred_per_minute = limits.parse("100/minute")
+        start.wait(PROCESS_TIMEOUT)
+        allowed = sum(limiter.hit(hundred_per_minute, "shared") for _ in range(attempts))
+        rl_storage.close()
+        results.put(allowed)
+    except BaseException as exc:
+        results.put(repr(exc))
+        raise
+
+
+def test_concurrent_processes_allow_exactly_the_limit_between_them(tmp_path):
+    uri = storage_uri_for(tmp_path / "rl.db")
+    workers, attempts = 6, 50
+    start, results = SPAWN.Barrier(workers), SPAWN.Queue()
+    processes = [SPAWN.Process(target=hammer_limit, args=(uri, attempts, start, results)) for _ in range(workers)]
+    try:
+        for process in processes:
+            process.start()
+        outcomes = [results.get(timeout=PROCESS_TIMEOUT) for _ in processes]
+    finally:
+        stop_processes(processes)
+        results.close()
+        results.join_thread()
+    assert all(isinstance(allowed, int) for allowed in outcomes), outcomes
+    assert sum(outcomes) == 100
+
+
+def serve_limited_app(uri: str, ports, stop: multiprocessing.synchronize.Event) -> None:
+    """Runs in a spawned process: a Flask app limited to 3/minute, served on 127.0.0.1 until stop is set."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    app = Flask(__name__)
+    limiter = Limiter(key_func=get_remote_address, app=app, storage_uri=uri, headers_enabled=True)
+
+    @app.get("/ping")
+    @limiter.limit("3/minute")
+    def ping():
+        return {"pid": os.getpid()}
+
+    server = make_server("127.0.0.1", 0, app)
+    serving = threading.Thread(target=server.serve_forever)
+    serving.start()
+    try:
+        ports.put(server.port)
+        stop.wait(PROCESS_TIMEOUT)
+    finally:
+        server.shutdown()
+        serving.join()
+        server.server_close()
+        limiter.storage.close()
+
+
+def get_ping(port: int) -> tuple[int, dict[str, str]]:
+    with closing(http.client.HTTPConnection("127.0.0.1", port, timeout=10)) as conn:
+        conn.request("GET", "/ping")
+        response = conn.getresponse()
+        response.read()
+        return response.status, dict(response.getheaders())
+
+
+def test_flask_limiter_counts_one_limit_across_three_server_processes(tmp_path):
+    uri = storage_uri_for(tmp_path / "rl.db")
+    ports, stop = SPAWN.Queue(), SPAWN.Event()
+    servers = [SPAWN.Process(target=serve_limited_app, args=(uri, ports, stop)) for _ in range(3)]
+    try:
+        for server in servers:
+            server.start()
+        server_ports = [ports.get(timeout=PROCESS_TIMEOUT) for _ in servers]
+        responses = [get_ping(server_ports[i % 3]) for i in range(6)]
+    finally:
+        stop.set()
+        stop_processes(servers)
+        ports.close()
+        ports.join_thread()
+    assert [status for status, _ in responses] == [200, 200, 200, 429, 429, 429]
+    assert [headers["X-RateLimit-Remaining"] for _, headers in responses] == ["2", "1", "0", "0", "0", "0"]
+    assert all(int(headers["Retry-After"]) > 0 for _, headers in responses[3:])
+
+
+def stop_processes(processes) -> None:
+    """Wait briefly for each started process, kill it if it hangs, and release its resources."""
+    for process in processes:
+        if process.pid is None:
+            continue
+        process.join(PROCESS_TIMEOUT)
+        if process.is_alive():
+            process.kill()
+            process.join()
+        process.close()
