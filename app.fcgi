@@ -1,0 +1,15 @@
+#!/usr/bin/env python3
+"""FastCGI entry for Apache hosts with mod_fcgid: .htaccess sends every request here; the process stays alive.
+
+mod_fcgid starts this script and hands it a listening socket; flup's WSGIServer answers requests on it
+until mod_fcgid retires the process. Run from a shell, flup falls back to serving one CGI request.
+"""
+import hosting
+
+hosting.use_venv()
+
+from flup.server.fcgi import WSGIServer  # noqa: E402 - only once the venv's python runs
+
+from app import app  # noqa: E402
+
+WSGIServer(hosting.mounted_at_folder(app)).run()

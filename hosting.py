@@ -1,0 +1,53 @@
+"""What the shared-hosting entries (passenger_wsgi.py, app.cgi, app.fcgi) share: the venv and the mount folder.
+
+Standard library only, and kept to old Python syntax: it runs first, under whatever Python the host
+started, often not the one that has our dependencies.
+"""
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV_VARIABLE = "QRTRACK_VENV"
+_REEXEC_MARK = "QRTRACK_REEXECUTED_INTO"
+
+
+def find_venv():
+    """The app's virtual environment: $QRTRACK_VENV when set, else .venv beside this file; None if it has no python."""
+    venv = Path(os.environ.get(VENV_VARIABLE) or ROOT / ".venv")
+    return venv if (venv / "bin" / "python").is_file() else None
+
+
+def use_venv():
+    """Re-execute this process under the venv's python unless it already runs there, or there is no venv.
+
+    The same process image is replaced, so Passenger's loader arguments, the CGI environment and
+    mod_fcgid's listening socket on fd 0 all carry over.
+    """
+    venv = find_venv()
+    if venv is None or os.path.realpath(sys.prefix) == os.path.realpath(str(venv)):
+        return
+    if os.environ.get(_REEXEC_MARK) == str(venv):
+        sys.exit(f"QR Track: {venv} did not start inside its virtual environment; recreate the venv")
+    os.environ[_REEXEC_MARK] = str(venv)
+    python = str(venv / "bin" / "python")
+    os.execv(python, [python] + sys.argv)
+
+
+def mounted_at_folder(wsgi_app):
+    """Wrap wsgi_app so links follow the folder the app is mounted at, not the script serving it.
+
+    .htaccess rewrites /qr/api.php to /qr/app.cgi/api.php, so Apache reports SCRIPT_NAME=/qr/app.cgi and
+    url_for() would build /qr/app.cgi/p/<slug>. The script's own name is dropped from SCRIPT_NAME.
+    The Authorization header that .htaccess saved through a rewrite (REDIRECT_HTTP_AUTHORIZATION) is put back.
+    """
+    def app(environ, start_response):
+        script_name = environ.get("SCRIPT_NAME", "")
+        folder, _, last = script_name.rpartition("/")
+        if last and last == os.path.basename(environ.get("SCRIPT_FILENAME", "")):
+            environ["SCRIPT_NAME"] = folder
+        if not environ.get("HTTP_AUTHORIZATION") and environ.get("REDIRECT_HTTP_AUTHORIZATION"):
+            environ["HTTP_AUTHORIZATION"] = environ["REDIRECT_HTTP_AUTHORIZATION"]
+        return wsgi_app(environ, start_response)
+
+    return app
