@@ -92,6 +92,12 @@ def count_users(db: Database) -> int:
         return store.count_users(conn)
 
 
+def count_codes_by_user(db: Database) -> dict[int, int]:
+    """How many codes each user owns (users without codes are left out)."""
+    with db.read() as conn:
+        return store.count_codes_by_owner(conn)
+
+
 def change_password(db: Database, *, user_id: int, current: str, new: object) -> None:
     user = get_user(db, user_id)
     if user is None or not check_password_hash(user.password_hash, current):

@@ -95,6 +95,12 @@ def list_api_keys(db: Database, *, user_id: int) -> list[Row]:
         return store.list_api_keys(conn, user_id)
 
 
+def list_recent_api_calls(db: Database, *, user_id: int, limit: int = 20) -> list[Row]:
+    """The user's latest API calls, newest first, from the API and the Live Console alike."""
+    with db.read() as conn:
+        return store.list_api_calls(conn, user_id, limit=limit)
+
+
 def revoke_api_key(db: Database, *, user_id: int, key_id: int) -> None:
     """Revoke at once; the codes made with the key stay."""
     with db.write() as conn:

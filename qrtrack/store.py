@@ -228,3 +228,11 @@ def list_api_calls(conn: Connection, user_id: int, *, limit: int) -> list[Row]:
 
 def delete_api_calls_before(conn: Connection, ts: int) -> int:
     return conn.execute(delete(api_calls).where(and_(api_calls.c.ts < ts))).rowcount
+
+
+# --- settings ----------------------------------------------------------------------------------
+
+def count_codes_by_owner(conn: Connection) -> dict[int, int]:
+    """Every owner's number of codes, whatever their status, for the users page."""
+    query = select(codes.c.owner_id, func.count()).group_by(codes.c.owner_id)
+    return {owner_id: count for owner_id, count in conn.execute(query)}

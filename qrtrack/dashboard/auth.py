@@ -1,16 +1,19 @@
 """Dashboard pages for signing in: the one-time /setup, login and logout."""
 from __future__ import annotations
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import abort, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user, login_user, logout_user
+from flask_wtf.csrf import CSRFError
 
 from .. import accounts
-from ..errors import QrTrackError
+from ..errors import QrTrackError, error_body
 from ..web import services
 from . import DashboardUser, bp, safe_next_url
 
 LOGIN_LIMIT_PER_ADDRESS = "20 per 5 minutes"
 LOGIN_LIMIT_PER_ACCOUNT = "10 per 5 minutes"
+CSRF_REFUSED_MESSAGE = ("This form was open too long, or was not sent from this site, so nothing was changed. "
+                        "Go back, reload the page and try again.")
 
 
 @bp.route("/setup", methods=["GET", "POST"])
@@ -42,14 +45,14 @@ def setup():
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     if current_user.is_authenticated:
-        return redirect(safe_next_url())
+        return redirect(_next_url_after_login())
     username = request.form.get("username", "")
     error = None
     if request.method == "POST":
         user = accounts.authenticate_user(services().db, username=username, password=request.form.get("password", ""))
         if user is not None:
             login_user(DashboardUser(user))
-            return redirect(safe_next_url())
+            return redirect(_next_url_after_login())
         error = "Wrong username or password, or the account is disabled."
     return render_template("dashboard/login.html", username=username, error=error), 401 if error else 200
 
@@ -67,3 +70,29 @@ def login_account_key() -> str:
 
 def login_address_key() -> str:
     return "login-address:" + (request.remote_addr or "")
+
+
+def _next_url_after_login() -> str:
+    """safe_next_url, refusing control characters too: browsers drop tabs and newlines from a URL, so
+    "/\t/evil.example" would reach them as "//evil.example", another site."""
+    target = safe_next_url()
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in target):
+        return url_for("dashboard.index")
+    return target
+
+
+@bp.errorhandler(CSRFError)
+def csrf_refused(error: CSRFError):
+    if request.is_json:
+        return jsonify(error_body("csrf_failed", CSRF_REFUSED_MESSAGE)), 400
+    return render_template("errors/error.html", status=400, message=CSRF_REFUSED_MESSAGE), 400
+
+
+@bp.errorhandler(429)
+def too_many_requests(error):
+    if request.endpoint == "dashboard.login":
+        message = ("Too many login attempts for this account or from your network. "
+                   "Wait a few minutes, then try again.")
+    else:
+        message = "Too many requests in a short time. Wait a minute, then try again."
+    return render_template("errors/error.html", status=429, message=message), 429
