@@ -12,18 +12,16 @@ from flask import Blueprint, g, jsonify, request
 from sqlalchemy import Row
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import codes, keys, scans, store
+from . import codes, keys, store
 from .clock import isoformat_utc, now_epoch
 from .errors import QrTrackError, ValidationError
-from .openapi import openapi_document
+from .openapi import MAX_PAGE_SIZE, MAX_QUERY_INTEGER, openapi_document
 from .web import CONSOLE_PRINCIPAL_ENVIRON_KEY, logo_url, qr_image_url, services, short_url
 
 bp = Blueprint("api", __name__)
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
-MAX_LIST_LIMIT = 1000
 DEFAULT_SCAN_PAGE = 100
-MAX_SQL_INTEGER = 2**63 - 1
 INTEGER_ARG = re.compile(r"[+-]?[0-9]{1,25}")
 # Anything shaped like one of our keys, wherever a client put it (e.g. ?api_key=), never reaches the call log.
 KEY_SHAPED = re.compile(re.escape(keys.KEY_PREFIX) + r"[0-9A-Za-z]+")
@@ -124,9 +122,9 @@ class PageArgs:
 
 def _page_args() -> PageArgs:
     status = request.args.get("status")
-    return PageArgs(limit=_int_arg("limit", minimum=1, maximum=MAX_LIST_LIMIT),
-                    offset=_int_arg("offset", minimum=0, maximum=MAX_SQL_INTEGER) or 0,
-                    before=_int_arg("before", minimum=1, maximum=MAX_SQL_INTEGER),
+    return PageArgs(limit=_int_arg("limit", minimum=1, maximum=MAX_PAGE_SIZE),
+                    offset=_int_arg("offset", minimum=0, maximum=MAX_QUERY_INTEGER) or 0,
+                    before=_int_arg("before", minimum=1, maximum=MAX_QUERY_INTEGER),
                     status=None if status is None else codes.validate_status(status),
                     label=request.args.get("label"))
 
@@ -143,7 +141,7 @@ def get_code(principal: keys.ApiPrincipal, uuid: str, page: PageArgs) -> dict[st
     code = codes.get_code(services().db, owner_id=principal.user_id, uuid=uuid)
     limit = page.limit or DEFAULT_SCAN_PAGE
     # One row more than asked for tells whether an older page exists, so next_before is null on the last.
-    rows, total = scans.scan_log(services().db, code_id=code.id, limit=limit + 1, before_id=page.before)
+    rows, total = codes.scan_log(services().db, code_id=code.id, limit=limit + 1, before_id=page.before)
     next_before = rows[limit - 1].id if len(rows) > limit else None
     return {**code_summary(code), "scans": [scan_entry(row) for row in rows[:limit]], "scan_count": code.scan_count,
             "scans_total": total, "next_before": next_before}

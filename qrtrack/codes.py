@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import uuid as uuid_module
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ CODE_TYPES = ("url",)
 STATUSES = ("active", "paused", "archived")
 MAX_DESTINATION_LENGTH = 2048
 MAX_LABEL_LENGTH = 200
+# Control characters that str.split() does not treat as whitespace (and so would keep in a label).
+LABEL_CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]")
 SLUG_ALPHABET = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 SLUG_LENGTH = 7
 SLUG_ATTEMPTS = 8
@@ -46,7 +49,8 @@ def validate_destination(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValidationError("destination is required: an absolute http or https URL",
                               code="invalid_destination", field="destination")
-    destination = value.strip()
+    # Not stripped: a URL with spaces around it is refused like one with spaces inside, as the API spec says.
+    destination = value
     if len(destination) > MAX_DESTINATION_LENGTH:
         raise ValidationError(f"destination is longer than {MAX_DESTINATION_LENGTH} characters",
                               code="invalid_destination", field="destination")
@@ -71,11 +75,14 @@ def validate_label(value: Any) -> str:
         return ""
     if not isinstance(value, str):
         raise ValidationError("label must be a string", code="invalid_label", field="label")
-    label = " ".join(value.split())
-    if len(label) > MAX_LABEL_LENGTH:
+    # The bound is on what was sent, so the API spec's maxLength means what it says.
+    if len(value) > MAX_LABEL_LENGTH:
         raise ValidationError(f"label is longer than {MAX_LABEL_LENGTH} characters",
                               code="invalid_label", field="label")
-    return label
+    # PostgreSQL cannot store NUL, and no other control character belongs in a label.
+    if LABEL_CONTROL_CHARACTERS.search(value):
+        raise ValidationError("label must not contain control characters", code="invalid_label", field="label")
+    return " ".join(value.split())
 
 
 def validate_type(value: Any) -> str:
@@ -195,3 +202,11 @@ def save_logo(logo_dir: Path, png_bytes: bytes) -> str:
 
 def logo_path(logo_dir: Path, logo: str) -> Path:
     return logo_dir / f"{logo}.png"
+
+
+def scan_log(db: Database, *, code_id: int, limit: int, before_id: int | None = None) -> tuple[list[Row], int]:
+    """A page of a code's scan log, newest first, and the total number of its scans."""
+    with db.read() as conn:
+        rows = store.list_scans(conn, code_id, limit=limit, before_id=before_id)
+        total = store.count_scans(conn, code_id)
+    return rows, total

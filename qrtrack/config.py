@@ -50,11 +50,16 @@ def _parse_base_url(name: str, raw: str) -> str | None:
     return value
 
 
+SIMPLE_RATE_LIMIT = re.compile(r"\d+\s*(/|per)\s*(\d+\s*)?(second|minute|hour|day|month|year)s?", re.IGNORECASE)
+
+
 def _parse_rate_limit(name: str, raw: str) -> str:
     """A bare integer means per minute; anything else must be a flask-limiter string."""
     value = raw.strip()
     if re.fullmatch(r"\d+", value):
         value = f"{int(value)} per minute"
+    if SIMPLE_RATE_LIMIT.fullmatch(value):
+        return value  # the common forms, checked without importing limits (a CGI scan reads settings too)
     from limits import parse_many
 
     try:
@@ -161,6 +166,14 @@ class Settings:
     @property
     def is_sqlite(self) -> bool:
         return self.DATABASE_URL.startswith("sqlite")
+
+    @property
+    def sqlite_path(self) -> str | None:
+        """The database file for a file-backed SQLite URL (sqlite:///path), else None."""
+        prefix = "sqlite:///"
+        if not self.DATABASE_URL.startswith(prefix) or self.DATABASE_URL == prefix + ":memory:":
+            return None
+        return self.DATABASE_URL[len(prefix):].split("?", 1)[0] or None
 
 
 def read_env_file(path: Path | None) -> dict[str, str]:

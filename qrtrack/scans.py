@@ -1,26 +1,31 @@
-"""Service: record a scan — who (device, OS, browser, bot), where (country, city), when — and read the log."""
+"""Service: record a scan — who (device, OS, browser, bot), where (country, city), when — and redirect.
+
+Imports neither Flask nor SQLAlchemy: the same recorder serves the full app, the lean WSGI
+handler in front of it and a one-shot CGI process, where import time is request time.
+"""
 from __future__ import annotations
 
 import hashlib
 import hmac
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from sqlalchemy import Row
-from sqlalchemy.exc import SQLAlchemyError
-
-from . import store
 from .clock import now_epoch
-from .db import Database
 from .errors import Gone, NotFound
 from .geo import GeoLocator, anonymise_ip, client_address
-from .useragent import MAX_USER_AGENT_LENGTH, classify_user_agent
+from .useragent import MAX_USER_AGENT_LENGTH, ClientInfo, classify_user_agent
 
 log = logging.getLogger(__name__)
 MAX_REFERRER_HOST_LENGTH = 255
+
+
+class ScanStore(Protocol):
+    def find_target(self, slug: str) -> tuple[int, str, str] | None: ...
+
+    def write(self, rows: list[Mapping[str, Any]]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -30,31 +35,32 @@ class ScanTarget:
 
 
 class ScanRecorder:
-    """Turns one request to /p/<slug> into a scan row and the destination to redirect to.
+    """Turns one request to /p/<slug> into a committed scan row and the destination to redirect to.
 
-    Knows nothing of Flask: it takes the WSGI environ, so the same code serves the full app
-    and the lean handlers in front of it.
+    Takes the WSGI environ rather than a Flask request, so it works with or without Flask.
     """
 
-    def __init__(self, db: Database, *, geo: GeoLocator, trust_proxy: int, visitor_secret: str):
-        self.db = db
+    def __init__(self, scan_store: ScanStore, *, geo: GeoLocator, trust_proxy: int, visitor_secret: str,
+                 classify: Callable[[str], ClientInfo] = classify_user_agent):
+        self.scan_store = scan_store
         self.geo = geo
         self.trust_proxy = trust_proxy
+        self.classify = classify
         self.visitor_key = hashlib.sha256(("visitor:" + visitor_secret).encode()).digest()
 
     def resolve(self, slug: str) -> ScanTarget:
         """The active code behind slug; NotFound if none, Gone if paused or archived."""
-        with self.db.read() as conn:
-            code = store.get_code_by_slug(conn, slug)
-        if code is None:
+        found = self.scan_store.find_target(slug)
+        if found is None:
             raise NotFound("no QR code at this address", code="code_not_found")
-        if code.status != "active":
+        code_id, destination, status = found
+        if status != "active":
             raise Gone("this QR code has been paused by its owner", code="code_paused")
-        return ScanTarget(code_id=code.id, destination=code.destination)
+        return ScanTarget(code_id=code_id, destination=destination)
 
     def scan_row(self, target: ScanTarget, environ: Mapping[str, Any], *, now: int) -> dict[str, Any]:
         user_agent = (environ.get("HTTP_USER_AGENT") or "")[:MAX_USER_AGENT_LENGTH]
-        client = classify_user_agent(user_agent)
+        client = self.classify(user_agent)
         address = client_address(environ, trust_proxy=self.trust_proxy)
         location = self.geo.locate(address, environ)
         return {
@@ -79,10 +85,8 @@ class ScanRecorder:
         """
         target = self.resolve(slug)
         try:
-            row = self.scan_row(target, environ, now=now_epoch())
-            with self.db.write() as conn:
-                store.insert_scans(conn, [row])
-        except SQLAlchemyError:
+            self.scan_store.write([self.scan_row(target, environ, now=now_epoch())])
+        except Exception:
             log.exception("could not record a scan of %s; redirecting anyway", slug)
         return target.destination
 
@@ -95,11 +99,3 @@ def referrer_host(referrer: str | None) -> str | None:
     except ValueError:
         return None
     return host[:MAX_REFERRER_HOST_LENGTH] if host else None
-
-
-def scan_log(db: Database, *, code_id: int, limit: int, before_id: int | None = None) -> tuple[list[Row], int]:
-    """A page of the scan log, newest first, and the total number of scans."""
-    with db.read() as conn:
-        rows = store.list_scans(conn, code_id, limit=limit, before_id=before_id)
-        total = store.count_scans(conn, code_id)
-    return rows, total

@@ -8,7 +8,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "qrtrack"
 SERVICES = {"codes", "scans", "keys", "accounts", "analytics"}
-HTTP = {"public", "api", "dashboard", "web", "cli", "openapi", "__init__"}
+HTTP = {"public", "api", "dashboard", "web", "cli", "openapi", "factory", "fastpath", "__init__"}
 WEB_FRAMEWORKS = {"flask", "flask_login", "flask_wtf", "flask_limiter"}
 
 

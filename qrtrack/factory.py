@@ -1,0 +1,111 @@
+"""The app factory: settings, database, services, blueprints, error handlers."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from .config import DEFAULT_ENV_FILE, PROJECT_ROOT, Settings, load_settings
+from .fastpath import ScanFastPath
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+                                "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
+
+
+def build_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app. test_config overrides settings; its ENV_FILE key picks another .env (None: none)."""
+    overrides = dict(test_config or {})
+    env_file = overrides.pop("ENV_FILE", DEFAULT_ENV_FILE)
+    settings = load_settings(env_file=Path(env_file) if env_file else None, overrides=overrides)
+    app = Flask(__name__, template_folder=str(PROJECT_ROOT / "templates"), instance_path=str(settings.INSTANCE_PATH))
+    _configure_flask(app, settings)
+    _build_services(app, settings)
+    _register_blueprints(app, settings)
+    _register_error_handlers(app)
+    from .cli import register_commands
+
+    register_commands(app)
+    if settings.TRUST_PROXY:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.TRUST_PROXY, x_proto=settings.TRUST_PROXY,
+                                x_host=settings.TRUST_PROXY, x_prefix=settings.TRUST_PROXY)
+    app.wsgi_app = ScanFastPath(app.wsgi_app, app.extensions["qrtrack"].recorder)
+    return app
+
+
+def _configure_flask(app: Flask, settings: Settings) -> None:
+    app.config.update(
+        SECRET_KEY=settings.SECRET_KEY,
+        TESTING=settings.TESTING,
+        MAX_CONTENT_LENGTH=settings.MAX_LOGO_BYTES + 256 * 1024,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.SESSION_COOKIE_SECURE,
+        SESSION_COOKIE_NAME="qrtrack_session",
+        RATELIMIT_STORAGE_URI=settings.RATELIMIT_STORAGE_URI,
+        RATELIMIT_HEADERS_ENABLED=True,
+        JSON_SORT_KEYS=False,
+    )
+    app.json.sort_keys = False
+
+    @app.after_request
+    def add_security_headers(response):
+        # Registered before the limiter, so it runs after the limiter has added its headers:
+        # flask-limiter sends Retry-After on every limited response, which only means something on a 429.
+        if response.status_code != 429:
+            response.headers.pop("Retry-After", None)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+
+def _build_services(app: Flask, settings: Settings) -> None:
+    from .db import Database, make_engine
+    from .fastpath import make_recorder
+    from .geo import GeoLocator
+    from .qrimage import ImageCache
+    from .web import AppServices
+
+    settings.INSTANCE_PATH.mkdir(parents=True, exist_ok=True)
+    db = Database(make_engine(settings))
+    geo = GeoLocator(mmdb_paths=settings.GEOIP_DB, trust_cdn=settings.TRUST_CDN)
+    recorder = make_recorder(settings, geo=geo)
+    app.extensions["qrtrack"] = AppServices(
+        settings=settings, db=db, geo=geo, recorder=recorder,
+        images=ImageCache(settings.INSTANCE_PATH / "cache" / "images"), logo_dir=settings.INSTANCE_PATH / "logos")
+
+
+def _register_blueprints(app: Flask, settings: Settings) -> None:
+    from flask_limiter import Limiter
+
+    from . import api, dashboard, public, ratelimit  # noqa: F401 - ratelimit registers the qrtrack+sqlite storage
+    from .dashboard import auth, init_dashboard
+
+    limiter = Limiter(key_func=api.rate_limit_key, app=app, default_limits=[])
+    limiter.limit(settings.API_RATE_LIMIT, key_func=api.rate_limit_key)(api.bp)
+    limiter.exempt(public.bp)
+    app.extensions["qrtrack_limiter"] = limiter
+    app.register_blueprint(public.bp)
+    app.register_blueprint(api.bp)
+    init_dashboard(app)
+    dashboard.csrf.exempt(api.bp)
+    limiter.limit(auth.LOGIN_LIMIT_PER_ADDRESS, key_func=auth.login_address_key, methods=["POST"])(auth.login)
+    limiter.limit(auth.LOGIN_LIMIT_PER_ACCOUNT, key_func=auth.login_account_key, methods=["POST"])(auth.login)
+
+
+def _register_error_handlers(app: Flask) -> None:
+    from .errors import QrTrackError
+    from .web import handle_http_exception, handle_qrtrack_error, handle_unexpected_error
+
+    app.register_error_handler(QrTrackError, handle_qrtrack_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    if not app.testing:
+        app.register_error_handler(Exception, handle_unexpected_error)
