@@ -90,7 +90,7 @@ def serve_cgi_scan(environ: Mapping[str, str] | None = None, *, out=None) -> boo
     from .config import load_settings
     from .scanstore import ClientInfoCache
 
-    settings = load_settings()
+    settings = load_settings(environ=environ)
     cache = ClientInfoCache(str(settings.INSTANCE_PATH / "cache" / "user-agents.db"))
     try:
         destination = make_recorder(settings, classify=cache.classify).record(scan_slug(environ), environ)

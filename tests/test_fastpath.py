@@ -1,0 +1,107 @@
+"""The lean scan path: same scan rows as the full app, no Flask or SQLAlchemy in a CGI scan."""
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+from sqlalchemy import text
+
+from qrtrack import codes, store
+from qrtrack.config import PROJECT_ROOT
+from qrtrack.fastpath import location_header, scan_slug, serve_cgi_scan
+from qrtrack.scanstore import ClientInfoCache
+from qrtrack.store import SqlAlchemyScanStore
+
+from .conftest import env_without_settings, gen_code
+
+IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+          "Version/17.5 Mobile/15E148 Safari/604.1")
+
+
+def cgi_environ(services, slug: str, **extra: str) -> dict[str, str]:
+    return {"REQUEST_METHOD": "GET", "PATH_INFO": f"/p/{slug}", "REMOTE_ADDR": "8.8.8.8", "HTTP_USER_AGENT": IPHONE,
+            "INSTANCE_PATH": str(services.settings.INSTANCE_PATH), "SECRET_KEY": services.settings.SECRET_KEY,
+            **extra}
+
+
+def test_scan_slug_matches_only_gets_of_scan_paths():
+    assert scan_slug({"REQUEST_METHOD": "GET", "PATH_INFO": "/p/Ab3dE9x"}) == "Ab3dE9x"
+    assert scan_slug({"REQUEST_METHOD": "HEAD", "PATH_INFO": "/p/Ab3dE9x"}) == "Ab3dE9x"
+    for method, path in (("POST", "/p/Ab3dE9x"), ("GET", "/p/"), ("GET", "/p/a/b"), ("GET", "/p/a%20b"),
+                         ("GET", "/img/Ab3dE9x.png"), ("GET", "/p/" + "a" * 17)):
+        assert scan_slug({"REQUEST_METHOD": method, "PATH_INFO": path}) is None
+
+
+def test_internationalised_destination_is_sent_as_an_ascii_uri():
+    assert location_header("https://example.com/a") == "https://example.com/a"
+    assert location_header("https://bücher.example/straße").isascii()
+
+
+def test_post_to_a_scan_path_falls_through_to_flask(client, db, alice):
+    code = gen_code(db, alice)
+    assert client.post(f"/p/{code.slug}").status_code == 405
+    assert codes.get_code(db, owner_id=alice, uuid=code.uuid).scan_count == 0
+
+
+def test_cgi_scan_records_the_same_row_and_prints_a_302(services, db, alice):
+    code = gen_code(db, alice, destination="https://example.com/cgi")
+    out = io.BytesIO()
+    assert serve_cgi_scan(cgi_environ(services, code.slug), out=out) is True
+    head = out.getvalue().decode()
+    assert head.startswith("Status: 302 Found\r\nLocation: https://example.com/cgi\r\n")
+    assert "Cache-Control: no-store\r\n" in head and head.endswith("\r\n\r\n")
+    with db.read() as conn:
+        [scan] = store.list_scans(conn, code.id, limit=5)
+    assert (scan.device, scan.country, scan.is_bot) == ("iPhone", "US", False)
+    assert codes.get_code(db, owner_id=alice, uuid=code.uuid).scan_count == 1
+
+
+def test_cgi_scan_leaves_unknown_and_paused_codes_to_the_full_app(services, db, alice):
+    code = gen_code(db, alice)
+    codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=codes.CodeChanges(status="paused"))
+    for slug in ("nosuch1", code.slug):
+        out = io.BytesIO()
+        assert serve_cgi_scan(cgi_environ(services, slug), out=out) is False
+        assert out.getvalue() == b""
+    assert serve_cgi_scan({"REQUEST_METHOD": "GET", "PATH_INFO": "/api.php"}) is False
+
+
+def test_client_info_cache_answers_from_disk_the_second_time(tmp_path, monkeypatch):
+    cache = ClientInfoCache(str(tmp_path / "cache" / "ua.db"))
+    first = cache.classify(IPHONE)
+    monkeypatch.setattr("qrtrack.scanstore.classify_user_agent", lambda _ua: (_ for _ in ()).throw(AssertionError))
+    assert cache.classify(IPHONE) == first
+
+
+def test_sqlalchemy_scan_store_writes_the_same_rows(services, db, alice):
+    code = gen_code(db, alice)
+    scan_store = SqlAlchemyScanStore(db.engine)
+    assert scan_store.find_target(code.slug) == (code.id, code.destination, "active")
+    assert scan_store.find_target("nosuch1") is None
+    row = {"code_id": code.id, "ts": 5, "country": "US", "city": None, "device": "Mac", "os": "", "browser": "",
+           "is_bot": False, "referrer_host": None, "user_agent": "ua", "visitor": "v"}
+    scan_store.write([row, row])
+    with db.read() as conn:
+        assert conn.execute(text("SELECT scan_count FROM codes WHERE id = :id"), {"id": code.id}).scalar_one() == 2
+
+
+def test_cgi_scan_imports_neither_flask_nor_sqlalchemy_nor_parsers_on_a_cache_hit(services, db, alice):
+    code = gen_code(db, alice)
+    environ = cgi_environ(services, code.slug)
+    program = (
+        "import os, sys, io\n"
+        "from qrtrack.fastpath import serve_cgi_scan\n"
+        f"environ = {environ!r}\n"
+        "os.environ.update(environ)\n"
+        "assert serve_cgi_scan(environ, out=io.BytesIO())\n"
+        "heavy = [m for m in ('flask', 'sqlalchemy', 'werkzeug', 'user_agents', 'crawlerdetect', 'limits')"
+        " if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    env = {**env_without_settings(), "PYTHONPATH": str(PROJECT_ROOT)}
+    runs = [subprocess.run([sys.executable, "-c", program], env=env, cwd=PROJECT_ROOT, capture_output=True,
+                           text=True, timeout=60) for _ in range(2)]
+    assert all(run.returncode == 0 for run in runs), runs[-1].stderr
+    assert runs[1].stdout.strip() == ""
+    assert codes.get_code(db, owner_id=alice, uuid=code.uuid).scan_count == 2
