@@ -1,0 +1,421 @@
+"""Service: scan analytics — totals, unique scans, scans over time, breakdowns, latest scans, CSV export.
+
+Reports read the rollup tables (per code and UTC day), which every report first brings up to date from
+the scan log past a watermark, plus the few scans newer than the watermark (the tail), read as they are.
+So a report costs about the same for ten scans as for ten million, and recording a scan does no extra
+work. A unique scan is one visitor value per code per UTC day (scans.visitor is a per-day keyed hash).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+from sqlalchemy import Connection, Row
+from sqlalchemy.exc import OperationalError
+
+from . import store
+from .clock import isoformat_utc, now_epoch
+from .db import Database
+from .errors import ValidationError
+
+log = logging.getLogger(__name__)
+
+DIMENSIONS = ("country", "city", "device", "os", "browser")
+GRANULARITIES = ("day", "week", "month")
+DEFAULT_PERIOD_DAYS = 30
+MAX_PERIOD_DAYS = 5 * 366
+TOP_VALUES = 8
+LATEST_SCANS = 20
+# Scans younger than this stay in the tail: on PostgreSQL and MySQL ids are handed out before commit, so
+# a lower id can still become visible after a higher one; no scan's transaction lasts this long.
+SETTLE_SECONDS = 30
+ROLLUP_BATCH = 50_000
+CSV_COLUMNS = ("timestamp", "country", "city", "device", "os", "browser", "is_bot", "referrer_host")
+CSV_BATCH = 5_000
+# A spreadsheet runs a cell starting with one of these as a formula (OWASP "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+EPOCH_DATE = date(1970, 1, 1)
+DAY = store.SECONDS_PER_DAY
+
+
+@dataclass(frozen=True)
+class Period:
+    """UTC days from first to last, both included."""
+
+    first: date
+    last: date
+
+    @property
+    def first_day(self) -> int:
+        return (self.first - EPOCH_DATE).days
+
+    @property
+    def last_day(self) -> int:
+        return (self.last - EPOCH_DATE).days
+
+    @property
+    def start(self) -> int:
+        return self.first_day * DAY
+
+    @property
+    def end(self) -> int:
+        """Epoch seconds just after the period (exclusive)."""
+        return (self.last_day + 1) * DAY
+
+
+@dataclass(frozen=True)
+class Bucket:
+    start: date
+    scans: int
+    unique_scans: int
+
+
+@dataclass(frozen=True)
+class Share:
+    """One line of a breakdown: value is "" when unknown; country is set for countries and cities."""
+
+    value: str
+    scans: int
+    share: float
+    country: str = ""
+    is_other: bool = False
+
+
+@dataclass(frozen=True)
+class CodeShare:
+    uuid: str
+    slug: str
+    label: str
+    scans: int
+    share: float
+
+
+@dataclass(frozen=True)
+class Report:
+    period: Period
+    granularity: str
+    include_bots: bool
+    scans: int
+    unique_scans: int
+    bot_scans: int
+    series: list[Bucket]
+    breakdowns: dict[str, list[Share]]
+    latest: list[Row]
+    top_codes: list[CodeShare] = field(default_factory=list)
+
+
+@dataclass
+class _Tally:
+    """Scan rows counted the way the rollup tables count them."""
+
+    days: dict[tuple[int, int], list[int]] = field(default_factory=dict)  # (code, day): [human, bot]
+    values: Counter = field(default_factory=Counter)  # (code, dimension, day, is_bot, value): scans
+
+    def touched_days(self) -> dict[int, list[int]]:
+        touched: dict[int, list[int]] = {}
+        for code_id, day in sorted(self.days):
+            touched.setdefault(code_id, []).append(day)
+        return touched
+
+
+def parse_period(first: str | None, last: str | None, *, today: date) -> Period:
+    """The period between two ISO dates (YYYY-MM-DD, UTC); a missing end defaults to the last 30 days."""
+    last_date = _parse_date(last, "to") or today
+    first_date = _parse_date(first, "from") or last_date - timedelta(days=DEFAULT_PERIOD_DAYS - 1)
+    if first_date > last_date:
+        raise ValidationError("the start date is after the end date", code="invalid_period", field="from")
+    if (last_date - first_date).days >= MAX_PERIOD_DAYS:
+        raise ValidationError(f"choose a period of at most {MAX_PERIOD_DAYS} days", code="invalid_period",
+                              field="from")
+    return Period(first_date, last_date)
+
+
+def _parse_date(text: str | None, name: str) -> date | None:
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise ValidationError(f"{name}: a date like 2026-04-15", code="invalid_period", field=name) from None
+
+
+def today_utc(now: int | None = None) -> date:
+    return datetime.fromtimestamp(now_epoch() if now is None else now, tz=UTC).date()
+
+
+def refresh_rollups(db: Database, *, now: int | None = None) -> int:
+    """Count every scan settled since the watermark into the rollup tables; returns how many were added.
+
+    Each batch is read outside the write lock, so scans keep being recorded meanwhile; when two
+    requests race, the one that moves the watermark first wins and the other stops.
+    """
+    settled_before = (now_epoch() if now is None else now) - SETTLE_SECONDS
+    with db.read() as conn:
+        watermark = store.get_rollup_watermark(conn)
+        last_id = store.get_last_scan_id_before(conn, after_id=watermark, before_ts=settled_before)
+    added = 0
+    while last_id is not None and watermark < last_id:
+        with db.read() as conn:
+            rows = store.list_scans_in_id_range(conn, after_id=watermark, last_id=last_id, limit=ROLLUP_BATCH)
+            tally = _tally_scans(rows)
+            visitors = _count_visitors(conn, tally.touched_days())
+        with db.write() as conn:
+            if not store.advance_rollup_watermark(conn, from_id=watermark, to_id=rows[-1].id):
+                return added
+            for code_id, days in tally.touched_days().items():
+                _merge_into_rollups(conn, code_id, days[0], days[-1], tally, visitors)
+        added += len(rows)
+        watermark = rows[-1].id
+    return added
+
+
+def _tally_scans(rows: Iterable[Row]) -> _Tally:
+    tally = _Tally()
+    for row in rows:
+        day = row.ts // DAY
+        is_bot = bool(row.is_bot)
+        tally.days.setdefault((row.code_id, day), [0, 0])[is_bot] += 1
+        for dimension, value in _dimension_values(row):
+            tally.values[(row.code_id, dimension, day, is_bot, value)] += 1
+    return tally
+
+
+def _dimension_values(row: Row) -> tuple[tuple[str, str], ...]:
+    """The value a scan counts under in each dimension; a city keeps its country ("FR|Paris")."""
+    country = row.country or ""
+    return (("country", country), ("city", f"{country}|{row.city}" if row.city else ""),
+            ("device", row.device or ""), ("os", row.os or ""), ("browser", row.browser or ""))
+
+
+def _count_visitors(conn: Connection, touched: dict[int, list[int]]) -> dict[tuple[int, int], tuple[int, int]]:
+    """(human, all) distinct visitors per (code, day), counted from the scan log for the touched days."""
+    visitors = {}
+    for code_id, days in touched.items():
+        for first_day, last_day in _runs(days):
+            for row in store.count_visitors_by_day(conn, code_id, first_day=first_day, last_day=last_day):
+                visitors[(code_id, int(row.day))] = (int(row.human_visitors), int(row.all_visitors))
+    return visitors
+
+
+def _runs(days: list[int]) -> Iterator[tuple[int, int]]:
+    """Sorted day numbers as (first, last) runs of consecutive days."""
+    first = previous = days[0]
+    for day in days[1:]:
+        if day != previous + 1:
+            yield first, previous
+            first = day
+        previous = day
+    yield first, previous
+
+
+def _merge_into_rollups(conn: Connection, code_id: int, first_day: int, last_day: int, tally: _Tally,
+                        visitors: dict[tuple[int, int], tuple[int, int]]) -> None:
+    """Rewrite one code's rollup rows for the days first..last with the tally added."""
+    days = {row.day: [row.human_scans, row.bot_scans, row.human_visitors, row.all_visitors]
+            for row in store.list_rollup_days(conn, code_id, first_day=first_day, last_day=last_day)}
+    for (tally_code, day), (human, bot) in tally.days.items():
+        if tally_code == code_id:
+            counts = days.setdefault(day, [0, 0, 0, 0])
+            counts[:] = [counts[0] + human, counts[1] + bot, *visitors[(code_id, day)]]
+    values = Counter({(row.dimension, row.day, bool(row.is_bot), row.value): row.scans
+                      for row in store.list_rollup_values(conn, code_id, first_day=first_day, last_day=last_day)})
+    for (tally_code, *key), scans in tally.values.items():
+        if tally_code == code_id:
+            values[tuple(key)] += scans
+    store.delete_rollup_days(conn, code_id, first_day=first_day, last_day=last_day)
+    store.insert_rollup_days(conn, [
+        {"code_id": code_id, "day": day, "human_scans": human, "bot_scans": bot, "human_visitors": human_visitors,
+         "all_visitors": all_visitors} for day, (human, bot, human_visitors, all_visitors) in days.items()])
+    store.delete_rollup_values(conn, code_id, first_day=first_day, last_day=last_day)
+    store.insert_rollup_values(conn, [
+        {"code_id": code_id, "dimension": dimension, "day": day, "is_bot": is_bot, "value": value, "scans": scans}
+        for (dimension, day, is_bot, value), scans in values.items()])
+
+
+def build_report(db: Database, *, period: Period, code_id: int | None = None, owner_id: int | None = None,
+                 granularity: str = "day", include_bots: bool = False, now: int | None = None) -> Report:
+    """Everything the analytics of one code (code_id) or of all an owner's codes (owner_id) show."""
+    if granularity not in GRANULARITIES:
+        raise ValidationError(f"granularity must be one of: {', '.join(GRANULARITIES)}",
+                              code="invalid_granularity", field="granularity")
+    _refresh_quietly(db, now=now)
+    scope = {"code_id": code_id, "owner_id": None if code_id is not None else owner_id}
+    with db.read() as conn:
+        _read_one_snapshot(conn)
+        tail = _tally_scans(_tail_in_scope(conn, period, **scope))
+        days = _day_totals(conn, period, tail, **scope)
+        scans, unique_scans, bot_scans = _totals(days.values(), include_bots=include_bots)
+        breakdowns = {dimension: _top_values(_value_totals(conn, period, dimension, tail, include_bots, **scope),
+                                             scans, dimension) for dimension in DIMENSIONS}
+        latest = store.list_latest_scans(conn, **scope, start=period.start, end=period.end,
+                                         include_bots=include_bots, limit=LATEST_SCANS)
+        top_codes = [] if code_id is not None else _top_codes(conn, owner_id, period, tail, include_bots, scans)
+    return Report(period=period, granularity=granularity, include_bots=include_bots, scans=scans,
+                  unique_scans=unique_scans, bot_scans=bot_scans,
+                  series=_series(days, period, granularity, include_bots=include_bots), breakdowns=breakdowns,
+                  latest=latest, top_codes=top_codes)
+
+
+def _refresh_quietly(db: Database, *, now: int | None) -> None:
+    # Reports stay exact without the refresh (the tail is read as it is), only slower: a busy
+    # database must not cost the page.
+    try:
+        refresh_rollups(db, now=now)
+    except OperationalError:
+        log.exception("could not bring the scan rollups up to date; reading the scan log instead")
+
+
+def _read_one_snapshot(conn: Connection) -> None:
+    """Make every query of this read see one state, so the rollups and the tail agree.
+
+    SQLite's read transaction and MySQL's default already do; PostgreSQL's default does not.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execution_options(isolation_level="REPEATABLE READ")
+
+
+def _tail_in_scope(conn: Connection, period: Period, *, code_id: int | None, owner_id: int | None) -> list[Row]:
+    """Scans past the watermark that belong to the report."""
+    rows = [row for row in store.list_scans_in_id_range(conn, after_id=store.get_rollup_watermark(conn))
+            if period.start <= row.ts < period.end]
+    if not rows:
+        return rows
+    code_ids = {code_id} if code_id is not None else store.list_code_ids(conn, owner_id)
+    return [row for row in rows if row.code_id in code_ids]
+
+
+def _day_totals(conn: Connection, period: Period, tail: _Tally, *, code_id: int | None,
+                owner_id: int | None) -> dict[int, list[int]]:
+    """Per day: [human scans, bot scans, human visitors, all visitors], rollups and tail together."""
+    days = {row.day: [int(row.human_scans), int(row.bot_scans), int(row.human_visitors), int(row.all_visitors)]
+            for row in store.sum_rollup_days_by_day(conn, code_id=code_id, owner_id=owner_id,
+                                                     first_day=period.first_day, last_day=period.last_day)}
+    for (_, day), (human, bot) in tail.days.items():
+        counts = days.setdefault(day, [0, 0, 0, 0])
+        counts[0] += human
+        counts[1] += bot
+    # Visitors do not add up: on a day the tail touches, that code's rolled-up figure gives way to a fresh count.
+    for tail_code, touched in tail.touched_days().items():
+        for first_day, last_day in _runs(touched):
+            for row in store.list_rollup_days(conn, tail_code, first_day=first_day, last_day=last_day):
+                days[row.day][2] -= row.human_visitors
+                days[row.day][3] -= row.all_visitors
+            for row in store.count_visitors_by_day(conn, tail_code, first_day=first_day, last_day=last_day):
+                days[int(row.day)][2] += int(row.human_visitors)
+                days[int(row.day)][3] += int(row.all_visitors)
+    return days
+
+
+def _totals(days: Iterable[list[int]], *, include_bots: bool) -> tuple[int, int, int]:
+    """(scans, unique scans, bot scans) over the days."""
+    human = bot = human_visitors = all_visitors = 0
+    for day_human, day_bot, day_human_visitors, day_all_visitors in days:
+        human, bot = human + day_human, bot + day_bot
+        human_visitors, all_visitors = human_visitors + day_human_visitors, all_visitors + day_all_visitors
+    if include_bots:
+        return human + bot, all_visitors, bot
+    return human, human_visitors, bot
+
+
+def _value_totals(conn: Connection, period: Period, dimension: str, tail: _Tally, include_bots: bool, *,
+                  code_id: int | None, owner_id: int | None) -> Counter:
+    totals = Counter({row.value: int(row.scans) for row in store.sum_rollup_values(
+        conn, code_id=code_id, owner_id=owner_id, dimension=dimension, first_day=period.first_day,
+        last_day=period.last_day, include_bots=include_bots)})
+    for (_, tail_dimension, _, is_bot, value), scans in tail.values.items():
+        if tail_dimension == dimension and (include_bots or not is_bot):
+            totals[value] += scans
+    return totals
+
+
+def _top_values(totals: Counter, scans: int, dimension: str) -> list[Share]:
+    """The TOP_VALUES biggest values, then the rest as one "other" line."""
+    ranked = sorted(((value, count) for value, count in totals.items() if count), key=lambda item: (-item[1], item[0]))
+    shares = [_share(dimension, value, count, scans) for value, count in ranked[:TOP_VALUES]]
+    rest = sum(count for _, count in ranked[TOP_VALUES:])
+    if rest:
+        shares.append(Share(value="", scans=rest, share=rest / scans, is_other=True))
+    return shares
+
+
+def _share(dimension: str, value: str, count: int, scans: int) -> Share:
+    if dimension == "country":
+        return Share(value=value, scans=count, share=count / scans, country=value)
+    if dimension == "city":
+        country, _, city = value.partition("|")
+        return Share(value=city, scans=count, share=count / scans, country=country)
+    return Share(value=value, scans=count, share=count / scans)
+
+
+def _top_codes(conn: Connection, owner_id: int, period: Period, tail: _Tally, include_bots: bool,
+               scans: int) -> list[CodeShare]:
+    totals: Counter = Counter()
+    for row in store.sum_rollup_days_by_code(conn, owner_id=owner_id, first_day=period.first_day,
+                                             last_day=period.last_day):
+        totals[row.code_id] += int(row.human_scans) + (int(row.bot_scans) if include_bots else 0)
+    for (code_id, _), (human, bot) in tail.days.items():
+        totals[code_id] += human + (bot if include_bots else 0)
+    ranked = [(code_id, count) for code_id, count in totals.most_common(TOP_VALUES) if count]
+    names = {row.id: row for row in store.list_code_names(conn, owner_id, [code_id for code_id, _ in ranked])}
+    return [CodeShare(uuid=names[code_id].uuid, slug=names[code_id].slug, label=names[code_id].label, scans=count,
+                      share=count / scans) for code_id, count in ranked]
+
+
+def _series(days: dict[int, list[int]], period: Period, granularity: str, *, include_bots: bool) -> list[Bucket]:
+    """Scans and unique scans per day, week (from Monday) or month, with empty buckets kept."""
+    buckets: dict[date, list[int]] = {}
+    for offset in range((period.last - period.first).days + 1):
+        buckets.setdefault(_bucket_start(period.first + timedelta(days=offset), granularity), [0, 0])
+    for day, (human, bot, human_visitors, all_visitors) in days.items():
+        bucket = buckets[_bucket_start(EPOCH_DATE + timedelta(days=day), granularity)]
+        bucket[0] += human + bot if include_bots else human
+        bucket[1] += all_visitors if include_bots else human_visitors
+    return [Bucket(start=start, scans=scans, unique_scans=unique) for start, (scans, unique) in buckets.items()]
+
+
+def _bucket_start(day: date, granularity: str) -> date:
+    if granularity == "week":
+        return day - timedelta(days=day.weekday())
+    if granularity == "month":
+        return day.replace(day=1)
+    return day
+
+
+def scan_log_csv(db: Database, *, code_id: int, period: Period) -> Iterator[str]:
+    """The code's scans in the period as CSV text in pieces, oldest first, bots included and flagged.
+
+    Read in batches, each in its own short read, so a slow download holds no transaction open.
+    """
+    yield _csv_lines([CSV_COLUMNS])
+    after = None
+    while True:
+        with db.read() as conn:
+            rows = store.list_scan_log_page(conn, code_id, start=period.start, end=period.end, after=after,
+                                            limit=CSV_BATCH)
+        if rows:
+            yield _csv_lines(_csv_cells(row) for row in rows)
+        if len(rows) < CSV_BATCH:
+            return
+        after = (rows[-1].ts, rows[-1].id)
+
+
+def _csv_cells(row: Row) -> tuple[str, ...]:
+    return (isoformat_utc(row.ts), row.country or "", row.city or "", row.device, row.os, row.browser,
+            "true" if row.is_bot else "false", row.referrer_host or "")
+
+
+def _csv_lines(rows: Iterable[Iterable[str]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerows([safe_csv_cell(cell) for cell in row] for row in rows)
+    return buffer.getvalue()
+
+
+def safe_csv_cell(value: str) -> str:
+    """The value with a leading quote when a spreadsheet would run it as a formula."""
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
