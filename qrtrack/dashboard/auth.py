@@ -1,9 +1,13 @@
 """Dashboard pages for signing in: the one-time /setup, login and logout."""
 from __future__ import annotations
 
-from flask import abort, flash, jsonify, redirect, render_template, request, url_for
+import time
+
+from flask import abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user, login_user, logout_user
 from flask_wtf.csrf import CSRFError
+from limits import RateLimitItem, parse
+from werkzeug.exceptions import TooManyRequests
 
 from .. import accounts
 from ..errors import QrTrackError, error_body
@@ -49,10 +53,12 @@ def login():
     username = request.form.get("username", "")
     error = None
     if request.method == "POST":
+        _refuse_when_too_many_failed_logins()
         user = accounts.authenticate_user(services().db, username=username, password=request.form.get("password", ""))
         if user is not None:
             login_user(DashboardUser(user))
             return redirect(_next_url_after_login())
+        _count_failed_login()
         error = "Wrong username or password, or the account is disabled."
     return render_template("dashboard/login.html", username=username, error=error), 401 if error else 200
 
@@ -62,6 +68,30 @@ def logout():
     logout_user()
     flash("You are logged out.", "info")
     return redirect(url_for("dashboard.login"))
+
+
+def _failed_login_limits() -> list[tuple[RateLimitItem, str]]:
+    return [(parse(LOGIN_LIMIT_PER_ADDRESS), login_address_key()),
+            (parse(LOGIN_LIMIT_PER_ACCOUNT), login_account_key())]
+
+
+def _refuse_when_too_many_failed_logins() -> None:
+    """429 while this address or this account is over its budget of failed logins.
+
+    Counted here rather than by a flask-limiter decorator so that only failures count: a person who
+    logs in and out ten times is not locked out. The counters share the app limiter's storage.
+    """
+    strategy = current_app.extensions["qrtrack_limiter"].limiter
+    for limit, key in _failed_login_limits():
+        if not strategy.test(limit, key):
+            reset_at = strategy.get_window_stats(limit, key).reset_time
+            raise TooManyRequests(f"too many failed logins ({limit})", retry_after=max(1, int(reset_at - time.time())))
+
+
+def _count_failed_login() -> None:
+    strategy = current_app.extensions["qrtrack_limiter"].limiter
+    for limit, key in _failed_login_limits():
+        strategy.hit(limit, key)
 
 
 def login_account_key() -> str:
@@ -95,4 +125,5 @@ def too_many_requests(error):
                    "Wait a few minutes, then try again.")
     else:
         message = "Too many requests in a short time. Wait a minute, then try again."
-    return render_template("errors/error.html", status=429, message=message), 429
+    retry_after = [(name, value) for name, value in error.get_headers() if name == "Retry-After"]
+    return render_template("errors/error.html", status=429, message=message), 429, retry_after

@@ -1,0 +1,302 @@
+"""Dashboard settings: change password, users (admins only) and API keys, through the test client."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from qrtrack import accounts, keys
+from qrtrack.errors import ValidationError
+
+from .conftest import PASSWORD, gen_code, gen_key, gen_user
+from .dashboard_helpers import csrf_token, log_in, post_form, text
+
+NEW_PASSWORD = "a brand new passphrase"
+
+
+@pytest.fixture
+def admin(db) -> int:
+    return gen_user(db, "alice", is_admin=True)
+
+
+@pytest.fixture
+def bob(db) -> int:
+    return gen_user(db, "bob")
+
+
+@pytest.fixture
+def admin_client(client, admin):
+    log_in(client)
+    return client
+
+
+def change_password(client, current=PASSWORD, new=NEW_PASSWORD, repeat=None):
+    return post_form(client, "/settings/account", {"current_password": current, "new_password": new,
+                                                   "new_password_confirm": new if repeat is None else repeat})
+
+
+def field_error(body: str, field: str) -> str:
+    match = re.search(rf'<div class="field-error" id="{field}-error">([^<]*)</div>', body)
+    return match.group(1) if match else ""
+
+
+# --- account -----------------------------------------------------------------------------------------
+
+def test_account_page_shows_who_is_signed_in(admin_client):
+    body = text(admin_client.get("/settings/account"))
+    assert "alice" in body and "Admin" in body and "Change password" in body
+
+
+def test_changing_the_password_keeps_this_browser_in_and_logs_other_sessions_out(app, admin_client, db):
+    other_browser = app.test_client()
+    log_in(other_browser)
+    response = change_password(admin_client)
+    assert response.status_code == 302
+    assert "Password changed" in text(admin_client.get("/settings/account"))
+    assert admin_client.get("/settings/api-keys").status_code == 200
+    assert other_browser.get("/settings/account").status_code == 302
+    assert accounts.authenticate_user(db, username="alice", password=NEW_PASSWORD) is not None
+    assert accounts.authenticate_user(db, username="alice", password=PASSWORD) is None
+
+
+def test_a_wrong_current_password_is_shown_next_to_its_field(admin_client, db):
+    response = change_password(admin_client, current="not my password")
+    assert response.status_code == 400
+    assert "not right" in field_error(text(response), "current_password")
+    assert accounts.authenticate_user(db, username="alice", password=PASSWORD) is not None
+
+
+def test_differing_new_passwords_are_shown_next_to_the_repeat_field(admin_client, db):
+    response = change_password(admin_client, repeat="something else")
+    assert response.status_code == 400
+    assert field_error(text(response), "new_password_confirm") == "The two new passwords differ."
+    assert accounts.authenticate_user(db, username="alice", password=PASSWORD) is not None
+
+
+def test_a_short_new_password_is_shown_next_to_the_new_password_field(admin_client):
+    response = change_password(admin_client, new="short")
+    assert response.status_code == 400
+    assert "at least 8 characters" in field_error(text(response), "new_password")
+
+
+def test_password_fields_are_never_sent_back(admin_client):
+    body = text(change_password(admin_client, new="short"))
+    assert PASSWORD not in body and "short" not in re.findall(r'value="([^"]*)"', body)
+
+
+# --- users -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("get", "/settings/users"), ("post", "/settings/users"), ("post", "/settings/users/1/status"),
+    ("get", "/settings/users/1/remove"), ("post", "/settings/users/1/remove"),
+])
+def test_users_pages_are_not_found_for_non_admins(client, admin, bob, method, path):
+    log_in(client, "bob")
+    token = csrf_token(client, "/settings/account")
+    response = getattr(client, method)(path, data={"csrf_token": token, "is_active": "0"})
+    assert response.status_code == 404
+    assert accounts.get_user(client.application.extensions["qrtrack"].db, 1).is_active
+
+
+def test_users_page_lists_everyone_with_role_status_and_codes(admin_client, db, bob):
+    gen_code(db, bob)
+    gen_code(db, bob)
+    accounts.set_user_active(db, user_id=bob, is_active=False)
+    body = text(admin_client.get("/settings/users"))
+    row = re.search(r"<tr>\s*<td data-label=\"User\"><strong>bob</strong>.*?</tr>", body, flags=re.S).group(0)
+    assert "Member" in row and "Disabled" in row and '<td data-label="Codes">2</td>' in row
+    assert "Enable" in row
+
+
+def test_an_admin_adds_a_user_who_can_then_log_in(app, admin_client, db):
+    response = post_form(admin_client, "/settings/users", {"username": "carol", "password": PASSWORD, "is_admin": "on"})
+    assert response.status_code == 302
+    assert accounts.find_user(db, "carol").is_admin
+    assert "Added carol" in text(admin_client.get("/settings/users"))
+    assert log_in(app.test_client(), "carol").status_code == 302
+
+
+def test_adding_a_user_that_exists_keeps_the_form_and_says_why(admin_client, bob):
+    response = post_form(admin_client, "/settings/users", {"username": "bob", "password": PASSWORD, "is_admin": "on"})
+    assert response.status_code == 400
+    body = text(response)
+    assert "already exists" in field_error(body, "username")
+    assert 'value="bob"' in body and "checked" in body
+
+
+def test_adding_a_user_with_a_short_password_says_so_by_the_password(admin_client, db):
+    response = post_form(admin_client, "/settings/users", {"username": "carol", "password": "short"})
+    assert "at least 8 characters" in field_error(text(response), "password")
+    assert len(accounts.list_users(db)) == 1
+
+
+def test_disabling_a_user_ends_their_sessions_and_stops_their_keys_at_once(app, admin_client, db, bob):
+    key = gen_key(db, bob)
+    bobs_browser = app.test_client()
+    log_in(bobs_browser, "bob")
+    assert app.test_client().get("/api.php", headers={"X-Api-Key": key}).status_code == 200
+    response = post_form(admin_client, f"/settings/users/{bob}/status", {"is_active": "0"}, form_page="/settings/users")
+    assert response.status_code == 302
+    assert "bob is disabled" in text(admin_client.get("/settings/users"))
+    assert bobs_browser.get("/settings/account").status_code == 302
+    assert app.test_client().get("/api.php", headers={"X-Api-Key": key}).status_code == 401
+    post_form(admin_client, f"/settings/users/{bob}/status", {"is_active": "1"}, form_page="/settings/users")
+    assert app.test_client().get("/api.php", headers={"X-Api-Key": key}).status_code == 200
+
+
+@pytest.mark.parametrize("action", ["status", "remove"])
+def test_an_admin_cannot_disable_or_remove_themselves(admin_client, db, admin, action):
+    response = post_form(admin_client, f"/settings/users/{admin}/{action}", {"is_active": "0"},
+                         form_page="/settings/users")
+    assert response.status_code == 302
+    assert "You cannot" in text(admin_client.get("/settings/users"))
+    assert accounts.get_user(db, admin).is_active
+
+
+def test_the_users_page_offers_no_disable_or_remove_for_yourself(admin_client, admin):
+    body = text(admin_client.get("/settings/users"))
+    assert f"/settings/users/{admin}/status" not in body
+    assert f"/settings/users/{admin}/remove" not in body
+
+
+def test_the_last_enabled_admin_cannot_be_disabled_or_removed(admin_client, db, admin, bob):
+    # Only reachable by racing another admin's change, so the service's refusal is the guard.
+    with pytest.raises(ValidationError):
+        accounts.set_user_active(db, user_id=admin, is_active=False)
+    with pytest.raises(ValidationError):
+        accounts.delete_user(db, user_id=admin)
+
+
+def test_a_refusal_from_the_service_is_shown_as_a_message(app, admin_client, db, bob, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise ValidationError("this is the last enabled admin; make another admin first", code="last_admin")
+
+    monkeypatch.setattr(accounts, "set_user_active", refuse)
+    post_form(admin_client, f"/settings/users/{bob}/status", {"is_active": "0"}, form_page="/settings/users")
+    assert "This is the last enabled admin; make another admin first." in text(admin_client.get("/settings/users"))
+
+
+def test_removing_a_user_asks_first_and_says_their_codes_go_too(admin_client, db, bob):
+    gen_code(db, bob)
+    gen_code(db, bob)
+    body = text(admin_client.get(f"/settings/users/{bob}/remove"))
+    assert "Remove bob?" in body
+    assert "their 2 codes" in body
+    assert accounts.get_user(db, bob) is not None
+
+
+def test_removing_a_user_deletes_them_with_their_codes_and_keys(app, admin_client, db, bob):
+    gen_code(db, bob)
+    key = gen_key(db, bob)
+    response = post_form(admin_client, f"/settings/users/{bob}/remove", form_page=f"/settings/users/{bob}/remove")
+    assert response.status_code == 302
+    assert accounts.get_user(db, bob) is None
+    assert accounts.count_codes_by_user(db).get(bob, 0) == 0
+    assert app.test_client().get("/api.php", headers={"X-Api-Key": key}).status_code == 401
+
+
+def test_acting_on_a_user_that_does_not_exist_is_not_found(admin_client):
+    assert admin_client.get("/settings/users/999/remove").status_code == 404
+    token = csrf_token(admin_client, "/settings/users")
+    assert admin_client.post("/settings/users/999/status", data={"csrf_token": token}).status_code == 404
+
+
+# --- API keys ----------------------------------------------------------------------------------------
+
+def create_key(client, name="build server"):
+    return post_form(client, "/settings/api-keys", {"name": name})
+
+
+def shown_key(response) -> str:
+    return re.search(r'<code id="new-key-value" class="copy-value">([^<]+)</code>', text(response)).group(1)
+
+
+def test_api_keys_page_starts_empty(admin_client):
+    body = text(admin_client.get("/settings/api-keys"))
+    assert "No API keys yet." in body
+
+
+def test_a_new_key_is_shown_once_with_a_copy_button_and_works(app, admin_client):
+    response = create_key(admin_client)
+    assert response.status_code == 201
+    assert response.headers["Cache-Control"] == "no-store"
+    key = shown_key(response)
+    assert key.startswith(keys.KEY_PREFIX)
+    assert 'data-copy-target="new-key-value"' in text(response)
+    assert "will not be shown again" in text(response)
+    assert app.test_client().get("/api.php", headers={"X-Api-Key": key}).status_code == 200
+    # Never again: not on the next page, nor in any cookie.
+    for header in response.headers.getlist("Set-Cookie"):
+        assert key not in header and key[len(keys.KEY_PREFIX):] not in header
+    later = admin_client.get("/settings/api-keys")
+    assert key not in text(later)
+    assert key[:keys.DISPLAY_PREFIX_LENGTH] in text(later)
+
+
+def test_a_key_needs_a_name(admin_client, db, admin):
+    response = create_key(admin_client, name="   ")
+    assert response.status_code == 400
+    assert "Give the key a name" in field_error(text(response), "name")
+    assert keys.list_api_keys(db, user_id=admin) == []
+
+
+def test_the_key_list_shows_name_prefix_created_last_used_and_status(app, admin_client, db, admin):
+    key = gen_key(db, admin, "zapier")
+    body = text(admin_client.get("/settings/api-keys"))
+    assert "zapier" in body and key[:keys.DISPLAY_PREFIX_LENGTH] + "…" in body
+    assert "never" in body and "Active" in body
+    app.test_client().get("/api.php", headers={"X-Api-Key": key})
+    body = text(admin_client.get("/settings/api-keys"))
+    assert "just now" in body
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", body)
+
+
+def test_revoking_a_key_asks_first_then_stops_it_at_once(app, admin_client, db, admin):
+    key = gen_key(db, admin, "zapier")
+    key_id = keys.list_api_keys(db, user_id=admin)[0].id
+    confirm = admin_client.get(f"/settings/api-keys/{key_id}/revoke")
+    assert "Revoke “zapier”?" in text(confirm)
+    assert app.test_client().get("/api.php", headers={"X-Api-Key": key}).status_code == 200
+    response = post_form(admin_client, f"/settings/api-keys/{key_id}/revoke")
+    assert response.status_code == 302
+    assert app.test_client().get("/api.php", headers={"X-Api-Key": key}).status_code == 401
+    body = text(admin_client.get("/settings/api-keys"))
+    assert "Revoked zapier" in body and "badge-revoked" in body
+    assert admin_client.get(f"/settings/api-keys/{key_id}/revoke").status_code == 404
+
+
+def test_revoking_needs_the_csrf_token(app, admin_client, db, admin):
+    key = gen_key(db, admin)
+    key_id = keys.list_api_keys(db, user_id=admin)[0].id
+    assert admin_client.post(f"/settings/api-keys/{key_id}/revoke").status_code == 400
+    assert app.test_client().get("/api.php", headers={"X-Api-Key": key}).status_code == 200
+
+
+def test_keys_are_per_user(app, client, db, admin, bob):
+    alices_key = gen_key(db, admin, "alice's key")
+    alices_key_id = keys.list_api_keys(db, user_id=admin)[0].id
+    log_in(client, "bob")
+    assert "alice&#39;s key" not in text(client.get("/settings/api-keys"))
+    assert client.get(f"/settings/api-keys/{alices_key_id}/revoke").status_code == 404
+    token = csrf_token(client, "/settings/api-keys")
+    assert client.post(f"/settings/api-keys/{alices_key_id}/revoke", data={"csrf_token": token}).status_code == 404
+    assert app.test_client().get("/api.php", headers={"X-Api-Key": alices_key}).status_code == 200
+
+
+# --- pages follow the CSP ------------------------------------------------------------------------------
+
+SETTINGS_PAGES = ["/settings/account", "/settings/users", "/settings/api-keys", "/settings/users/2/remove",
+                  "/settings/api-keys/1/revoke", "/console", "/api-reference"]
+
+
+@pytest.mark.parametrize("path", SETTINGS_PAGES)
+def test_settings_pages_have_no_inline_script_style_or_handlers(admin_client, db, admin, bob, path):
+    gen_key(db, admin)
+    response = admin_client.get(path)
+    assert response.status_code == 200
+    body = text(response)
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", body)
+    assert not re.search(r"<style\b", body)
+    assert not re.search(r"\sstyle=", body)
+    assert not re.search(r"\son[a-z]+\s*=", body)
+    assert not re.search(r"(src|href)=\"(https?:)?//", body)
