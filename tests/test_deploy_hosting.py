@@ -1,0 +1,104 @@
+"""hosting.py, which the shared-hosting entries share: finding the venv and the folder the app is mounted at."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import hosting
+
+from .deploy.apache import MODULES, PROJECT_ROOT
+
+
+def make_venv_layout(folder: Path) -> Path:
+    (folder / "bin").mkdir(parents=True)
+    (folder / "bin" / "python").write_text("")
+    return folder
+
+
+def echo_environ(environ, start_response):
+    start_response("200 OK", [])
+    return [environ]
+
+
+def call(app, **environ):
+    return app(environ, lambda status, headers: None)[0]
+
+
+def test_venv_named_by_the_environment_wins(tmp_path, monkeypatch):
+    venv = make_venv_layout(tmp_path / "elsewhere")
+    monkeypatch.setenv(hosting.VENV_VARIABLE, str(venv))
+    assert hosting.find_venv() == venv
+
+
+def test_folder_without_a_python_is_not_a_venv(tmp_path, monkeypatch):
+    monkeypatch.setenv(hosting.VENV_VARIABLE, str(tmp_path))
+    assert hosting.find_venv() is None
+
+
+def test_use_venv_leaves_a_process_already_in_its_venv_alone(monkeypatch):
+    monkeypatch.setenv(hosting.VENV_VARIABLE, sys.prefix)
+    monkeypatch.setattr(os, "execv", lambda *args: pytest.fail(f"re-executed: {args}"))
+    hosting.use_venv()
+
+
+def test_use_venv_re_executes_once_under_the_venv_python(tmp_path, monkeypatch):
+    venv = make_venv_layout(tmp_path / "venv")
+    monkeypatch.setenv(hosting.VENV_VARIABLE, str(venv))
+    monkeypatch.delenv(hosting._REEXEC_MARK, raising=False)
+    monkeypatch.setattr(sys, "argv", ["/srv/qr/app.cgi"])
+    calls = []
+    monkeypatch.setattr(os, "execv", lambda path, argv: calls.append((path, argv)))
+    hosting.use_venv()
+    python = str(venv / "bin" / "python")
+    assert calls == [(python, [python, "/srv/qr/app.cgi"])]
+    with pytest.raises(SystemExit, match="did not start inside its virtual environment"):
+        hosting.use_venv()
+
+
+@pytest.mark.parametrize(("script_name", "expected"), [
+    ("/qr/app.cgi", "/qr"),
+    ("/app.cgi", ""),
+    ("/deep/er/app.cgi", "/deep/er"),
+    ("/qr", "/qr"),          # ScriptAlias /qr /path/app.cgi: already the folder
+    ("", ""),
+])
+def test_script_name_becomes_the_folder_the_app_is_mounted_at(script_name, expected):
+    environ = call(hosting.mounted_at_folder(echo_environ), SCRIPT_NAME=script_name,
+                   SCRIPT_FILENAME="/var/www/qr/app.cgi")
+    assert environ["SCRIPT_NAME"] == expected
+
+
+def test_authorization_saved_through_a_rewrite_is_restored():
+    environ = call(hosting.mounted_at_folder(echo_environ), REDIRECT_HTTP_AUTHORIZATION="Bearer x")
+    assert environ["HTTP_AUTHORIZATION"] == "Bearer x"
+    environ = call(hosting.mounted_at_folder(echo_environ), HTTP_AUTHORIZATION="Bearer a",
+                   REDIRECT_HTTP_AUTHORIZATION="Bearer b")
+    assert environ["HTTP_AUTHORIZATION"] == "Bearer a"
+
+
+def test_cgi_entries_are_executable():
+    for name in ("app.cgi", "app.fcgi"):
+        assert os.access(PROJECT_ROOT / name, os.X_OK), f"{name} must be committed with mode 755"
+
+
+@pytest.mark.skipif(not Path("/usr/sbin/apache2").exists(), reason="apache2 is not installed")
+@pytest.mark.parametrize("sample", ["apache-passenger.conf", "apache-fcgid.conf"])
+def test_apache_samples_pass_apache_syntax_check(sample, tmp_path):
+    (tmp_path / "html" / "qr").mkdir(parents=True)
+    text = (PROJECT_ROOT / "deploy" / sample).read_text().replace("/var/www/html", str(tmp_path / "html"))
+    (tmp_path / "sample.conf").write_text(text)
+    modules = ["mpm_prefork", "authz_core", "mime", "dir", "rewrite", "cgi", "fcgid", "passenger"]
+    loads = "\n".join(f"LoadModule {name}_module {MODULES}/mod_{name}.so" for name in modules
+                      if (MODULES / f"mod_{name}.so").exists())
+    (tmp_path / "httpd.conf").write_text(
+        f"ServerRoot {tmp_path}\nListen 127.0.0.1:1\nErrorLog {tmp_path}/error.log\nPidFile {tmp_path}/pid\n"
+        f"DefaultRuntimeDir {tmp_path}\n{loads}\n"
+        "PassengerRoot /usr/lib/ruby/vendor_ruby/phusion_passenger/locations.ini\n" * ("passenger" in loads)
+        + f"Include {tmp_path}/sample.conf\n")
+    result = subprocess.run(["/usr/sbin/apache2", "-t", "-f", tmp_path / "httpd.conf"], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
