@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .useragent import ClientInfo, classify_user_agent
@@ -31,11 +31,64 @@ def scans_per_code(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, int]]:
     return [{"code_id": code_id, "added": count} for code_id, count in added.items()]
 
 
+class _Ticket:
+    __slots__ = ("rows", "is_done", "error")
+
+    def __init__(self, rows: list[Mapping[str, Any]]):
+        self.rows = rows
+        self.is_done = False
+        self.error: BaseException | None = None
+
+
+class GroupCommit:
+    """Commit the scans of concurrent requests together: one transaction and one sync for many.
+
+    The first thread to arrive writes everything queued so far while later ones queue behind
+    it; when its commit returns, the next waiting thread writes the next batch. Every caller
+    returns only once a transaction containing its rows has committed, or raises its error.
+    """
+
+    def __init__(self, write_batch: Callable[[list[Mapping[str, Any]]], None]):
+        self._write_batch = write_batch
+        self._condition = threading.Condition()
+        self._queue: list[_Ticket] = []
+        self._is_writing = False
+
+    def write(self, rows: list[Mapping[str, Any]]) -> None:
+        ticket = _Ticket(rows)
+        with self._condition:
+            self._queue.append(ticket)
+            while not ticket.is_done:
+                if self._is_writing:
+                    self._condition.wait()
+                else:
+                    self._lead_one_batch()
+        if ticket.error is not None:
+            raise ticket.error
+
+    def _lead_one_batch(self) -> None:
+        """Called with the condition held; releases it while the batch is written."""
+        batch, self._queue, self._is_writing = self._queue, [], True
+        error = None
+        self._condition.release()
+        try:
+            self._write_batch([row for ticket in batch for row in ticket.rows])
+        except BaseException as caught:  # handed to every caller of the batch
+            error = caught
+        finally:
+            self._condition.acquire()
+            for ticket in batch:
+                ticket.is_done, ticket.error = True, error
+            self._is_writing = False
+            self._condition.notify_all()
+
+
 class SqliteScanStore:
     """One sqlite3 connection per thread (re-opened after a fork) running the scan SQL.
 
     sqlite3 keeps each connection's prepared statements, so after the first scan a lookup
-    and a write cost a few tens of microseconds.
+    and a write cost a few tens of microseconds. Writes go through a GroupCommit, which
+    matters with threaded servers and SQLITE_SYNCHRONOUS=FULL, where each commit is a sync.
     """
 
     def __init__(self, path: str, *, wal: bool = True, synchronous: str = "NORMAL"):
@@ -43,6 +96,7 @@ class SqliteScanStore:
         self.journal_mode = "WAL" if wal else "DELETE"
         self.synchronous = synchronous
         self._local = threading.local()
+        self._group_commit = GroupCommit(self._write_batch)
 
     def _connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -60,7 +114,10 @@ class SqliteScanStore:
         return self._connection().execute(FIND_SCAN_TARGET_SQL, {"slug": slug}).fetchone()
 
     def write(self, rows: list[Mapping[str, Any]]) -> None:
-        """Insert the scans and bump their codes' counts in one transaction, committed on return."""
+        """Insert the scans and bump their codes' counts; committed when this returns."""
+        self._group_commit.write(rows)
+
+    def _write_batch(self, rows: list[Mapping[str, Any]]) -> None:
         conn = self._connection()
         conn.execute("BEGIN IMMEDIATE")
         try:

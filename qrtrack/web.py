@@ -35,6 +35,13 @@ class AppServices:
     images: ImageCache
     logo_dir: Path
 
+    def warm_up(self) -> None:
+        """For long-running servers: pay the parsers' and geo data's load time before serving."""
+        from .useragent import warm_up as warm_up_user_agents
+
+        warm_up_user_agents()
+        self.geo.warm_up()
+
 
 def services() -> AppServices:
     return current_app.extensions["qrtrack"]

@@ -1,0 +1,79 @@
+"""The scan path's store: group commit hands every caller its own batch's outcome, and nothing is lost."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from qrtrack.scanstore import GroupCommit, SqliteScanStore
+
+from .conftest import gen_code
+
+
+def run_threads(count: int, target) -> None:
+    threads = [threading.Thread(target=target, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+
+
+def test_group_commit_returns_only_after_the_callers_rows_are_committed():
+    committed: list[int] = []
+    batch_sizes: list[int] = []
+    violations: list[int] = []
+
+    def write_batch(rows):
+        time.sleep(0.002)
+        batch_sizes.append(len(rows))
+        committed.extend(row["n"] for row in rows)
+
+    group = GroupCommit(write_batch)
+
+    def writer(index: int) -> None:
+        for step in range(25):
+            number = index * 1000 + step
+            group.write([{"n": number}])
+            if number not in committed:
+                violations.append(number)
+
+    run_threads(12, writer)
+    assert violations == []
+    assert sorted(committed) == sorted(index * 1000 + step for index in range(12) for step in range(25))
+    assert max(batch_sizes) > 1, "concurrent writers should share transactions"
+
+
+def test_group_commit_gives_a_failed_batch_error_to_its_callers_only():
+    calls = {"count": 0}
+
+    def write_batch(rows):
+        calls["count"] += 1
+        if calls["count"] == 1:
+            raise RuntimeError("disk full")
+
+    group = GroupCommit(write_batch)
+    with pytest.raises(RuntimeError, match="disk full"):
+        group.write([{"n": 1}])
+    group.write([{"n": 2}])
+
+
+def test_threaded_scans_through_sqlite_all_arrive(services, db, alice):
+    code = gen_code(db, alice)
+    scan_store = SqliteScanStore(services.settings.sqlite_path)
+    row = {"code_id": code.id, "ts": 1, "country": None, "city": None, "device": "Mac", "os": "", "browser": "",
+           "is_bot": False, "referrer_host": None, "user_agent": "", "visitor": ""}
+
+    def writer(_index: int) -> None:
+        for _ in range(40):
+            scan_store.write([row])
+        scan_store.close()
+
+    run_threads(8, writer)
+    found = scan_store.find_target(code.slug)
+    assert found[0] == code.id
+    with db.read() as conn:
+        assert conn.exec_driver_sql("SELECT COUNT(*), MAX(c.scan_count) FROM scans JOIN codes c ON c.id = code_id"
+                                    ).one() == (320, 320)
+    scan_store.close()
