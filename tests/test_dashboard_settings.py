@@ -1,12 +1,16 @@
 """Dashboard settings: change password, users (admins only) and API keys, through the test client."""
 from __future__ import annotations
 
+import html
+import json
 import re
 
 import pytest
 
 from qrtrack import accounts, keys
+from qrtrack.dashboard import reference_pages
 from qrtrack.errors import ValidationError
+from qrtrack.openapi import openapi_document
 
 from .conftest import PASSWORD, gen_code, gen_key, gen_user
 from .dashboard_helpers import csrf_token, log_in, post_form, text
@@ -300,3 +304,56 @@ def test_settings_pages_have_no_inline_script_style_or_handlers(admin_client, db
     assert not re.search(r"\sstyle=", body)
     assert not re.search(r"\son[a-z]+\s*=", body)
     assert not re.search(r"(src|href)=\"(https?:)?//", body)
+
+
+# --- API reference -------------------------------------------------------------------------------------
+
+def test_api_reference_shows_every_operation_parameter_schema_and_error(admin_client):
+    document = openapi_document(server_url="http://localhost")
+    body = text(admin_client.get("/api-reference"))
+    for path, methods in document["paths"].items():
+        for method, operation in methods.items():
+            assert f'<span class="method method-{method}">{method.upper()}</span> <code class="operation-path">{path}' \
+                   in body
+            assert html.escape(operation["summary"]) in body
+            for parameter in operation.get("parameters", []):
+                assert f'<code class="field-name">{parameter["name"]}</code>' in body
+    for name, schema in document["components"]["schemas"].items():
+        assert f'id="schema-{name}"' in body
+        for prop in schema.get("properties", {}):
+            assert f'<code class="field-name">{prop}</code>' in body
+    for status in ("400", "401", "404", "413", "415", "429"):
+        assert f'<span class="status-pill status-4xx">{status}</span>' in body
+    assert "X-Api-Key" in body and "/api/openapi.json" in body
+
+
+def test_api_reference_curl_examples_use_this_sites_address_and_a_key_variable(admin_client):
+    body = html.unescape(text(admin_client.get("/api-reference")))
+    assert "curl -X POST 'http://localhost/api.php'" in body
+    assert '-H "X-Api-Key: $QRT_KEY"' in body
+    create = re.search(r"-d '(\{[^']*\})'", body).group(1)
+    assert json.loads(create)["destination"].startswith("https://")
+
+
+def test_api_reference_is_generated_from_the_openapi_document(admin_client, monkeypatch):
+    def extended(*, server_url):
+        document = openapi_document(server_url=server_url)
+        document["paths"]["/api/ping.php"] = {"get": {"operationId": "ping", "summary": "Answer pong",
+                                                      "responses": {"200": {"description": "Pong"}}}}
+        document["components"]["schemas"]["Pong"] = {"type": "object", "properties": {"pong": {"type": "boolean"}}}
+        return document
+
+    monkeypatch.setattr(reference_pages, "openapi_document", extended)
+    body = text(admin_client.get("/api-reference"))
+    assert "Answer pong" in body and 'id="schema-Pong"' in body and "/api/ping.php" in body
+
+
+def test_types_read_as_people_say_them():
+    def read(schema):
+        return "".join(part.label for part in reference_pages.describe_type(schema))
+
+    assert read({"type": "string", "format": "uri"}) == "string (uri)"
+    assert read({"type": ["integer", "null"]}) == "integer | null"
+    assert read({"type": "array", "items": {"$ref": "#/components/schemas/Scan"}}) == "array of Scan"
+    assert read({"anyOf": [{"$ref": "#/components/schemas/A"}, {"$ref": "#/components/schemas/B"}]}) == "A or B"
+    assert read({"enum": ["url", None]}) == "string | null"
