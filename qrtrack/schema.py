@@ -116,19 +116,21 @@ scan_rollup_days = Table(
     Column("bot_scans", BigInteger, nullable=False, default=0),
     Column("human_visitors", BigInteger, nullable=False, default=0),
     Column("all_visitors", BigInteger, nullable=False, default=0),
+    sqlite_with_rowid=False,
 )
 
-# One row per code, dimension (country, city, device, os, browser), UTC day, bot flag and value;
-# an unknown value is stored as "".
+# One row per code, dimension (country, city, device, os, browser), bot flag, UTC day and value; an unknown
+# value is stored as "". The key order serves "one code's values of one dimension over a range of days".
 scan_rollup_values = Table(
     "scan_rollup_values",
     metadata,
     Column("code_id", Integer, ForeignKey("codes.id", ondelete="CASCADE"), primary_key=True),
     Column("dimension", String(16), primary_key=True),
-    Column("day", Integer, primary_key=True, autoincrement=False),
     Column("is_bot", Boolean, primary_key=True),
+    Column("day", Integer, primary_key=True, autoincrement=False),
     Column("value", String(110), primary_key=True),
     Column("scans", BigInteger, nullable=False),
+    sqlite_with_rowid=False,
 )
 
 rollup_watermarks = Table(

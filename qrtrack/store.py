@@ -376,10 +376,9 @@ def sum_rollup_values(conn: Connection, *, code_id: int | None = None, owner_id:
                       dimension: str, first_day: int, last_day: int, include_bots: bool) -> list[Row]:
     """Scans per value of one dimension over the days and codes in scope."""
     table = scan_rollup_values.c
+    # Naming both bot flags lets the (code_id, dimension, is_bot, day) key reach the days as two ranges.
     filters = [_in_scope(table.code_id, code_id=code_id, owner_id=owner_id), table.dimension == dimension,
-               table.day.between(first_day, last_day)]
-    if not include_bots:
-        filters.append(table.is_bot.is_(False))
+               table.is_bot.in_([False, True] if include_bots else [False]), table.day.between(first_day, last_day)]
     query = select(table.value, func.sum(table.scans).label("scans")).where(*filters).group_by(table.value)
     return list(conn.execute(query))
 

@@ -22,17 +22,19 @@ def upgrade() -> None:
     sa.Column('human_visitors', sa.BigInteger(), nullable=False),
     sa.Column('all_visitors', sa.BigInteger(), nullable=False),
     sa.ForeignKeyConstraint(['code_id'], ['codes.id'], name=op.f('fk_scan_rollup_days_code_id_codes'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('code_id', 'day', name=op.f('pk_scan_rollup_days'))
+    sa.PrimaryKeyConstraint('code_id', 'day', name=op.f('pk_scan_rollup_days')),
+    sqlite_with_rowid=False
     )
     op.create_table('scan_rollup_values',
     sa.Column('code_id', sa.Integer(), nullable=False),
     sa.Column('dimension', sa.String(length=16), nullable=False),
-    sa.Column('day', sa.Integer(), autoincrement=False, nullable=False),
     sa.Column('is_bot', sa.Boolean(), nullable=False),
+    sa.Column('day', sa.Integer(), autoincrement=False, nullable=False),
     sa.Column('value', sa.String(length=110), nullable=False),
     sa.Column('scans', sa.BigInteger(), nullable=False),
     sa.ForeignKeyConstraint(['code_id'], ['codes.id'], name=op.f('fk_scan_rollup_values_code_id_codes'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('code_id', 'dimension', 'day', 'is_bot', 'value', name=op.f('pk_scan_rollup_values'))
+    sa.PrimaryKeyConstraint('code_id', 'dimension', 'is_bot', 'day', 'value', name=op.f('pk_scan_rollup_values')),
+    sqlite_with_rowid=False
     )
     watermarks = op.create_table('rollup_watermarks',
     sa.Column('name', sa.String(length=32), nullable=False),
