@@ -41,7 +41,7 @@ def apt_install(*packages: str) -> None:
         raise SystemExit(f"Please install these system packages first: {' '.join(packages)}")
     say(f"installing system packages: {' '.join(packages)}")
     run("apt-get", "update", "-qq")
-    run("apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages,
+    run("apt-get", "install", "-y", "-qq", *packages,
         env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
 
 
@@ -99,9 +99,25 @@ def serve(args: argparse.Namespace) -> None:
                            "app:app"])
 
 
+TEST_SYSTEM_PACKAGES = {
+    # Debian package: a file it installs, to tell whether it is there
+    "chromium": "/usr/bin/chromium",                      # browser tests (Playwright drives it)
+    "librsvg2-bin": "/usr/bin/rsvg-convert",              # SVG QR codes rasterised for decoding
+    "php-cli": "/usr/bin/php",                            # the API page's PHP example
+    "php-curl": "/usr/share/doc/php-curl",
+    "curl": "/usr/bin/curl",                              # the API page's curl example
+    "apache2": "/usr/sbin/apache2",                       # shared-hosting deployments under CGI...
+    "libapache2-mod-fcgid": "/usr/lib/apache2/modules/mod_fcgid.so",          # ...FastCGI...
+    "libapache2-mod-passenger": "/usr/lib/apache2/modules/mod_passenger.so",  # ...and Passenger
+    "python3-venv": "/usr/share/doc/python3-venv",        # the deployment tests' venv on Debian's python3
+    "wrk": "/usr/bin/wrk",                                # the benchmark's smoke test
+}
+
+
 def ensure_test_system_packages() -> None:
-    missing = [package for command, package in (("chromium", "chromium"), ("rsvg-convert", "librsvg2-bin"))
-               if shutil.which(command) is None]
+    missing = [package for package, path in TEST_SYSTEM_PACKAGES.items() if not os.path.exists(path)]
+    if shutil.which("node") is None:
+        missing.append("nodejs")  # the API page's Node fetch example (Debian 12's v18 has fetch)
     if missing:
         apt_install(*missing)
 
