@@ -45,6 +45,13 @@ def scan(slug):
     return redirect("https://example.com/" + slug, 302)
 '''
 
+PROBE_FASTPATH = '''"""The probe has no lean scan path: app.cgi always falls through to the app."""
+
+
+def serve_cgi_scan():
+    return False
+'''
+
 
 @dataclass
 class Response:
@@ -109,11 +116,14 @@ def _not_uploaded(directory: str, names: list[str]) -> set[str]:
 
 
 def write_probe(folder: Path, venv: Path) -> None:
-    """A folder with the shipped entries and .htaccess around the minimal app in PROBE_APP."""
+    """A folder with the shipped entries and .htaccess around the minimal app in PROBE_APP (no fast path)."""
     folder.mkdir(parents=True)
     for name in (".htaccess", "hosting.py", "passenger_wsgi.py", "app.cgi", "app.fcgi"):
         shutil.copy2(PROJECT_ROOT / name, folder / name)
     (folder / "app.py").write_text(PROBE_APP)
+    (folder / "qrtrack").mkdir()
+    (folder / "qrtrack" / "__init__.py").write_text("")
+    (folder / "qrtrack" / "fastpath.py").write_text(PROBE_FASTPATH)
     (folder / ".venv").symlink_to(venv)
 
 
