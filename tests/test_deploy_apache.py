@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import sqlite3
@@ -17,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import pytest
 
@@ -36,6 +38,7 @@ from .deploy.apache import (
 )
 
 pytestmark = pytest.mark.server
+PASSWORD = "correct horse battery"
 RATE_LIMIT = 5
 CONCURRENT_SCANS = 40      # 8 at a time, so several CGI processes write at once
 KEY_NAMES = ("contract", "scans", "limit", "load")
@@ -103,7 +106,7 @@ def seed() -> Iterator[Seed]:
         f"SECRET_KEY={secrets.token_urlsafe(32)}\nBASE_URL=\nAPI_RATE_LIMIT={RATE_LIMIT}\n")
     give_to_web_user(folder)
     run_flask(folder, "init-db")
-    run_flask(folder, "create-user", "alice", "--password", "correct horse battery")
+    run_flask(folder, "create-user", "alice", "--password", PASSWORD)
     keys = {name: run_flask(folder, "create-api-key", "alice", "--label", name).strip().splitlines()[-1]
             for name in KEY_NAMES}
     yield Seed(folder, keys)
@@ -184,6 +187,29 @@ def test_static_files_are_served_by_apache_from_qrtrack_static(site: Site):
     assert response.header("Content-Type").startswith("text/css")
     assert response.header("Content-Security-Policy") is None, "the app answered, not Apache"
 
+
+def test_dashboard_sign_in_and_its_links_stay_in_the_sub_folder(site: Site):
+    start = fetch(site.url())
+    site.expect(start, 302)
+    assert urlsplit(urljoin(site.url(), start.header("Location"))).path == "/qr/login"
+    page = fetch(site.url("login"))
+    html = page.body.decode()
+    assert 'href="/qr/static/app.css"' in html
+    token = re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+    form = urlencode({"csrf_token": token, "username": "alice", "password": PASSWORD, "next": ""}).encode()
+    signed_in = fetch(site.url("login"), "POST", body=form, headers={
+        "Cookie": page.header("Set-Cookie").split(";")[0], "Content-Type": "application/x-www-form-urlencoded"})
+    site.expect(signed_in, 302)
+    cookie = {"Cookie": signed_in.header("Set-Cookie").split(";")[0]}
+    listing = signed_in
+    for _ in range(3):
+        landing = urljoin(site.url("login"), listing.header("Location"))
+        assert urlsplit(landing).path.startswith("/qr/")
+        listing = fetch(landing, headers=cookie)
+        if listing.status != 302:
+            break
+    site.expect(listing, 200)
+    assert 'action="/qr/logout"' in listing.body.decode()
 
 def test_authorization_and_api_key_reach_an_app_at_the_domain_root(site: Site):
     response = fetch(site.apache.probe_url("/echo"), headers={"Authorization": "Bearer t0k", "X-Api-Key": "k3y"})
