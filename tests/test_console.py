@@ -1,6 +1,7 @@
 """The Live Console: calls go through the real API stack with a key chosen by id, and no key reaches the page."""
 from __future__ import annotations
 
+import html
 import json
 import re
 
@@ -60,7 +61,7 @@ def test_console_offers_the_five_operations_with_example_bodies(console, key_id)
     for label in ("GET · List codes", "GET · Get one code", "POST · Create a code", "POST · Update a code",
                   "DELETE · Delete a code"):
         assert label in body
-    examples = [json.loads(raw) for raw in re.findall(r"data-body='([^']*)'", body)]
+    examples = [json.loads(html.unescape(raw)) for raw in re.findall(r'data-body="([^"]*)"', body)]
     assert {"type": "url", "destination": "https://example.com/my-page", "label": "Summer promo"} in examples
     assert {"destination": "https://example.com/new-destination"} in examples
 

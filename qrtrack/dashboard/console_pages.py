@@ -52,6 +52,11 @@ class Operation:
     example_body: dict[str, Any] | None = None
     example_query: str = ""
 
+    @property
+    def example_json(self) -> str:
+        """The example body in the order written here (the tojson filter would sort its keys)."""
+        return json.dumps(self.example_body) if self.example_body is not None else ""
+
 
 OPERATIONS = (
     Operation("list", "List codes", "GET", needs_uuid=False, example_query="limit=20"),

@@ -62,6 +62,7 @@ class Operation:
     anchor: str
     parameters: list[Field]
     request_type: list[TypePart]
+    request_description: str
     responses: list[Response]
     curl_examples: list[tuple[str, str]]
 
@@ -130,13 +131,15 @@ def describe_operation(path: str, method: str, spec: dict[str, Any], *, schemas:
     parameters = [Field(name=p["name"], type=describe_type(p.get("schema", {})), required=bool(p.get("required")),
                         constraints=describe_constraints(p.get("schema", {})), description=p.get("description", ""),
                         location=p["in"]) for p in spec.get("parameters", [])]
-    body_schema = spec.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+    request_body = spec.get("requestBody", {})
+    body_schema = request_body.get("content", {}).get("application/json", {}).get("schema")
     responses = [Response(status=status, description=r.get("description", ""), type=describe_type(_json_schema(r)),
                           headers=list(r.get("headers", {})))
                  for status, r in sorted(spec.get("responses", {}).items())]
     return Operation(
         method=method.upper(), path=path, summary=spec.get("summary", ""), anchor=spec.get("operationId", method),
-        parameters=parameters, request_type=describe_type(body_schema) if body_schema else [], responses=responses,
+        parameters=parameters, request_type=describe_type(body_schema) if body_schema else [],
+        request_description=request_body.get("description", ""), responses=responses,
         curl_examples=curl_examples(method.upper(), server_url + path, body_schema, schemas=schemas,
                                     auth_header=auth_header))
 
@@ -199,7 +202,8 @@ def describe_constraints(schema: dict[str, Any]) -> list[str]:
     for key, label in (("minimum", "min"), ("maximum", "max"), ("minLength", "min length"),
                        ("maxLength", "max length"),
                        ("minProperties", "at least this many fields:")):
-        if key in schema:
+        # A bound past what any client meets (2**63 - 1 for a 64-bit id) is noise on the page.
+        if key in schema and abs(schema[key]) < 2**53:
             notes.append(f"{label} {schema[key]}")
     if "default" in schema:
         notes.append(f"default {schema['default']}")

@@ -72,8 +72,15 @@ def _change_password() -> dict[str, str]:
     """Change the signed-in user's password from the form; the errors by field, empty on success."""
     db = services().db
     new_password = request.form.get("new_password", "")
+    errors: dict[str, str] = {}
+    try:
+        accounts.validate_password(new_password)
+    except QrTrackError as error:
+        errors["new_password"] = as_sentence(error.message)
     if new_password != request.form.get("new_password_confirm", ""):
-        return {"new_password_confirm": "The two new passwords differ."}
+        errors["new_password_confirm"] = "The two new passwords differ."
+    if errors:
+        return errors
     try:
         accounts.change_password(db, user_id=current_user.user_id, current=request.form.get("current_password", ""),
                                  new=new_password)

@@ -11,6 +11,7 @@
   const ui = {
     key: $("console-key"), operation: $("console-operation"), uuid: $("console-uuid"),
     uuidField: $("console-uuid-field"), uuidError: $("console-uuid-error"), params: $("console-params"),
+    paramsField: $("console-params-field"),
     body: $("console-body"), bodyField: $("console-body-field"), format: $("console-format"),
     method: $("console-method"), url: $("console-url"), send: $("console-send"),
     placeholder: $("console-placeholder"), error: $("console-error"), response: $("console-response"),
@@ -39,7 +40,7 @@
       parts.push("uuid=" + encodeURIComponent(ui.uuid.value.trim()));
     }
     const extra = ui.params.value.trim().replace(/^[?&]+/, "");
-    if (extra) {
+    if (extra && operation().method === "GET") {
       parts.push(extra);
     }
     return parts.join("&");
@@ -55,6 +56,7 @@
     ui.params.value = draft ? draft.params : op.query;
     ui.uuidField.hidden = !op.needsUuid;
     ui.bodyField.hidden = op.method !== "POST";
+    ui.paramsField.hidden = op.method !== "GET";
     ui.uuidError.hidden = true;
     shownOperation = op;
     showRequestLine();
