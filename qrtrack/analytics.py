@@ -107,6 +107,7 @@ class Report:
     breakdowns: dict[str, list[Share]]
     latest: list[Row]
     top_codes: list[CodeShare] = field(default_factory=list)
+    codes_scanned: int = 0
 
 
 @dataclass
@@ -254,11 +255,12 @@ def build_report(db: Database, *, period: Period, code_id: int | None = None, ow
                                              scans, dimension) for dimension in DIMENSIONS}
         latest = store.list_latest_scans(conn, **scope, start=period.start, end=period.end,
                                          include_bots=include_bots, limit=LATEST_SCANS)
-        top_codes = [] if code_id is not None else _top_codes(conn, owner_id, period, tail, include_bots, scans)
+        per_code = Counter() if code_id is not None else _scans_per_code(conn, owner_id, period, tail, include_bots)
+        top_codes = _top_codes(conn, owner_id, per_code, scans)
     return Report(period=period, granularity=granularity, include_bots=include_bots, scans=scans,
                   unique_scans=unique_scans, bot_scans=bot_scans,
                   series=_series(days, period, granularity, include_bots=include_bots), breakdowns=breakdowns,
-                  latest=latest, top_codes=top_codes)
+                  latest=latest, top_codes=top_codes, codes_scanned=sum(1 for count in per_code.values() if count))
 
 
 def _refresh_quietly(db: Database, *, now: int | None) -> None:
@@ -352,15 +354,20 @@ def _share(dimension: str, value: str, count: int, scans: int) -> Share:
     return Share(value=value, scans=count, share=count / scans)
 
 
-def _top_codes(conn: Connection, owner_id: int, period: Period, tail: _Tally, include_bots: bool,
-               scans: int) -> list[CodeShare]:
-    totals: Counter = Counter()
+def _scans_per_code(conn: Connection, owner_id: int, period: Period, tail: _Tally, include_bots: bool) -> Counter:
+    per_code: Counter = Counter()
     for row in store.sum_rollup_days_by_code(conn, owner_id=owner_id, first_day=period.first_day,
                                              last_day=period.last_day):
-        totals[row.code_id] += int(row.human_scans) + (int(row.bot_scans) if include_bots else 0)
+        per_code[row.code_id] += int(row.human_scans) + (int(row.bot_scans) if include_bots else 0)
     for (code_id, _), (human, bot) in tail.days.items():
-        totals[code_id] += human + (bot if include_bots else 0)
-    ranked = [(code_id, count) for code_id, count in totals.most_common(TOP_VALUES) if count]
+        per_code[code_id] += human + (bot if include_bots else 0)
+    return per_code
+
+
+def _top_codes(conn: Connection, owner_id: int | None, per_code: Counter, scans: int) -> list[CodeShare]:
+    ranked = [(code_id, count) for code_id, count in per_code.most_common(TOP_VALUES) if count]
+    if not ranked:
+        return []
     names = {row.id: row for row in store.list_code_names(conn, owner_id, [code_id for code_id, _ in ranked])}
     return [CodeShare(uuid=names[code_id].uuid, slug=names[code_id].slug, label=names[code_id].label, scans=count,
                       share=count / scans) for code_id, count in ranked]

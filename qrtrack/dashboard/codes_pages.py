@@ -1,18 +1,270 @@
-"""Dashboard pages for codes: list, create, edit, detail with analytics, CSV export."""
+"""Dashboard pages for codes: list, create, edit, pause/resume, delete, detail with analytics, CSV export."""
 from __future__ import annotations
 
-from flask_login import login_required
+import math
+import re
+from dataclasses import dataclass
+from datetime import date, timedelta
 
+from flask import Response, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from .. import analytics, codes, qrimage
+from ..errors import ValidationError
+from ..web import services, short_url
 from . import bp
+from .charts import scans_chart
+from .settings_pages import as_sentence
 
+PAGE_SIZE = 25
+SORT_LABELS = {"created": "Created", "updated": "Updated", "scans": "Scans", "label": "Label"}
+STATUS_FILTERS = ("active", "paused", "archived")
+DOWNLOAD_SIZES = (256, 512, 1024, 2048)
+LOGO_DIGEST = re.compile(r"[0-9a-f]{64}")
+FORM_FIELDS = ("type", "destination", "label")
+
+
+PRESETS = ((7, "7 days"), (30, "30 days"), (90, "90 days"), (365, "12 months"))
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    url: str
+    is_active: bool
+
+
+@bp.app_template_global("code_short_url")
+def code_short_url(slug: str) -> str:
+    return short_url(slug)
+
+
+@bp.app_template_filter("thousands")
+def thousands(number: int) -> str:
+    return f"{number:,}"
+
+
+@bp.app_template_filter("percent")
+def percent(share: float) -> str:
+    """A share of 0..1 as a whole percentage; a small non-zero share is "<1%", not "0%"."""
+    return "<1%" if 0 < share < 0.005 else f"{share * 100:.0f}%"
+
+
+@bp.app_template_filter("day_name")
+def day_name(day: date) -> str:
+    return day.strftime("%-d %b %Y")
+
+
+# --- list --------------------------------------------------------------------------------------
 
 @bp.get("/codes")
 @login_required
 def codes_list():
-    raise NotImplementedError("being built")
+    search = request.args.get("q", "").strip()[:200]
+    sort = request.args.get("sort") if request.args.get("sort") in SORT_LABELS else "created"
+    descending = request.args.get("order", "asc" if sort == "label" else "desc") != "asc"
+    status = request.args.get("status") if request.args.get("status") in STATUS_FILTERS else ""
+    page = max(1, request.args.get("page", 1, type=int) or 1)
+    rows, total = codes.list_codes(services().db, owner_id=current_user.user_id, search=search or None,
+                                   statuses=(status,) if status else None, sort=sort, descending=descending,
+                                   limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+    pages = max(1, math.ceil(total / PAGE_SIZE))
+    if page > pages:
+        return redirect(url_for("dashboard.codes_list", **_list_args(page=pages)))
+    return render_template("dashboard/codes/list.html", codes=rows, total=total, page=page, pages=pages,
+                           page_size=PAGE_SIZE, search=search, sort=sort, descending=descending, status=status,
+                           sort_labels=SORT_LABELS, status_filters=STATUS_FILTERS, list_args=_list_args,
+                           pager_numbers=_pager_numbers)
+
+
+def _list_args(**changes) -> dict:
+    """The list's query arguments with some changed; defaults are left out so URLs stay short."""
+    args = {name: request.args.get(name) for name in ("q", "sort", "order", "status", "page")}
+    args.update(changes)
+    return {name: value for name, value in args.items() if value not in (None, "", 1)}
+
+
+def _pager_numbers(page: int, pages: int) -> list[int | None]:
+    """Page numbers to link: the first, the last and two either side of this one; None marks a gap."""
+    shown = sorted({1, pages, *range(max(1, page - 2), min(pages, page + 2) + 1)})
+    numbers: list[int | None] = []
+    for number in shown:
+        if numbers and number - numbers[-1] > 1:
+            numbers.append(None)
+        numbers.append(number)
+    return numbers
+
+
+# --- create and edit ---------------------------------------------------------------------------
+
+@bp.route("/codes/new", methods=["GET", "POST"])
+@login_required
+def code_new():
+    form, errors = {"type": "url", "destination": "", "label": "", "logo": ""}, {}
+    if request.method == "POST":
+        form, errors = _read_code_form(form)
+        if not errors:
+            code = codes.create_code(services().db, owner_id=current_user.user_id, destination=form["destination"],
+                                     label=form["label"], code_type=form["type"], logo=form["logo"] or None)
+            flash("Your code is ready. Print it anywhere: you can change where it points at any time.", "success")
+            return redirect(url_for("dashboard.code_detail", uuid=code.uuid))
+    return _render_form(None, form, errors)
+
+
+@bp.route("/codes/<uuid>/edit", methods=["GET", "POST"])
+@login_required
+def code_edit(uuid: str):
+    code = _owned_code(uuid)
+    form, errors = {"type": code.type, "destination": code.destination, "label": code.label, "logo": ""}, {}
+    if request.method == "POST":
+        form, errors = _read_code_form(form)
+        if not errors:
+            changes = codes.CodeChanges(destination=form["destination"], label=form["label"],
+                                        logo=form["logo"] or None,
+                                        remove_logo=form["remove_logo"] and not form["logo"])
+            updated = codes.update_code(services().db, owner_id=current_user.user_id, uuid=code.uuid, changes=changes)
+            if (updated.logo, updated.destination) != (code.logo, code.destination):
+                services().images.discard_prefix(code.slug + "-")
+            flash("Changes saved. The next scan already follows them.", "success")
+            return redirect(url_for("dashboard.code_detail", uuid=code.uuid))
+    return _render_form(code, form, errors)
+
+
+def _render_form(code, form: dict, errors: dict):
+    return render_template("dashboard/codes/form.html", code=code, form=form, errors=errors,
+                           code_types=codes.CODE_TYPES, max_logo_bytes=services().settings.MAX_LOGO_BYTES), (
+        400 if errors else 200)
+
+
+def _read_code_form(defaults: dict) -> tuple[dict, dict]:
+    """What was typed, kept for the page, and a message per field the codes service would refuse."""
+    try:
+        form = {name: request.form.get(name, defaults[name]) for name in FORM_FIELDS}
+    except RequestEntityTooLarge:
+        limit = services().settings.MAX_LOGO_BYTES // 1000
+        return defaults, {"logo": f"That upload is larger than the {limit:,} kB logo limit. Nothing was saved."}
+    form["remove_logo"] = request.form.get("remove_logo") == "1"
+    errors = {}
+    for name, validate in (("type", codes.validate_type), ("destination", codes.validate_destination),
+                           ("label", codes.validate_label)):
+        try:
+            validate(form[name])
+        except ValidationError as error:
+            errors[name] = as_sentence(error.message)
+    form["logo"], logo_error = _read_logo()
+    if logo_error:
+        errors["logo"] = logo_error
+    return form, errors
+
+
+def _read_logo() -> tuple[str, str | None]:
+    """(digest of the logo to use or "", error): a fresh upload, else one kept from a refused submission."""
+    upload = request.files.get("logo")
+    if upload is None or not upload.filename:
+        kept = request.form.get("kept_logo", "")
+        is_kept = LOGO_DIGEST.fullmatch(kept) and codes.logo_path(services().logo_dir, kept).is_file()
+        return (kept if is_kept else ""), None
+    max_bytes = services().settings.MAX_LOGO_BYTES
+    try:
+        png = qrimage.sanitize_logo(upload.stream.read(max_bytes + 1), max_bytes=max_bytes)
+    except qrimage.InvalidLogo as error:
+        return "", f"{error}. Choose a PNG, JPEG or WebP file."
+    return codes.save_logo(services().logo_dir, png), None
+
+
+# --- status and delete -------------------------------------------------------------------------
+
+@bp.post("/codes/<uuid>/status")
+@login_required
+def code_status(uuid: str):
+    code = _owned_code(uuid)
+    status = "paused" if request.form.get("status") == "paused" else "active"
+    codes.update_code(services().db, owner_id=current_user.user_id, uuid=code.uuid,
+                      changes=codes.CodeChanges(status=status))
+    if status == "paused":
+        flash("Paused. Anyone scanning it now sees a notice instead of your page, and no scan is counted.", "info")
+    else:
+        flash("Resumed. Scans go to your destination again.", "success")
+    return redirect(url_for("dashboard.code_detail", uuid=code.uuid))
+
+
+@bp.route("/codes/<uuid>/delete", methods=["GET", "POST"])
+@login_required
+def code_delete(uuid: str):
+    code = _owned_code(uuid)
+    error = None
+    if request.method == "POST":
+        if request.form.get("confirm", "").strip() == code.slug:
+            codes.delete_code(services().db, owner_id=current_user.user_id, uuid=code.uuid)
+            services().images.discard_prefix(code.slug + "-")
+            flash(f"Deleted {code.label or code.slug} and its scan history.", "success")
+            return redirect(url_for("dashboard.codes_list"))
+        error = f"Type {code.slug} exactly to confirm."
+    return render_template("dashboard/codes/delete.html", code=code, error=error), 400 if error else 200
+
+
+# --- detail, analytics and export ---------------------------------------------------------------
+
+@bp.get("/codes/<uuid>")
+@login_required
+def code_detail(uuid: str):
+    code = _owned_code(uuid)
+    options, period_error = _report_options()
+    report = analytics.build_report(services().db, code_id=code.id, **options)
+    csv_url = url_for("dashboard.code_scans_csv", uuid=code.uuid, **{"from": report.period.first.isoformat(),
+                                                                     "to": report.period.last.isoformat()})
+    return render_template("dashboard/codes/detail.html", code=code, report=report, chart=scans_chart(report),
+                           period_error=period_error, presets=_presets(report), csv_url=csv_url,
+                           download_sizes=DOWNLOAD_SIZES)
 
 
 @bp.get("/analytics")
 @login_required
 def analytics_overview():
-    raise NotImplementedError("being built")
+    options, period_error = _report_options()
+    report = analytics.build_report(services().db, owner_id=current_user.user_id, **options)
+    return render_template("dashboard/codes/overview.html", report=report, chart=scans_chart(report),
+                           period_error=period_error, presets=_presets(report))
+
+
+@bp.get("/codes/<uuid>/scans.csv")
+@login_required
+def code_scans_csv(uuid: str):
+    code = _owned_code(uuid)
+    period = analytics.parse_period(request.args.get("from"), request.args.get("to"), today=analytics.today_utc())
+    filename = f"qrtrack-{code.slug}-scans-{period.first}-to-{period.last}.csv"
+    return Response(analytics.scan_log_csv(services().db, code_id=code.id, period=period),
+                    mimetype="text/csv", headers={"Content-Disposition": f'attachment; filename="{filename}"',
+                                                  "Cache-Control": "no-store"})
+
+
+def _report_options() -> tuple[dict, str | None]:
+    """Period, granularity and bots from the query string; a bad period falls back to the last 30 days."""
+    today = analytics.today_utc()
+    error = None
+    try:
+        period = analytics.parse_period(request.args.get("from"), request.args.get("to"), today=today)
+    except ValidationError as problem:
+        period, error = analytics.parse_period(None, None, today=today), as_sentence(problem.message)
+    granularity = request.args.get("granularity")
+    return {"period": period, "granularity": granularity if granularity in analytics.GRANULARITIES else "day",
+            "include_bots": request.args.get("bots") == "1"}, error
+
+
+def _presets(report: analytics.Report) -> list[Preset]:
+    """Links to the last 7, 30, 90 and 365 days, keeping the grouping and the bots choice."""
+    today = analytics.today_utc()
+    presets = []
+    for days, name in PRESETS:
+        first = today - timedelta(days=days - 1)
+        args = {"from": first.isoformat(), "to": today.isoformat(), "granularity": report.granularity,
+                "bots": "1" if report.include_bots else None}
+        presets.append(Preset(name, url_for(request.endpoint, **request.view_args, **args),
+                              is_active=(report.period.first, report.period.last) == (first, today)))
+    return presets
+
+
+def _owned_code(uuid: str):
+    """The signed-in user's code; 404 for anyone else's, exactly as for one that does not exist."""
+    return codes.get_code(services().db, owner_id=current_user.user_id, uuid=uuid)

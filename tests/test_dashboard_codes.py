@@ -1,0 +1,417 @@
+"""Dashboard code pages through the test client: list, create, edit, pause, delete, detail, analytics, CSV."""
+from __future__ import annotations
+
+import csv
+import io
+import re
+import uuid as uuid_module
+
+import pytest
+from PIL import Image
+from sqlalchemy import insert
+
+from qrtrack import codes, store
+from qrtrack.clock import now_epoch
+from qrtrack.schema import codes as codes_table
+
+from .conftest import gen_code, gen_user, make_app
+from .dashboard_helpers import csrf_token, log_in, text
+
+CODE_PAGES = ["/codes/{uuid}", "/codes/{uuid}/edit", "/codes/{uuid}/delete", "/codes/{uuid}/scans.csv"]
+CODE_POSTS = [("/codes/{uuid}/edit", {"destination": "https://evil.example/", "label": "mine"}),
+              ("/codes/{uuid}/status", {"status": "paused"}), ("/codes/{uuid}/delete", {"confirm": "{slug}"})]
+INLINE_SCRIPT_OR_STYLE = re.compile(r"<script(?![^>]*\bsrc=)|\sstyle=|\son[a-z]+=", re.IGNORECASE)
+
+
+@pytest.fixture
+def browser(app, alice):
+    """A test client signed in as alice, with CSRF checks off (one test below keeps them on)."""
+    app.config["WTF_CSRF_ENABLED"] = False
+    client = app.test_client()
+    assert log_in(client).status_code == 302
+    return client
+
+
+def png_bytes(size: tuple[int, int] = (64, 64), *, noise: bool = False) -> bytes:
+    image = Image.effect_noise(size, 90).convert("RGB") if noise else Image.new("RGB", size, (200, 40, 90))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def image_bytes(kind: str) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (32, 32), (10, 120, 200)).save(out, format=kind)
+    return out.getvalue()
+
+
+def create_form(**fields) -> dict:
+    return {"type": "url", "destination": "https://example.com/menu", "label": "Spring menu", **fields}
+
+
+def scan_row(code_id: int, *, ts: int | None = None, is_bot: bool = False, visitor: str = "v", **values) -> dict:
+    return {"code_id": code_id, "ts": ts or now_epoch() - 3600, "country": "FR", "city": "Paris", "device": "iPhone",
+            "os": "iOS 17.4", "browser": "Mobile Safari 17.4", "is_bot": is_bot, "referrer_host": None,
+            "user_agent": "", "visitor": visitor, **values}
+
+
+def add_scans(db, rows: list[dict]) -> None:
+    with db.write() as conn:
+        store.insert_scans(conn, rows)
+
+
+# --- access ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["/codes", "/codes/new", "/analytics", *CODE_PAGES])
+def test_code_pages_need_a_signed_in_user(client, db, alice, path):
+    code = gen_code(db, alice)
+    response = client.get(path.format(uuid=code.uuid))
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/login?next=")
+
+
+@pytest.mark.parametrize("path", CODE_PAGES)
+def test_another_users_code_is_not_found_on_every_page(browser, db, path):
+    bobs = gen_code(db, gen_user(db, "bob"))
+    assert browser.get(path.format(uuid=bobs.uuid)).status_code == 404
+    assert browser.get(path.format(uuid=str(uuid_module.uuid4()))).status_code == 404
+    assert browser.get(path.format(uuid="not-a-uuid")).status_code == 404
+
+
+@pytest.mark.parametrize(("path", "data"), CODE_POSTS)
+def test_another_users_code_cannot_be_changed(browser, db, path, data):
+    bob = gen_user(db, "bob")
+    bobs = gen_code(db, bob, destination="https://bob.example/")
+    filled = {name: value.format(slug=bobs.slug) for name, value in data.items()}
+    assert browser.post(path.format(uuid=bobs.uuid), data=filled).status_code == 404
+    unchanged = codes.get_code(db, owner_id=bob, uuid=bobs.uuid)
+    assert (unchanged.destination, unchanged.status, unchanged.label) == ("https://bob.example/", "active", "")
+
+
+def test_a_form_posted_without_its_csrf_token_is_refused(app, db, alice):
+    client = app.test_client()
+    log_in(client)
+    response = client.post("/codes/new", data=create_form())
+    assert response.status_code == 400
+    assert codes.list_codes(db, owner_id=alice)[1] == 0
+    token = csrf_token(client, "/codes/new")
+    assert client.post("/codes/new", data={**create_form(), "csrf_token": token}).status_code == 302
+
+
+def test_pages_carry_no_inline_script_style_or_handlers(browser, db, alice):
+    code = gen_code(db, alice, label="Menu")
+    add_scans(db, [scan_row(code.id)])
+    for path in ("/codes", "/codes/new", f"/codes/{code.uuid}", f"/codes/{code.uuid}/edit",
+                 f"/codes/{code.uuid}/delete", "/analytics"):
+        page = text(browser.get(path))
+        assert not INLINE_SCRIPT_OR_STYLE.search(page), path
+
+
+# --- list --------------------------------------------------------------------------------------
+
+def test_an_empty_list_invites_creating_the_first_code(browser):
+    page = text(browser.get("/codes"))
+    assert "Create your first QR code" in page
+    assert 'href="/codes/new"' in page
+
+
+def test_the_list_shows_each_codes_qr_short_url_destination_and_scans(browser, db, alice):
+    code = gen_code(db, alice, destination="https://example.com/a/very/long/path?with=query", label="Table cards")
+    add_scans(db, [scan_row(code.id), scan_row(code.id, visitor="w")])
+    page = text(browser.get("/codes"))
+    assert f'src="/img/{code.slug}.png?size=96"' in page
+    assert f"http://localhost/p/{code.slug}" in page
+    assert f'data-copy-target="url-{code.slug}"' in page
+    assert 'title="https://example.com/a/very/long/path?with=query"' in page
+    assert "Table cards" in page and "badge-active" in page
+    assert re.search(r"<strong>2</strong>", page)
+
+
+def test_search_finds_codes_by_label_or_destination(browser, db, alice):
+    gen_code(db, alice, label="Summer menu", destination="https://cafe.example/")
+    gen_code(db, alice, label="Flyer", destination="https://shop.example/summer-sale")
+    gen_code(db, alice, label="Poster", destination="https://other.example/")
+    page = text(browser.get("/codes?q=summer"))
+    assert "Summer menu" in page and "Flyer" in page and "Poster" not in page
+    assert "2 codes matching “summer”" in page
+    assert "No codes match “winter”" in text(browser.get("/codes?q=winter"))
+
+
+@pytest.mark.parametrize(("sort", "order", "expected"), [
+    ("label", "asc", ["Apple", "Banana", "Cherry"]), ("label", "desc", ["Cherry", "Banana", "Apple"]),
+    ("scans", "desc", ["Banana", "Cherry", "Apple"]), ("scans", "asc", ["Apple", "Cherry", "Banana"]),
+    ("created", "desc", ["Cherry", "Apple", "Banana"]), ("created", "asc", ["Banana", "Apple", "Cherry"]),
+    ("updated", "desc", ["Banana", "Cherry", "Apple"]), ("updated", "asc", ["Apple", "Cherry", "Banana"]),
+])
+def test_the_list_sorts_by_each_column_both_ways(browser, db, alice, sort, order, expected):
+    now = now_epoch()
+    rows = {"Banana": (now - 300, now - 10, 9), "Apple": (now - 200, now - 200, 1), "Cherry": (now - 100, now - 50, 4)}
+    with db.write() as conn:
+        for label, (created, updated, scans) in rows.items():
+            conn.execute(insert(codes_table).values(
+                uuid=str(uuid_module.uuid4()), slug=f"s{label[:5]}", owner_id=alice, type="url",
+                destination="https://example.com/", label=label, status="active", created_at=created,
+                updated_at=updated, scan_count=scans))
+    page = text(browser.get(f"/codes?sort={sort}&order={order}"))
+    assert re.findall(r'class="code-name"[^>]*>(\w+)<', page) == expected
+
+
+def test_pagination_stays_quick_with_ten_thousand_codes(browser, db, alice):
+    now = now_epoch()
+    with db.write() as conn:
+        conn.execute(insert(codes_table), [
+            {"uuid": str(uuid_module.uuid4()), "slug": f"p{number:06d}", "owner_id": alice, "type": "url",
+             "destination": f"https://example.com/{number}", "label": f"Code {number:05d}", "status": "active",
+             "created_at": now - number, "updated_at": now - number, "scan_count": number % 97}
+            for number in range(10_000)])
+    first = text(browser.get("/codes"))
+    assert "1–25 of 10,000" in first and "Code 00000" in first and "Code 00025" not in first
+    assert 'href="/codes?page=400"' in first
+    last = text(browser.get("/codes?page=400"))
+    assert "9,976–10,000 of 10,000" in last and "Code 09999" in last and "Code 09974" not in last
+    beyond = browser.get("/codes?page=999")
+    assert beyond.status_code == 302 and beyond.headers["Location"].endswith("page=400")
+    by_label = text(browser.get("/codes?sort=label&order=desc&page=400"))
+    assert "Code 00000" in by_label
+
+
+# --- create ------------------------------------------------------------------------------------
+
+def test_creating_a_code_with_a_logo_stores_the_sanitised_logo(browser, services, alice):
+    response = browser.post("/codes/new", data=create_form(logo=(io.BytesIO(png_bytes()), "logo.png")))
+    assert response.status_code == 302
+    (code,), total = codes.list_codes(services.db, owner_id=alice)
+    assert response.headers["Location"] == f"/codes/{code.uuid}"
+    assert (code.destination, code.label, code.type, code.status) == (
+        "https://example.com/menu", "Spring menu", "url", "active")
+    assert codes.logo_path(services.logo_dir, code.logo).is_file()
+    page = text(browser.get(response.headers["Location"]))
+    assert "Your code is ready" in page and f"/logo/{code.logo}.png" in page
+
+
+@pytest.mark.parametrize(("content", "filename"), [
+    (image_bytes("GIF"), "logo.gif"), (image_bytes("BMP"), "logo.png"),
+    (b"<svg xmlns='http://www.w3.org/2000/svg'/>", "logo.svg"), (b"not an image", "logo.png"),
+], ids=["gif", "bmp-named-png", "svg", "text"])
+def test_a_logo_that_is_not_png_jpeg_or_webp_is_refused_and_the_typed_values_kept(browser, services, alice, content,
+                                                                                   filename):
+    response = browser.post("/codes/new", data=create_form(logo=(io.BytesIO(content), filename)))
+    page = text(response)
+    assert response.status_code == 400
+    assert re.search(r'id="logo-error">Logo must be a PNG, JPEG or WebP image', page)
+    assert 'value="https://example.com/menu"' in page and 'value="Spring menu"' in page
+    assert codes.list_codes(services.db, owner_id=alice)[1] == 0
+
+
+@pytest.mark.parametrize("kind", ["JPEG", "WEBP"])
+def test_jpeg_and_webp_logos_are_accepted(browser, services, alice, kind):
+    response = browser.post("/codes/new", data=create_form(logo=(io.BytesIO(image_bytes(kind)), "logo.bin")))
+    assert response.status_code == 302
+    assert codes.list_codes(services.db, owner_id=alice)[0][0].logo
+
+
+def test_an_oversized_logo_is_refused_next_to_the_field(tmp_path, db):
+    app = make_app(tmp_path / "small", MAX_LOGO_BYTES=4096)
+    app.config["WTF_CSRF_ENABLED"] = False
+    gen_user(app.extensions["qrtrack"].db, "alice")
+    client = app.test_client()
+    log_in(client)
+    big = png_bytes((200, 200), noise=True)
+    assert 4096 < len(big) < 4096 + 256 * 1024
+    response = client.post("/codes/new", data=create_form(logo=(io.BytesIO(big), "big.png")))
+    assert response.status_code == 400
+    assert re.search(r'id="logo-error">Logo must be at most 4 kB', text(response))
+    assert 'value="Spring menu"' in text(response)
+    too_big_to_read = client.post("/codes/new", data=create_form(logo=(io.BytesIO(b"x" * 300_000), "huge.png")))
+    assert too_big_to_read.status_code == 400
+    assert "larger than the 4 kB logo limit" in text(too_big_to_read)
+    app.extensions["qrtrack"].db.dispose()
+
+
+def test_a_bad_destination_is_shown_next_to_its_field_with_the_typed_values(browser, services, alice):
+    response = browser.post("/codes/new", data=create_form(destination="example.com/menu", label="Flyer"))
+    page = text(response)
+    assert response.status_code == 400
+    assert re.search(r'id="destination-error">Destination must be an absolute http or https URL', page)
+    assert 'value="example.com/menu"' in page and 'value="Flyer"' in page
+    assert 'id="label-error"' not in page
+
+
+def test_an_accepted_logo_is_kept_when_another_field_is_refused(browser, services, alice):
+    refused = browser.post("/codes/new", data=create_form(destination="", logo=(io.BytesIO(png_bytes()), "l.png")))
+    kept = re.search(r'name="kept_logo" value="([0-9a-f]{64})"', text(refused))
+    assert refused.status_code == 400 and kept
+    assert browser.post("/codes/new", data=create_form(kept_logo=kept.group(1))).status_code == 302
+    assert codes.list_codes(services.db, owner_id=alice)[0][0].logo == kept.group(1)
+
+
+def test_a_kept_logo_must_name_a_stored_logo(browser, services, alice):
+    browser.post("/codes/new", data=create_form(kept_logo="../../etc/passwd"))
+    browser.post("/codes/new", data=create_form(kept_logo="a" * 64))
+    assert [code.logo for code in codes.list_codes(services.db, owner_id=alice)[0]] == [None, None]
+
+
+# --- edit, pause, delete -------------------------------------------------------------------------
+
+def cached_images(services, slug: str) -> list[str]:
+    directory = services.images.directory
+    return [path.name for path in directory.glob(f"{slug}-*")] if directory.exists() else []
+
+
+def test_editing_changes_the_code_and_drops_its_cached_images(browser, services, alice):
+    code = gen_code(services.db, alice, label="Old")
+    browser.get(f"/img/{code.slug}.png?size=96")
+    assert cached_images(services, code.slug)
+    form = text(browser.get(f"/codes/{code.uuid}/edit"))
+    assert 'value="https://example.com/"' in form and 'value="Old"' in form
+    response = browser.post(f"/codes/{code.uuid}/edit", data={"type": "url", "destination": "https://new.example/",
+                                                              "label": "New"})
+    assert response.status_code == 302 and response.headers["Location"] == f"/codes/{code.uuid}"
+    changed = codes.get_code(services.db, owner_id=alice, uuid=code.uuid)
+    assert (changed.destination, changed.label, changed.slug) == ("https://new.example/", "New", code.slug)
+    assert cached_images(services, code.slug) == []
+    assert "Changes saved" in text(browser.get(f"/codes/{code.uuid}"))
+
+
+def test_an_edit_refused_keeps_what_was_typed(browser, services, alice):
+    code = gen_code(services.db, alice, label="Old")
+    response = browser.post(f"/codes/{code.uuid}/edit", data={"destination": "ftp://files.example/", "label": "Newer"})
+    assert response.status_code == 400
+    assert 'value="ftp://files.example/"' in text(response) and 'value="Newer"' in text(response)
+    assert codes.get_code(services.db, owner_id=alice, uuid=code.uuid).destination == "https://example.com/"
+
+
+def test_a_logo_can_be_replaced_and_removed(browser, services, alice):
+    code = gen_code(services.db, alice)
+    edit = f"/codes/{code.uuid}/edit"
+    fields = {"destination": code.destination, "label": ""}
+    browser.post(edit, data={**fields, "logo": (io.BytesIO(png_bytes()), "a.png")})
+    first = codes.get_code(services.db, owner_id=alice, uuid=code.uuid).logo
+    browser.post(edit, data={**fields, "logo": (io.BytesIO(image_bytes("JPEG")), "b.jpg"), "remove_logo": "1"})
+    second = codes.get_code(services.db, owner_id=alice, uuid=code.uuid).logo
+    assert first and second and first != second
+    browser.get(f"/img/{code.slug}.png")
+    browser.post(edit, data={**fields, "remove_logo": "1"})
+    assert codes.get_code(services.db, owner_id=alice, uuid=code.uuid).logo is None
+    assert cached_images(services, code.slug) == []
+
+
+def test_pause_and_resume(browser, services, alice):
+    code = gen_code(services.db, alice)
+    response = browser.post(f"/codes/{code.uuid}/status", data={"status": "paused"})
+    assert response.status_code == 302
+    assert codes.get_code(services.db, owner_id=alice, uuid=code.uuid).status == "paused"
+    page = text(browser.get(f"/codes/{code.uuid}"))
+    assert "Paused. Anyone scanning it" in page and ">Resume</button>" in page
+    assert browser.get(f"/p/{code.slug}").status_code == 410
+    browser.post(f"/codes/{code.uuid}/status", data={"status": "active"})
+    assert codes.get_code(services.db, owner_id=alice, uuid=code.uuid).status == "active"
+    assert browser.get(f"/codes/{code.uuid}/status").status_code == 405
+
+
+def test_delete_asks_for_the_slug_and_only_a_post_deletes(browser, services, alice):
+    code = gen_code(services.db, alice, label="Doomed")
+    confirm = text(browser.get(f"/codes/{code.uuid}/delete"))
+    assert f"Type <code class=\"confirm-slug\">{code.slug}</code> to confirm" in confirm
+    assert codes.get_code(services.db, owner_id=alice, uuid=code.uuid)
+    wrong = browser.post(f"/codes/{code.uuid}/delete", data={"confirm": "yes"})
+    assert wrong.status_code == 400 and f"Type {code.slug} exactly" in text(wrong)
+    assert codes.get_code(services.db, owner_id=alice, uuid=code.uuid)
+    browser.get(f"/img/{code.slug}.png")
+    done = browser.post(f"/codes/{code.uuid}/delete", data={"confirm": code.slug})
+    assert done.status_code == 302 and done.headers["Location"] == "/codes"
+    assert codes.list_codes(services.db, owner_id=alice)[1] == 0
+    assert cached_images(services, code.slug) == []
+    assert "Deleted Doomed and its scan history" in text(browser.get("/codes"))
+
+
+def test_html_in_a_label_is_shown_as_text_everywhere(browser, db, alice):
+    label = '<script>alert("x")</script><b>bold</b>'
+    code = gen_code(db, alice, label=label)
+    add_scans(db, [scan_row(code.id, city="<i>Paris</i>", referrer_host="<img src=x>")])
+    for path in ("/codes", f"/codes/{code.uuid}", f"/codes/{code.uuid}/edit", f"/codes/{code.uuid}/delete",
+                 "/analytics"):
+        page = text(browser.get(path))
+        assert "<script>alert" not in page and "<b>bold" not in page and "<i>Paris" not in page, path
+        assert "&lt;b&gt;bold&lt;/b&gt;" in page, path
+
+
+# --- detail, analytics, CSV ----------------------------------------------------------------------
+
+def test_the_detail_page_offers_downloads_and_the_short_url(browser, db, alice):
+    code = gen_code(db, alice, label="Menu")
+    page = text(browser.get(f"/codes/{code.uuid}"))
+    for size in (256, 512, 1024, 2048):
+        assert f'href="/img/{code.slug}.png?size={size}" download="qr-{code.slug}-{size}.png"' in page
+    assert f'href="/img/{code.slug}.svg" download="qr-{code.slug}.svg"' in page
+    assert f'<code id="short-url-{code.slug}" class="copy-value">http://localhost/p/{code.slug}</code>' in page
+    assert browser.get(f"/img/{code.slug}.png?size=1024").status_code == 200
+
+
+def test_the_detail_page_shows_the_codes_analytics_with_bots_on_request(browser, db, alice):
+    code = gen_code(db, alice)
+    other = gen_code(db, alice)
+    add_scans(db, [scan_row(code.id, visitor="a"), scan_row(code.id, visitor="a"), scan_row(code.id, visitor="b"),
+                   scan_row(code.id, is_bot=True, device="Bot", visitor="bot"), scan_row(other.id)])
+    page = text(browser.get(f"/codes/{code.uuid}"))
+    assert stat(page, "Scans") == "3" and stat(page, "Unique scans") == "2" and stat(page, "Bot scans") == "1"
+    assert 'data-country="FR"' in page and "Paris" in page and "Mobile Safari 17.4" in page
+    assert "Left out of these figures" in page
+    with_bots = text(browser.get(f"/codes/{code.uuid}?bots=1&granularity=week"))
+    assert stat(with_bots, "Scans") == "4" and stat(with_bots, "Unique scans") == "3"
+    assert "Scans by week" in with_bots and "badge-bot" in with_bots
+
+
+def stat(page: str, label: str) -> str:
+    match = re.search(rf'<div class="stat-label">{label}</div>\s*<div class="stat-value">([^<]*)</div>', page)
+    assert match, label
+    return match.group(1)
+
+
+def test_the_period_can_be_chosen_and_a_bad_one_falls_back_to_30_days(browser, db, alice):
+    code = gen_code(db, alice)
+    add_scans(db, [scan_row(code.id, ts=1_700_000_000)])  # 2023-11-14
+    assert stat(text(browser.get(f"/codes/{code.uuid}")), "Scans") == "0"
+    page = text(browser.get(f"/codes/{code.uuid}?from=2023-11-01&to=2023-11-30&granularity=month"))
+    assert stat(page, "Scans") == "1" and 'value="2023-11-01"' in page
+    bad = text(browser.get(f"/codes/{code.uuid}?from=2023-12-01&to=2023-11-01"))
+    assert "The start date is after the end date. Showing the last 30 days." in bad
+    assert "Dates and times are UTC" in bad
+
+
+def test_the_csv_export_streams_the_scan_log_of_the_period(browser, db, alice):
+    code = gen_code(db, alice)
+    add_scans(db, [scan_row(code.id, ts=1_700_000_000, city="=cmd|' /C calc'!A0", referrer_host="news.example"),
+                   scan_row(code.id, ts=1_700_000_060, is_bot=True), scan_row(code.id, ts=1_600_000_000)])
+    response = browser.get(f"/codes/{code.uuid}/scans.csv?from=2023-11-01&to=2023-11-30")
+    assert response.status_code == 200 and response.is_streamed
+    assert response.mimetype == "text/csv"
+    assert response.headers["Content-Disposition"] == (
+        f'attachment; filename="qrtrack-{code.slug}-scans-2023-11-01-to-2023-11-30.csv"')
+    assert list(csv.reader(io.StringIO(text(response)))) == [
+        ["timestamp", "country", "city", "device", "os", "browser", "is_bot", "referrer_host"],
+        ["2023-11-14T22:13:20Z", "FR", "'=cmd|' /C calc'!A0", "iPhone", "iOS 17.4", "Mobile Safari 17.4", "false",
+         "news.example"],
+        ["2023-11-14T22:14:20Z", "FR", "Paris", "iPhone", "iOS 17.4", "Mobile Safari 17.4", "true", ""],
+    ]
+    assert f'href="/codes/{code.uuid}/scans.csv?from=' in text(browser.get(f"/codes/{code.uuid}"))
+    assert browser.get(f"/codes/{code.uuid}/scans.csv?from=someday").status_code == 400
+
+
+def test_the_overview_adds_up_all_the_users_codes_only(browser, db, alice):
+    first = gen_code(db, alice, label="First")
+    second = gen_code(db, alice, label="Second")
+    bobs = gen_code(db, gen_user(db, "bob"), label="Bobs")
+    add_scans(db, [scan_row(first.id, visitor="a"), scan_row(first.id, visitor="b"), scan_row(second.id, visitor="a"),
+                   scan_row(bobs.id)])
+    page = text(browser.get("/analytics"))
+    assert stat(page, "Scans") == "3" and stat(page, "Unique scans") == "3" and stat(page, "Codes scanned") == "2"
+    assert "First" in page and "Second" in page and "Bobs" not in page
+    assert page.index("First") < page.index("Second")
+
+
+def test_the_overview_and_an_unscanned_code_say_there_is_nothing_yet(browser, db, alice):
+    code = gen_code(db, alice)
+    for path in ("/analytics", f"/codes/{code.uuid}"):
+        page = text(browser.get(path))
+        assert "No scans in this period" in page and "No scans in this period yet." in page
