@@ -137,6 +137,12 @@ def test_invalid_json_is_sent_as_typed_and_the_api_refuses_it(console, key_id):
     assert json.loads(result["body"])["error"]["code"] == "invalid_json"
 
 
+def test_a_body_over_the_apis_limit_gets_the_apis_413(console, key_id):
+    body = json.dumps({"destination": "https://example.com/", "label": "x" * (65 * 1024)})
+    result = send(console, key_id, "POST", "", body).get_json()
+    assert result["status"] == 413
+
+
 def test_a_code_of_another_user_is_not_found_through_the_console(console, db, key_id):
     bobs_code = gen_code(db, gen_user(db, "bob"))
     result = send(console, key_id, "GET", f"uuid={bobs_code.uuid}").get_json()
@@ -194,7 +200,7 @@ def test_a_disabled_users_console_session_is_over(console, db, alice, key_id):
     ({"key_id": 1, "method": "PUT"}, "method"),
     ({"key_id": 1, "method": "GET", "query": "a=1\r\nX-Api-Key: x"}, "query"),
     ({"key_id": 1, "method": "GET", "query": "q=" + "x" * 2000}, "query"),
-    ({"key_id": 1, "method": "POST", "body": "x" * (64 * 1024 + 1)}, "body"),
+    ({"key_id": 1, "method": "POST", "body": "x" * (128 * 1024 + 1)}, "body"),
     ({"key_id": 1, "method": "POST", "body": {"destination": "https://example.com/"}}, "body"),
 ])
 def test_a_request_the_console_does_not_make_is_refused_before_the_api(console, db, alice, key_id, payload, field):

@@ -2,7 +2,7 @@
 
 The browser never holds a key. It posts {key_id, method, query, body}; the server checks the key belongs to
 the user and is live, then dispatches the call into this same app as a request to /api.php carrying the
-key's principal in the WSGI environ (api.CONSOLE_PRINCIPAL_ENVIRON_KEY). So the call goes through the real
+key's principal in the WSGI environ (web.CONSOLE_PRINCIPAL_ENVIRON_KEY). So the call goes through the real
 API stack: the same validation, the same per-key rate limit and the same call log.
 """
 from __future__ import annotations
@@ -18,13 +18,15 @@ from flask_login import current_user, login_required
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.test import Client
 
-from .. import api, keys
+from .. import keys
 from ..errors import Unauthorized, ValidationError, error_body
-from ..web import services
+from ..web import CONSOLE_PRINCIPAL_ENVIRON_KEY, services
 from . import bp
 
 CONSOLE_METHODS = ("GET", "POST", "DELETE")
 MAX_QUERY_LENGTH = 1000
+# Above the API's own 64 KiB, so an oversized body reaches the API and the console shows its 413.
+MAX_CONSOLE_BODY_BYTES = 128 * 1024
 MAX_SHOWN_BODY_CHARS = 200_000
 HISTORY_LENGTH = 20
 # Response headers the console does not pass on to the browser.
@@ -121,9 +123,9 @@ def parse_console_call(payload: Any) -> ConsoleCall:
         raise ValidationError("the query string is too long or has control characters", code="invalid_query",
                               field="query")
     body = payload.get("body") or ""
-    if not isinstance(body, str) or len(body.encode("utf-8")) > api.MAX_BODY_BYTES:
-        raise ValidationError(f"the body must be text of at most {api.MAX_BODY_BYTES} bytes", code="invalid_body",
-                              field="body")
+    if not isinstance(body, str) or len(body.encode("utf-8")) > MAX_CONSOLE_BODY_BYTES:
+        raise ValidationError(f"the body must be text of at most {MAX_CONSOLE_BODY_BYTES} bytes",
+                              code="invalid_body", field="body")
     return ConsoleCall(key_id=key_id, method=method, query=query, body=body if method == "POST" else "")
 
 
@@ -133,7 +135,7 @@ def dispatch_api_call(call: ConsoleCall, principal: keys.ApiPrincipal) -> dict[s
     options: dict[str, Any] = {
         "method": call.method, "base_url": request.url_root, "query_string": call.query,
         "environ_base": {"REMOTE_ADDR": request.remote_addr or "127.0.0.1"},
-        "environ_overrides": {api.CONSOLE_PRINCIPAL_ENVIRON_KEY: principal},
+        "environ_overrides": {CONSOLE_PRINCIPAL_ENVIRON_KEY: principal},
     }
     if call.method == "POST":
         options.update(data=call.body.encode("utf-8"), content_type="application/json")
