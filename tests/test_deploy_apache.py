@@ -101,16 +101,18 @@ def seed() -> Iterator[Seed]:
     venv = deploy_venv()
     root = make_web_root()
     folder = root / "qr"
-    copy_app(folder, venv)
-    (folder / "TiCore" / ".env").write_text(
-        f"SECRET_KEY={secrets.token_urlsafe(32)}\nBASE_URL=\nAPI_RATE_LIMIT={RATE_LIMIT}\n")
-    give_to_web_user(folder)
-    run_flask(folder, "init-db")
-    run_flask(folder, "create-user", "alice", "--password", PASSWORD)
-    keys = {name: run_flask(folder, "create-api-key", "alice", "--label", name).strip().splitlines()[-1]
-            for name in KEY_NAMES}
-    yield Seed(folder, keys)
-    shutil.rmtree(root, ignore_errors=True)
+    try:
+        copy_app(folder, venv)
+        (folder / "TiCore" / ".env").write_text(
+            f"SECRET_KEY={secrets.token_urlsafe(32)}\nBASE_URL=\nAPI_RATE_LIMIT={RATE_LIMIT}\n")
+        give_to_web_user(folder)
+        run_flask(folder, "init-db")
+        run_flask(folder, "create-user", "alice", "--password", PASSWORD)
+        keys = {name: run_flask(folder, "create-api-key", "alice", "--label", name).strip().splitlines()[-1]
+                for name in KEY_NAMES}
+        yield Seed(folder, keys)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module", params=MODES)
@@ -118,10 +120,10 @@ def site(request: pytest.FixtureRequest, seed: Seed) -> Iterator[Site]:
     require(request.param)
     apache = Apache(request.param, make_web_root())
     folder = apache.htdocs / "qr"
-    shutil.copytree(seed.folder, folder, symlinks=True)
-    write_probe(apache.probe_root, (seed.folder / ".venv").readlink())
-    give_to_web_user(apache.htdocs, apache.probe_root)
     try:
+        shutil.copytree(seed.folder, folder, symlinks=True)
+        write_probe(apache.probe_root, (seed.folder / ".venv").readlink())
+        give_to_web_user(apache.htdocs, apache.probe_root)
         apache.start()
         yield Site(apache, folder, seed.keys)
     finally:
