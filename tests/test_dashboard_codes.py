@@ -120,7 +120,7 @@ def test_the_list_shows_each_codes_qr_short_url_destination_and_scans(browser, d
     add_scans(db, [scan_row(code.id), scan_row(code.id, visitor="w")])
     page = text(browser.get("/codes"))
     assert f'src="/img/{code.slug}.png?size=96"' in page
-    assert f"http://localhost/p/{code.slug}" in page
+    assert f'<span class="url-base">http://localhost/p/</span><span class="url-slug">{code.slug}</span>' in page
     assert f'data-copy-target="url-{code.slug}"' in page
     assert 'title="https://example.com/a/very/long/path?with=query"' in page
     assert "Table cards" in page and "badge-active" in page

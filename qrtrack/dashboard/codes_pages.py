@@ -169,7 +169,7 @@ def _read_logo() -> tuple[str, str | None]:
     try:
         png = qrimage.sanitize_logo(upload.stream.read(max_bytes + 1), max_bytes=max_bytes)
     except qrimage.InvalidLogo as error:
-        return "", f"{error}. Choose a PNG, JPEG or WebP file."
+        return "", f"{error}."
     return codes.save_logo(services().logo_dir, png), None
 
 
