@@ -5,17 +5,9 @@ import click
 from flask import Flask
 
 from . import accounts, keys
-from .db import backup_sqlite, is_schema_current, upgrade_schema
+from .db import backup_sqlite, upgrade_schema
 from .errors import QrTrackError
 from .web import services
-
-
-def _ready_db():
-    """The database, created or upgraded first when needed, so every command works on a fresh instance."""
-    db = services().db
-    if not is_schema_current(db):
-        upgrade_schema(db)
-    return db
 
 
 def _fail(error: QrTrackError) -> None:
@@ -37,7 +29,7 @@ def register_commands(app: Flask) -> None:
     def create_user(username: str, password: str, admin: bool) -> None:
         """Create a user who can log in to the dashboard."""
         try:
-            accounts.create_user(_ready_db(), username=username, password=password, is_admin=admin)
+            accounts.create_user(services().db, username=username, password=password, is_admin=admin)
         except QrTrackError as error:
             _fail(error)
         click.echo(f"Created {'admin ' if admin else ''}user {username}.")
@@ -47,7 +39,7 @@ def register_commands(app: Flask) -> None:
     @click.option("--label", default="cli", show_default=True, help="A name for the key.")
     def create_api_key(username: str, label: str) -> None:
         """Issue an API key for USERNAME; the key is printed once, alone on the last line."""
-        db = _ready_db()
+        db = services().db
         try:
             user = accounts.find_user(db, username)
             raw_key, _ = keys.issue_api_key(db, user_id=user.id, name=label)
@@ -60,7 +52,7 @@ def register_commands(app: Flask) -> None:
     @click.option("--username", default="admin", show_default=True)
     def ensure_admin(username: str) -> None:
         """Create an admin with a random password when no user exists yet, and print how to log in."""
-        db = _ready_db()
+        db = services().db
         if accounts.count_users(db):
             click.echo("Users exist already; log in with your account.")
             return
@@ -75,5 +67,5 @@ def register_commands(app: Flask) -> None:
         """Copy the live SQLite database to PATH safely, even while the app serves requests."""
         if not services().settings.is_sqlite:
             raise click.ClickException("backup works on SQLite; use your database server's own tools")
-        backup_sqlite(_ready_db(), path)
+        backup_sqlite(services().db, path)
         click.echo(f"Backed up to {path}")

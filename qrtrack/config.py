@@ -5,12 +5,11 @@ environment, then the ``overrides`` a test or embedding program passes in.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -101,8 +100,7 @@ def _parse_text(name: str, raw: str) -> str:
     return raw.strip()
 
 
-@dataclasses.dataclass(frozen=True)
-class Setting:
+class Setting(NamedTuple):
     name: str
     default: str
     parse: Callable[[str, str], Any]
@@ -146,8 +144,10 @@ SETTINGS: tuple[Setting, ...] = (
 SETTING_NAMES = frozenset(setting.name for setting in SETTINGS)
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
+    """The settings in force. A NamedTuple, not a dataclass: a CGI scan imports this module, and
+    importing dataclasses (which pulls in inspect) would cost a good part of its time budget."""
+
     SECRET_KEY: str
     BASE_URL: str | None
     INSTANCE_PATH: Path

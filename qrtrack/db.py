@@ -8,10 +8,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy.exc import OperationalError
 
 from .config import Settings
 
 MIGRATIONS_PATH = Path(__file__).resolve().parent / "migrations"
+SCHEMA_REVISION = "0002"
+"""The newest migration. Kept here so start-up can check the schema without importing Alembic;
+tests/test_db.py fails when a new migration is added without updating it."""
 BUSY_TIMEOUT_MS = 10_000
 
 
@@ -83,11 +87,28 @@ def _alembic_config(conn: Connection | None = None):
 
 
 def upgrade_schema(db: Database) -> None:
-    """Create or upgrade the schema to the newest migration (idempotent)."""
+    """Create or upgrade the schema to the newest migration (idempotent, safe in concurrent processes).
+
+    On SQLite the migration runs under BEGIN IMMEDIATE, so a second process starting at the same
+    moment waits, then finds the schema current and does nothing.
+    """
     from alembic import command
 
-    with db.engine.begin() as conn:
-        command.upgrade(_alembic_config(conn), "head")
+    with db.engine.connect() as conn:
+        conn.execution_options(sqlite_begin="IMMEDIATE")
+        with conn.begin():
+            command.upgrade(_alembic_config(conn), "head")
+
+
+def ensure_schema(db: Database) -> None:
+    """Upgrade the schema at start-up when it is behind, so replacing the files is a whole upgrade."""
+    try:
+        with db.engine.connect() as conn:
+            current = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+    except OperationalError:
+        current = None
+    if current != SCHEMA_REVISION:
+        upgrade_schema(db)
 
 
 def schema_revision(db: Database) -> str | None:

@@ -68,7 +68,7 @@ def _configure_flask(app: Flask, settings: Settings) -> None:
 
 
 def _build_services(app: Flask, settings: Settings) -> None:
-    from .db import Database, make_engine
+    from .db import Database, ensure_schema, make_engine
     from .fastpath import make_recorder
     from .geo import GeoLocator
     from .qrimage import ImageCache
@@ -76,6 +76,7 @@ def _build_services(app: Flask, settings: Settings) -> None:
 
     settings.INSTANCE_PATH.mkdir(parents=True, exist_ok=True)
     db = Database(make_engine(settings))
+    ensure_schema(db)
     geo = GeoLocator(mmdb_paths=settings.GEOIP_DB, trust_cdn=settings.TRUST_CDN)
     recorder = make_recorder(settings, geo=geo)
     app.extensions["qrtrack"] = AppServices(

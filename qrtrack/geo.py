@@ -9,8 +9,7 @@ import ipaddress
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import unquote
 
 if TYPE_CHECKING:
@@ -31,8 +30,7 @@ _CDN_HEADERS = {
 _NOT_COUNTRIES = frozenset({"XX", "T1"})
 
 
-@dataclass(frozen=True, slots=True)
-class Location:
+class Location(NamedTuple):
     """A client's ISO-3166 alpha-2 country (upper-case) and city; None = unknown."""
 
     country: str | None

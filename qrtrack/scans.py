@@ -9,8 +9,7 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 from .clock import now_epoch
@@ -28,8 +27,7 @@ class ScanStore(Protocol):
     def write(self, rows: list[Mapping[str, Any]]) -> None: ...
 
 
-@dataclass(frozen=True)
-class ScanTarget:
+class ScanTarget(NamedTuple):
     code_id: int
     destination: str
 

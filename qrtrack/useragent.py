@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from user_agents.parsers import UserAgent
@@ -25,8 +24,7 @@ _WARM_UP_USER_AGENT = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class ClientInfo:
+class ClientInfo(NamedTuple):
     """What a User-Agent says about the client, as shown on the dashboard."""
 
     device: str

@@ -10,7 +10,15 @@ from sqlalchemy import text
 
 from qrtrack import store
 from qrtrack.config import load_settings
-from qrtrack.db import Database, backup_sqlite, head_revision, is_schema_current, make_engine, upgrade_schema
+from qrtrack.db import (
+    SCHEMA_REVISION,
+    Database,
+    backup_sqlite,
+    head_revision,
+    is_schema_current,
+    make_engine,
+    upgrade_schema,
+)
 from qrtrack.schema import metadata
 
 from .conftest import gen_code, gen_user
@@ -30,6 +38,18 @@ def test_migrations_from_an_empty_database_build_exactly_the_schema(tmp_path):
     with db.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), metadata) == []
     db.dispose()
+
+
+def test_start_up_revision_constant_names_the_newest_migration():
+    assert SCHEMA_REVISION == head_revision()
+
+
+def test_app_start_creates_or_upgrades_the_schema(tmp_path):
+    from qrtrack import create_app
+
+    app = create_app({"TESTING": True, "ENV_FILE": None, "INSTANCE_PATH": str(tmp_path)})
+    assert is_schema_current(app.extensions["qrtrack"].db)
+    app.extensions["qrtrack"].db.dispose()
 
 
 def test_upgrade_is_idempotent(tmp_path):
