@@ -67,6 +67,9 @@ codes = Table(
     Column("updated_at", BigInteger, nullable=False),
     Column("scan_count", BigInteger, nullable=False, default=0),
     Index("ix_codes_owner_created", "owner_id", "created_at", "id"),
+    # The dashboard list sorts by these too; scan_count gets no index, which every scan would have to update.
+    Index("ix_codes_owner_label", "owner_id", "label", "id"),
+    Index("ix_codes_owner_updated", "owner_id", "updated_at", "id"),
 )
 
 scans = Table(

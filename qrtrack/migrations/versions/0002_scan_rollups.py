@@ -1,4 +1,5 @@
-"""scan rollups: per code and UTC day totals, visitors and dimension counts, with their watermark
+"""scan rollups: per code and UTC day totals, visitors and dimension counts, with their watermark;
+indexes for the dashboard's code list sorted by label or by last change
 
 Revision ID: 0002
 Revises: 0001
@@ -43,9 +44,15 @@ def upgrade() -> None:
     )
     # Existing scans are rolled up by the first analytics read after the upgrade.
     op.bulk_insert(watermarks, [{'name': 'scans', 'last_scan_id': 0}])
+    with op.batch_alter_table('codes', schema=None) as batch_op:
+        batch_op.create_index('ix_codes_owner_label', ['owner_id', 'label', 'id'], unique=False)
+        batch_op.create_index('ix_codes_owner_updated', ['owner_id', 'updated_at', 'id'], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('codes', schema=None) as batch_op:
+        batch_op.drop_index('ix_codes_owner_updated')
+        batch_op.drop_index('ix_codes_owner_label')
     op.drop_table('rollup_watermarks')
     op.drop_table('scan_rollup_values')
     op.drop_table('scan_rollup_days')
