@@ -1,7 +1,7 @@
 """Service: scan analytics — totals, unique scans, scans over time, breakdowns, latest scans, CSV export.
 
-Reports read the rollup tables (per code and UTC day), which every report first brings up to date from
-the scan log past a watermark, plus the few scans newer than the watermark (the tail), read as they are.
+Reports read the rollup tables (per code and UTC day, see rollups.py), which every report first brings
+up to date, plus the few scans newer than their watermark (the tail), read from the log as they are.
 So a report costs about the same for ten scans as for ten million, and recording a scan does no extra
 work. A unique scan is one visitor value per code per UTC day (scans.visitor is a per-day keyed hash).
 """
@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy import Connection, Row
 from sqlalchemy.exc import OperationalError
 
-from . import store
+from . import rollups, store
 from .clock import isoformat_utc, now_epoch
 from .db import Database
 from .errors import ValidationError
@@ -31,10 +31,6 @@ DEFAULT_PERIOD_DAYS = 30
 MAX_PERIOD_DAYS = 5 * 366
 TOP_VALUES = 8
 LATEST_SCANS = 20
-# Scans younger than this stay in the tail: on PostgreSQL and MySQL ids are handed out before commit, so
-# a lower id can still become visible after a higher one; no scan's transaction lasts this long.
-SETTLE_SECONDS = 30
-ROLLUP_BATCH = 50_000
 CSV_COLUMNS = ("timestamp", "country", "city", "device", "os", "browser", "is_bot", "referrer_host")
 CSV_BATCH = 5_000
 # A spreadsheet runs a cell starting with one of these as a formula (OWASP "CSV injection").
@@ -110,20 +106,6 @@ class Report:
     codes_scanned: int = 0
 
 
-@dataclass
-class _Tally:
-    """Scan rows counted the way the rollup tables count them."""
-
-    days: dict[tuple[int, int], list[int]] = field(default_factory=dict)  # (code, day): [human, bot]
-    values: Counter = field(default_factory=Counter)  # (code, dimension, day, is_bot, value): scans
-
-    def touched_days(self) -> dict[int, list[int]]:
-        touched: dict[int, list[int]] = {}
-        for code_id, day in sorted(self.days):
-            touched.setdefault(code_id, []).append(day)
-        return touched
-
-
 def parse_period(first: str | None, last: str | None, *, today: date) -> Period:
     """The period between two ISO dates (YYYY-MM-DD, UTC); a missing end defaults to the last 30 days."""
     last_date = _parse_date(last, "to") or today
@@ -149,95 +131,6 @@ def today_utc(now: int | None = None) -> date:
     return datetime.fromtimestamp(now_epoch() if now is None else now, tz=UTC).date()
 
 
-def refresh_rollups(db: Database, *, now: int | None = None) -> int:
-    """Count every scan settled since the watermark into the rollup tables; returns how many were added.
-
-    Each batch is read outside the write lock, so scans keep being recorded meanwhile; when two
-    requests race, the one that moves the watermark first wins and the other stops.
-    """
-    settled_before = (now_epoch() if now is None else now) - SETTLE_SECONDS
-    with db.read() as conn:
-        watermark = store.get_rollup_watermark(conn)
-        last_id = store.get_last_scan_id_before(conn, after_id=watermark, before_ts=settled_before)
-    added = 0
-    while last_id is not None and watermark < last_id:
-        with db.read() as conn:
-            rows = store.list_scans_in_id_range(conn, after_id=watermark, last_id=last_id, limit=ROLLUP_BATCH)
-            tally = _tally_scans(rows)
-            visitors = _count_visitors(conn, tally.touched_days())
-        with db.write() as conn:
-            if not store.advance_rollup_watermark(conn, from_id=watermark, to_id=rows[-1].id):
-                return added
-            for code_id, days in tally.touched_days().items():
-                _merge_into_rollups(conn, code_id, days[0], days[-1], tally, visitors)
-        added += len(rows)
-        watermark = rows[-1].id
-    return added
-
-
-def _tally_scans(rows: Iterable[Row]) -> _Tally:
-    tally = _Tally()
-    for row in rows:
-        day = row.ts // DAY
-        is_bot = bool(row.is_bot)
-        tally.days.setdefault((row.code_id, day), [0, 0])[is_bot] += 1
-        for dimension, value in _dimension_values(row):
-            tally.values[(row.code_id, dimension, day, is_bot, value)] += 1
-    return tally
-
-
-def _dimension_values(row: Row) -> tuple[tuple[str, str], ...]:
-    """The value a scan counts under in each dimension; a city keeps its country ("FR|Paris")."""
-    country = row.country or ""
-    return (("country", country), ("city", f"{country}|{row.city}" if row.city else ""),
-            ("device", row.device or ""), ("os", row.os or ""), ("browser", row.browser or ""))
-
-
-def _count_visitors(conn: Connection, touched: dict[int, list[int]]) -> dict[tuple[int, int], tuple[int, int]]:
-    """(human, all) distinct visitors per (code, day), counted from the scan log for the touched days."""
-    visitors = {}
-    for code_id, days in touched.items():
-        for first_day, last_day in _runs(days):
-            for row in store.count_visitors_by_day(conn, code_id, first_day=first_day, last_day=last_day):
-                visitors[(code_id, int(row.day))] = (int(row.human_visitors), int(row.all_visitors))
-    return visitors
-
-
-def _runs(days: list[int]) -> Iterator[tuple[int, int]]:
-    """Sorted day numbers as (first, last) runs of consecutive days."""
-    first = previous = days[0]
-    for day in days[1:]:
-        if day != previous + 1:
-            yield first, previous
-            first = day
-        previous = day
-    yield first, previous
-
-
-def _merge_into_rollups(conn: Connection, code_id: int, first_day: int, last_day: int, tally: _Tally,
-                        visitors: dict[tuple[int, int], tuple[int, int]]) -> None:
-    """Rewrite one code's rollup rows for the days first..last with the tally added."""
-    days = {row.day: [row.human_scans, row.bot_scans, row.human_visitors, row.all_visitors]
-            for row in store.list_rollup_days(conn, code_id, first_day=first_day, last_day=last_day)}
-    for (tally_code, day), (human, bot) in tally.days.items():
-        if tally_code == code_id:
-            counts = days.setdefault(day, [0, 0, 0, 0])
-            counts[:] = [counts[0] + human, counts[1] + bot, *visitors[(code_id, day)]]
-    values = Counter({(row.dimension, row.day, bool(row.is_bot), row.value): row.scans
-                      for row in store.list_rollup_values(conn, code_id, first_day=first_day, last_day=last_day)})
-    for (tally_code, *key), scans in tally.values.items():
-        if tally_code == code_id:
-            values[tuple(key)] += scans
-    store.delete_rollup_days(conn, code_id, first_day=first_day, last_day=last_day)
-    store.insert_rollup_days(conn, [
-        {"code_id": code_id, "day": day, "human_scans": human, "bot_scans": bot, "human_visitors": human_visitors,
-         "all_visitors": all_visitors} for day, (human, bot, human_visitors, all_visitors) in days.items()])
-    store.delete_rollup_values(conn, code_id, first_day=first_day, last_day=last_day)
-    store.insert_rollup_values(conn, [
-        {"code_id": code_id, "dimension": dimension, "day": day, "is_bot": is_bot, "value": value, "scans": scans}
-        for (dimension, day, is_bot, value), scans in values.items()])
-
-
 def build_report(db: Database, *, period: Period, code_id: int | None = None, owner_id: int | None = None,
                  granularity: str = "day", include_bots: bool = False, now: int | None = None) -> Report:
     """Everything the analytics of one code (code_id) or of all an owner's codes (owner_id) show."""
@@ -248,7 +141,7 @@ def build_report(db: Database, *, period: Period, code_id: int | None = None, ow
     scope = {"code_id": code_id, "owner_id": None if code_id is not None else owner_id}
     with db.read() as conn:
         _read_one_snapshot(conn)
-        tail = _tally_scans(_tail_in_scope(conn, period, **scope))
+        tail = rollups.tally_scans(_tail_in_scope(conn, period, **scope))
         days = _day_totals(conn, period, tail, **scope)
         scans, unique_scans, bot_scans = _totals(days.values(), include_bots=include_bots)
         breakdowns = {dimension: _top_values(_value_totals(conn, period, dimension, tail, include_bots, **scope),
@@ -267,7 +160,7 @@ def _refresh_quietly(db: Database, *, now: int | None) -> None:
     # Reports stay exact without the refresh (the tail is read as it is), only slower: a busy
     # database must not cost the page.
     try:
-        refresh_rollups(db, now=now)
+        rollups.refresh_rollups(db, now=now)
     except OperationalError:
         log.exception("could not bring the scan rollups up to date; reading the scan log instead")
 
@@ -291,7 +184,7 @@ def _tail_in_scope(conn: Connection, period: Period, *, code_id: int | None, own
     return [row for row in rows if row.code_id in code_ids]
 
 
-def _day_totals(conn: Connection, period: Period, tail: _Tally, *, code_id: int | None,
+def _day_totals(conn: Connection, period: Period, tail: rollups.Tally, *, code_id: int | None,
                 owner_id: int | None) -> dict[int, list[int]]:
     """Per day: [human scans, bot scans, human visitors, all visitors], rollups and tail together."""
     days = {row.day: [int(row.human_scans), int(row.bot_scans), int(row.human_visitors), int(row.all_visitors)]
@@ -303,7 +196,7 @@ def _day_totals(conn: Connection, period: Period, tail: _Tally, *, code_id: int 
         counts[1] += bot
     # Visitors do not add up: on a day the tail touches, that code's rolled-up figure gives way to a fresh count.
     for tail_code, touched in tail.touched_days().items():
-        for first_day, last_day in _runs(touched):
+        for first_day, last_day in rollups.day_runs(touched):
             for row in store.list_rollup_days(conn, tail_code, first_day=first_day, last_day=last_day):
                 days[row.day][2] -= row.human_visitors
                 days[row.day][3] -= row.all_visitors
@@ -324,7 +217,7 @@ def _totals(days: Iterable[list[int]], *, include_bots: bool) -> tuple[int, int,
     return human, human_visitors, bot
 
 
-def _value_totals(conn: Connection, period: Period, dimension: str, tail: _Tally, include_bots: bool, *,
+def _value_totals(conn: Connection, period: Period, dimension: str, tail: rollups.Tally, include_bots: bool, *,
                   code_id: int | None, owner_id: int | None) -> Counter:
     totals = Counter({row.value: int(row.scans) for row in store.sum_rollup_values(
         conn, code_id=code_id, owner_id=owner_id, dimension=dimension, first_day=period.first_day,
@@ -354,7 +247,8 @@ def _share(dimension: str, value: str, count: int, scans: int) -> Share:
     return Share(value=value, scans=count, share=count / scans)
 
 
-def _scans_per_code(conn: Connection, owner_id: int, period: Period, tail: _Tally, include_bots: bool) -> Counter:
+def _scans_per_code(conn: Connection, owner_id: int, period: Period, tail: rollups.Tally,
+                    include_bots: bool) -> Counter:
     per_code: Counter = Counter()
     for row in store.sum_rollup_days_by_code(conn, owner_id=owner_id, first_day=period.first_day,
                                              last_day=period.last_day):

@@ -1,4 +1,4 @@
-"""Analytics service: every figure equals the plain query over the scan log, rollups or not; CSV export."""
+"""Analytics and its rollups: every figure equals the plain query over the scan log, rolled up or not; CSV."""
 from __future__ import annotations
 
 import csv
@@ -10,7 +10,7 @@ from datetime import date, timedelta
 import pytest
 from sqlalchemy import bindparam, text
 
-from qrtrack import analytics, codes, store
+from qrtrack import analytics, codes, rollups, store
 from qrtrack.analytics import Period
 from qrtrack.db import Database, upgrade_schema
 from qrtrack.errors import ValidationError
@@ -130,7 +130,7 @@ def test_figures_stay_exact_as_more_scans_arrive_before_and_after_they_settle(db
     gen_scans(db, random_scans(code.id, 300, rng=rng, first_ts=NOW - 10, last_ts=NOW))
     assert_matches_naive(db, period=last_days(30), code_ids=[code.id], code_id=code.id)
     assert rolled_up < store_watermark(db) < max_scan_id(db)
-    later = NOW + analytics.SETTLE_SECONDS + 1
+    later = NOW + rollups.SETTLE_SECONDS + 1
     assert_matches_naive(db, period=last_days(30), code_ids=[code.id], code_id=code.id, now=later)
     assert store_watermark(db) == max_scan_id(db)
 
@@ -146,23 +146,23 @@ def max_scan_id(db: Database) -> int:
 
 
 def test_a_day_split_across_rollup_batches_counts_each_visitor_once(db, alice, code, monkeypatch):
-    monkeypatch.setattr(analytics, "ROLLUP_BATCH", 7)
+    monkeypatch.setattr(rollups, "ROLLUP_BATCH", 7)
     gen_scans(db, [scan(code.id, NOW - DAY - index * 60, visitor=f"v{index % 5}", is_bot=index % 9 == 0)
                    for index in range(50)])
-    assert analytics.refresh_rollups(db, now=NOW) == 50
+    assert rollups.refresh_rollups(db, now=NOW) == 50
     assert_matches_naive(db, period=last_days(3), code_ids=[code.id], code_id=code.id)
 
 
 def test_refreshing_twice_adds_nothing_the_second_time(db, code):
     gen_scans(db, [scan(code.id, NOW - DAY), scan(code.id, NOW - DAY, visitor="w")])
-    assert analytics.refresh_rollups(db, now=NOW) == 2
-    assert analytics.refresh_rollups(db, now=NOW) == 0
+    assert rollups.refresh_rollups(db, now=NOW) == 2
+    assert rollups.refresh_rollups(db, now=NOW) == 0
 
 
 def test_a_refresh_that_loses_the_race_for_the_watermark_writes_nothing(db, code, monkeypatch):
     gen_scans(db, [scan(code.id, NOW - DAY)])
     monkeypatch.setattr(store, "advance_rollup_watermark", lambda conn, **_: False)
-    assert analytics.refresh_rollups(db, now=NOW) == 0
+    assert rollups.refresh_rollups(db, now=NOW) == 0
     with db.read() as conn:
         assert conn.execute(text("SELECT COUNT(*) FROM scan_rollup_days")).scalar_one() == 0
 
@@ -249,7 +249,7 @@ def test_the_overview_counts_only_the_owners_codes_and_ranks_them(db, alice, cod
 
 def test_a_deleted_code_takes_its_rollups_with_it(db, alice, code):
     gen_scans(db, [scan(code.id, NOW - DAY)])
-    analytics.refresh_rollups(db, now=NOW)
+    rollups.refresh_rollups(db, now=NOW)
     codes.delete_code(db, owner_id=alice, uuid=code.uuid)
     with db.read() as conn:
         assert conn.execute(text("SELECT COUNT(*) FROM scan_rollup_days")).scalar_one() == 0

@@ -1,0 +1,128 @@
+"""Keep the scan rollup tables current: count the scans past the watermark into per-code, per-UTC-day rows.
+
+The rollups are brought up to date when analytics are read, never when a scan is recorded, so the
+scan path does no extra work. Counts add up; distinct visitors do not, so a day that gets new
+scans has its visitors counted again from the scan log.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection, Row
+
+from . import store
+from .clock import now_epoch
+from .db import Database
+
+DAY = store.SECONDS_PER_DAY
+# Scans younger than this are left for reports to read from the log: on PostgreSQL and MySQL ids are
+# handed out before commit, so a lower id can still become visible after a higher one, and no scan's
+# transaction lasts this long.
+SETTLE_SECONDS = 30
+ROLLUP_BATCH = 50_000
+
+
+@dataclass
+class Tally:
+    """Scan rows counted the way the rollup tables count them."""
+
+    days: dict[tuple[int, int], list[int]] = field(default_factory=dict)  # (code, day): [human, bot]
+    values: Counter = field(default_factory=Counter)  # (code, dimension, day, is_bot, value): scans
+
+    def touched_days(self) -> dict[int, list[int]]:
+        touched: dict[int, list[int]] = {}
+        for code_id, day in sorted(self.days):
+            touched.setdefault(code_id, []).append(day)
+        return touched
+
+
+def refresh_rollups(db: Database, *, now: int | None = None) -> int:
+    """Count every scan settled since the watermark into the rollup tables; returns how many were added.
+
+    Each batch is read outside the write lock, so scans keep being recorded meanwhile; when two
+    requests race, the one that moves the watermark first wins and the other stops.
+    """
+    settled_before = (now_epoch() if now is None else now) - SETTLE_SECONDS
+    with db.read() as conn:
+        watermark = store.get_rollup_watermark(conn)
+        last_id = store.get_last_scan_id_before(conn, after_id=watermark, before_ts=settled_before)
+    added = 0
+    while last_id is not None and watermark < last_id:
+        with db.read() as conn:
+            rows = store.list_scans_in_id_range(conn, after_id=watermark, last_id=last_id, limit=ROLLUP_BATCH)
+            tally = tally_scans(rows)
+            visitors = count_visitors(conn, tally.touched_days())
+        with db.write() as conn:
+            if not store.advance_rollup_watermark(conn, from_id=watermark, to_id=rows[-1].id):
+                return added
+            for code_id, days in tally.touched_days().items():
+                _merge_into_rollups(conn, code_id, days[0], days[-1], tally, visitors)
+        added += len(rows)
+        watermark = rows[-1].id
+    return added
+
+
+def tally_scans(rows: Iterable[Row]) -> Tally:
+    """Count scan rows (with the ROLLUP_SCAN_COLUMNS) the way the rollup tables count them."""
+    tally = Tally()
+    for row in rows:
+        day = row.ts // DAY
+        is_bot = bool(row.is_bot)
+        tally.days.setdefault((row.code_id, day), [0, 0])[is_bot] += 1
+        for dimension, value in _dimension_values(row):
+            tally.values[(row.code_id, dimension, day, is_bot, value)] += 1
+    return tally
+
+
+def _dimension_values(row: Row) -> tuple[tuple[str, str], ...]:
+    """The value a scan counts under in each dimension; a city keeps its country ("FR|Paris")."""
+    country = row.country or ""
+    return (("country", country), ("city", f"{country}|{row.city}" if row.city else ""),
+            ("device", row.device or ""), ("os", row.os or ""), ("browser", row.browser or ""))
+
+
+def count_visitors(conn: Connection, touched: dict[int, list[int]]) -> dict[tuple[int, int], tuple[int, int]]:
+    """(human, all) distinct visitors per (code, day), counted from the scan log for the touched days."""
+    visitors = {}
+    for code_id, days in touched.items():
+        for first_day, last_day in day_runs(days):
+            for row in store.count_visitors_by_day(conn, code_id, first_day=first_day, last_day=last_day):
+                visitors[(code_id, int(row.day))] = (int(row.human_visitors), int(row.all_visitors))
+    return visitors
+
+
+def day_runs(days: list[int]) -> Iterator[tuple[int, int]]:
+    """Sorted day numbers as (first, last) runs of consecutive days."""
+    first = previous = days[0]
+    for day in days[1:]:
+        if day != previous + 1:
+            yield first, previous
+            first = day
+        previous = day
+    yield first, previous
+
+
+def _merge_into_rollups(conn: Connection, code_id: int, first_day: int, last_day: int, tally: Tally,
+                        visitors: dict[tuple[int, int], tuple[int, int]]) -> None:
+    """Rewrite one code's rollup rows for the days first..last with the tally added."""
+    days = {row.day: [row.human_scans, row.bot_scans, row.human_visitors, row.all_visitors]
+            for row in store.list_rollup_days(conn, code_id, first_day=first_day, last_day=last_day)}
+    for (tally_code, day), (human, bot) in tally.days.items():
+        if tally_code == code_id:
+            counts = days.setdefault(day, [0, 0, 0, 0])
+            counts[:] = [counts[0] + human, counts[1] + bot, *visitors[(code_id, day)]]
+    values = Counter({(row.dimension, row.day, bool(row.is_bot), row.value): row.scans
+                      for row in store.list_rollup_values(conn, code_id, first_day=first_day, last_day=last_day)})
+    for (tally_code, *key), scans in tally.values.items():
+        if tally_code == code_id:
+            values[tuple(key)] += scans
+    store.delete_rollup_days(conn, code_id, first_day=first_day, last_day=last_day)
+    store.insert_rollup_days(conn, [
+        {"code_id": code_id, "day": day, "human_scans": human, "bot_scans": bot, "human_visitors": human_visitors,
+         "all_visitors": all_visitors} for day, (human, bot, human_visitors, all_visitors) in days.items()])
+    store.delete_rollup_values(conn, code_id, first_day=first_day, last_day=last_day)
+    store.insert_rollup_values(conn, [
+        {"code_id": code_id, "dimension": dimension, "day": day, "is_bot": is_bot, "value": value, "scans": scans}
+        for (dimension, day, is_bot, value), scans in values.items()])
