@@ -88,7 +88,7 @@ def _register_blueprints(app: Flask, settings: Settings) -> None:
     from flask_limiter import Limiter
 
     from . import api, dashboard, public, ratelimit  # noqa: F401 - ratelimit registers the qrtrack+sqlite storage
-    from .dashboard import auth, init_dashboard
+    from .dashboard import init_dashboard
 
     limiter = Limiter(key_func=api.rate_limit_key, app=app, default_limits=[])
     limiter.limit(settings.API_RATE_LIMIT, key_func=api.rate_limit_key)(api.bp)
@@ -98,8 +98,6 @@ def _register_blueprints(app: Flask, settings: Settings) -> None:
     app.register_blueprint(api.bp)
     init_dashboard(app)
     dashboard.csrf.exempt(api.bp)
-    limiter.limit(auth.LOGIN_LIMIT_PER_ADDRESS, key_func=auth.login_address_key, methods=["POST"])(auth.login)
-    limiter.limit(auth.LOGIN_LIMIT_PER_ACCOUNT, key_func=auth.login_account_key, methods=["POST"])(auth.login)
 
 
 def _register_error_handlers(app: Flask) -> None:

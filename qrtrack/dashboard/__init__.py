@@ -65,9 +65,14 @@ def admin_required(view):
 
 
 def safe_next_url(default_endpoint: str = "dashboard.index") -> str:
-    """The ?next= target when it stays on this site, else the default page."""
+    """The ?next= target when it stays on this site, else the default page.
+
+    Control characters are refused too: browsers drop tabs and newlines from a URL, so
+    "/\t/evil.example" would reach them as "//evil.example", another site.
+    """
     target = request.args.get("next") or request.form.get("next") or ""
-    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
+    is_local = target.startswith("/") and not target.startswith("//") and "\\" not in target
+    if is_local and not any(ord(ch) < 32 or ord(ch) == 127 for ch in target):
         return target
     return url_for(default_endpoint)
 
