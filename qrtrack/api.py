@@ -11,20 +11,23 @@ from typing import Any
 from flask import Blueprint, g, jsonify, request
 from sqlalchemy import Row
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import MethodNotAllowed
 
 from . import codes, keys, store
 from .clock import isoformat_utc, now_epoch
 from .errors import QrTrackError, ValidationError
 from .openapi import MAX_PAGE_SIZE, MAX_QUERY_INTEGER, openapi_document
-from .web import CONSOLE_PRINCIPAL_ENVIRON_KEY, logo_url, qr_image_url, services, short_url
+from .web import CONSOLE_PRINCIPAL_ENVIRON_KEY, logo_url, public_base_url, qr_image_url, services, short_url
 
 bp = Blueprint("api", __name__)
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
 DEFAULT_SCAN_PAGE = 100
+WRONG_METHODS = ("PUT", "PATCH")  # the mistakes clients make; answered 405 and logged like other calls
 INTEGER_ARG = re.compile(r"[+-]?[0-9]{1,25}")
-# Anything shaped like one of our keys, wherever a client put it (e.g. ?api_key=), never reaches the call log.
-KEY_SHAPED = re.compile(re.escape(keys.KEY_PREFIX) + r"[0-9A-Za-z]+")
+# The secret part of anything shaped like one of our keys, wherever a client put it (?api_key=, even
+# percent-encoded), never reaches the call log.
+KEY_SECRET = re.compile(f"[0-9A-Fa-f]{{{2 * keys.KEY_RANDOM_BYTES},}}")
 
 
 class PayloadTooLarge(QrTrackError):
@@ -86,11 +89,13 @@ def _log_call(principal: keys.ApiPrincipal, status: int) -> None:
 
 def logged_path() -> str:
     """The path and query string as the call log keeps them: anything shaped like an API key is masked."""
-    return KEY_SHAPED.sub(keys.KEY_PREFIX + "[redacted]", request.full_path.rstrip("?"))
+    return KEY_SECRET.sub("[redacted]", request.full_path.rstrip("?"))
 
 
-@bp.route("/api.php", methods=["GET", "POST", "DELETE"])
+@bp.route("/api.php", methods=["GET", "POST", "DELETE", *WRONG_METHODS])
 def api_endpoint():
+    if request.method in WRONG_METHODS:
+        raise wrong_method()
     principal = current_principal()
     uuid = request.args.get("uuid")
     if request.method == "GET":
@@ -106,12 +111,12 @@ def api_endpoint():
 
 @bp.get("/api/openapi.json")
 def openapi_json():
-    return jsonify(openapi_document(server_url=request.url_root.rstrip("/")))
+    return jsonify(openapi_document(server_url=public_base_url()))
 
 
 @dataclass(frozen=True)
 class PageArgs:
-    """The GET query parameters, all checked whichever page they are for, so a typo never passes silently."""
+    """The GET query parameters, all checked whichever page is asked for, so a bad value never passes silently."""
 
     limit: int | None
     offset: int
@@ -127,6 +132,18 @@ def _page_args() -> PageArgs:
                     before=_int_arg("before", minimum=1, maximum=MAX_QUERY_INTEGER),
                     status=None if status is None else codes.validate_status(status),
                     label=request.args.get("label"))
+
+
+def wrong_method() -> MethodNotAllowed:
+    """The 405 for PUT and PATCH, made after looking at the key so that a keyed call lands in the call log.
+
+    Routed here rather than left to Flask so that it counts against the same rate limit as every other call.
+    """
+    try:
+        current_principal()
+    except QrTrackError:
+        pass
+    return MethodNotAllowed(valid_methods=["GET", "HEAD", "POST", "DELETE", "OPTIONS"])
 
 
 def list_codes(principal: keys.ApiPrincipal, page: PageArgs) -> dict[str, Any]:

@@ -3,31 +3,77 @@ from __future__ import annotations
 
 from typing import Any
 
-from .codes import MAX_DESTINATION_LENGTH, MAX_LABEL_LENGTH, STATUSES
+from .codes import CODE_TYPES, MAX_DESTINATION_LENGTH, MAX_LABEL_LENGTH, STATUSES
 
+MAX_PAGE_SIZE = 1000
+MAX_QUERY_INTEGER = 2**63 - 1  # the largest integer SQL databases store; larger offsets and ids mean nothing
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _UUID_PARAM = {"name": "uuid", "in": "query", "schema": {"type": "string", "format": "uuid"},
                "description": "The code's uuid. Without it: list (GET) or create (POST)."}
+# What validate_destination accepts, as far as a pattern can say it: http(s), a host, then no whitespace
+# (as str.isspace() has it, spelt out: regex engines disagree on \s) and no control characters.
+_NOT_SPACE_OR_CONTROL = r"[^\u0000-\u0020\u007f\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+DESTINATION_PATTERN = (r"^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9._~%!$&'()*+,;=-]+(:[0-9]{0,4})?"
+                       rf"([/?#]{_NOT_SPACE_OR_CONTROL}*)?$")
+# The control characters validate_label refuses (those str.split() does not count as whitespace).
+LABEL_PATTERN = r"^[^\u0000-\u0008\u000e-\u001b\u007f-\u0084\u0086-\u009f]*$"
+RATE_LIMIT_HEADERS = {
+    "X-RateLimit-Limit": {"description": "Requests allowed per window for this key.",
+                          "schema": {"type": "integer"}},
+    "X-RateLimit-Remaining": {"description": "Requests left in this window.", "schema": {"type": "integer"}},
+    "X-RateLimit-Reset": {"description": "When the window ends, in epoch seconds.", "schema": {"type": "integer"}},
+}
 
 
 def _error_response(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ERROR}}}
+    return {"description": description, "headers": RATE_LIMIT_HEADERS,
+            "content": {"application/json": {"schema": _ERROR}}}
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+    return {"description": description, "headers": RATE_LIMIT_HEADERS,
+            "content": {"application/json": {"schema": schema}}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
 
 
 ERROR_RESPONSES = {
     "400": _error_response("Malformed JSON, an invalid field or parameter."),
-    "401": _error_response("Missing, unknown or revoked API key."),
+    "401": _error_response("Missing, unknown or revoked API key, or its user is disabled."),
     "404": _error_response("No such code among this key's owner's codes."),
     "413": _error_response("Request body larger than 64 KiB."),
     "415": _error_response("Body is not JSON (send Content-Type: application/json)."),
     "429": {"description": "Rate limit exceeded; retry after Retry-After seconds.",
-            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+            "headers": {**RATE_LIMIT_HEADERS,
+                        "Retry-After": {"description": "Seconds to wait.", "required": True,
+                                        "schema": {"type": "integer", "minimum": 0}}},
             "content": {"application/json": {"schema": _ERROR}}},
 }
+
+_DESTINATION = {"type": "string", "minLength": 1, "maxLength": MAX_DESTINATION_LENGTH,
+                "pattern": DESTINATION_PATTERN, "examples": ["https://example.com/my-page"],
+                "description": "An absolute http or https URL with a host; no spaces or control characters."}
+_LABEL = {"type": ["string", "null"], "maxLength": MAX_LABEL_LENGTH, "pattern": LABEL_PATTERN,
+          "description": "Free text, stored as sent apart from runs of whitespace; null means no label."}
+_TYPE = {"enum": [*CODE_TYPES, None], "default": "url", "description": "Only url codes exist; null means url."}
+
+_CODE_PROPERTIES: dict[str, Any] = {
+    "uuid": {"type": "string", "format": "uuid"},
+    "type": {"type": "string", "enum": list(CODE_TYPES)},
+    "destination": {"type": "string"},
+    "created_at": {"type": "string", "format": "date-time", "examples": ["2026-04-15T18:24:11Z"]},
+    "logo": {"type": ["string", "null"], "format": "uri"},
+    "label": {"type": "string"},
+    "status": {"type": "string", "enum": list(STATUSES)},
+    "slug": {"type": "string"},
+    "short_url": {"type": "string", "format": "uri"},
+    "qr_image_url": {"type": "string", "format": "uri"},
+    "updated_at": {"type": "string", "format": "date-time"},
+}
+_CODE_REQUIRED = ["uuid", "type", "destination", "scans", "created_at", "logo", "label", "status", "slug",
+                  "short_url", "qr_image_url", "updated_at"]
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -38,23 +84,9 @@ SCHEMAS: dict[str, Any] = {
             "field": {"type": "string"}}}},
     },
     "CodeSummary": {
-        "type": "object",
-        "required": ["uuid", "type", "destination", "scans", "created_at", "logo", "label", "status", "slug",
-                     "short_url", "qr_image_url", "updated_at"],
-        "properties": {
-            "uuid": {"type": "string", "format": "uuid"},
-            "type": {"type": "string", "enum": ["url"]},
-            "destination": {"type": "string", "format": "uri", "maxLength": MAX_DESTINATION_LENGTH},
-            "scans": {"type": "integer", "minimum": 0, "description": "Number of scans."},
-            "created_at": {"type": "string", "format": "date-time", "examples": ["2026-04-15T18:24:11Z"]},
-            "logo": {"type": ["string", "null"], "format": "uri"},
-            "label": {"type": "string", "maxLength": MAX_LABEL_LENGTH},
-            "status": {"type": "string", "enum": list(STATUSES)},
-            "slug": {"type": "string"},
-            "short_url": {"type": "string", "format": "uri"},
-            "qr_image_url": {"type": "string", "format": "uri"},
-            "updated_at": {"type": "string", "format": "date-time"},
-        },
+        "type": "object", "required": _CODE_REQUIRED,
+        "properties": {**_CODE_PROPERTIES,
+                       "scans": {"type": "integer", "minimum": 0, "description": "Number of scans."}},
     },
     "Scan": {
         "type": "object", "required": ["timestamp", "city", "country", "device"],
@@ -68,47 +100,49 @@ SCHEMAS: dict[str, Any] = {
         },
     },
     "CodeDetail": {
-        "allOf": [{"$ref": "#/components/schemas/CodeSummary"}, {
-            "type": "object", "required": ["scans", "scan_count", "scans_total", "next_before"],
-            "properties": {
-                "scans": {"type": "array", "items": {"$ref": "#/components/schemas/Scan"},
-                          "description": "The scan log, newest first (one page)."},
-                "scan_count": {"type": "integer"}, "scans_total": {"type": "integer"},
-                "next_before": {"type": ["integer", "null"],
-                                "description": "Pass as ?before= for the next, older page; null on the last."}}}],
+        "type": "object", "required": [*_CODE_REQUIRED, "scan_count", "scans_total", "next_before"],
+        "properties": {
+            **_CODE_PROPERTIES,
+            "scans": {"type": "array", "items": _ref("Scan"),
+                      "description": "The scan log, newest first (one page of ?limit=, default 100)."},
+            "scan_count": {"type": "integer", "minimum": 0, "description": "Number of scans."},
+            "scans_total": {"type": "integer", "minimum": 0, "description": "Number of entries in the log."},
+            "next_before": {"type": ["integer", "null"],
+                            "description": "Pass as ?before= for the next, older page; null on the last."}},
     },
     "CodeList": {
-        "type": "object", "required": ["codes", "total"],
-        "properties": {"codes": {"type": "array", "items": {"$ref": "#/components/schemas/CodeSummary"}},
-                       "total": {"type": "integer"}, "limit": {"type": ["integer", "null"]},
-                       "offset": {"type": "integer"}},
+        "type": "object", "required": ["codes", "total", "limit", "offset"],
+        "properties": {"codes": {"type": "array", "items": _ref("CodeSummary")},
+                       "total": {"type": "integer", "minimum": 0,
+                                 "description": "Codes matching the filters, on every page."},
+                       "limit": {"type": ["integer", "null"]}, "offset": {"type": "integer", "minimum": 0}},
     },
     "CreateCode": {
         "type": "object", "required": ["destination"],
-        "properties": {"type": {"type": "string", "enum": ["url"], "default": "url"},
-                       "destination": {"type": "string", "format": "uri", "maxLength": MAX_DESTINATION_LENGTH},
-                       "label": {"type": "string", "maxLength": MAX_LABEL_LENGTH}},
+        "description": "Fields other than these are ignored.",
+        "properties": {"type": _TYPE, "destination": _DESTINATION, "label": _LABEL},
     },
     "UpdateCode": {
         "type": "object", "minProperties": 1, "additionalProperties": False,
-        "properties": {"destination": {"type": "string", "format": "uri", "maxLength": MAX_DESTINATION_LENGTH},
-                       "label": {"type": "string", "maxLength": MAX_LABEL_LENGTH},
-                       "status": {"type": "string", "enum": list(STATUSES)},
-                       "type": {"type": "string", "enum": ["url"]}},
+        "properties": {"destination": _DESTINATION, "label": _LABEL,
+                       "status": {"type": "string", "enum": list(STATUSES),
+                                  "description": "paused and archived codes answer scans with 410."},
+                       "type": _TYPE},
     },
     "Deleted": {"type": "object", "required": ["uuid", "deleted"],
-                "properties": {"uuid": {"type": "string"}, "deleted": {"type": "boolean"}}},
+                "properties": {"uuid": {"type": "string", "format": "uuid"}, "deleted": {"type": "boolean"}}},
 }
 
 LIST_PARAMETERS = [
-    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
-     "description": "Page size for the list, or of the scan log with uuid (default 100 there)."},
-    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
+     "description": "Page size for the list (default: all), or of the scan log with uuid (default 100)."},
+    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_QUERY_INTEGER},
+     "description": "Codes to skip, for the list."},
     {"name": "label", "in": "query", "schema": {"type": "string"},
      "description": "Only codes whose label or destination contains this text."},
     {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(STATUSES)},
      "description": "Only codes with this status (default: active and paused)."},
-    {"name": "before", "in": "query", "schema": {"type": "integer", "minimum": 1},
+    {"name": "before", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_QUERY_INTEGER},
      "description": "With uuid: scans older than this scan id (next_before of the previous page)."},
 ]
 
@@ -125,21 +159,20 @@ def openapi_document(*, server_url: str) -> dict[str, Any]:
         "paths": {"/api.php": {
             "get": {"operationId": "listOrGetCodes", "summary": "List codes, or get one with its scan log",
                     "parameters": [_UUID_PARAM, *LIST_PARAMETERS],
-                    "responses": {"200": _json({"oneOf": [{"$ref": "#/components/schemas/CodeList"},
-                                                          {"$ref": "#/components/schemas/CodeDetail"}]},
+                    "responses": {"200": _json({"anyOf": [_ref("CodeList"), _ref("CodeDetail")]},
                                                "The list, or the code with ?uuid="),
                                   **{k: ERROR_RESPONSES[k] for k in ("400", "401", "404", "429")}}},
             "post": {"operationId": "createOrUpdateCode", "summary": "Create a code, or update one with ?uuid=",
                      "parameters": [_UUID_PARAM],
                      "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                         "oneOf": [{"$ref": "#/components/schemas/CreateCode"},
-                                   {"$ref": "#/components/schemas/UpdateCode"}]}}}},
-                     "responses": {"201": _json({"$ref": "#/components/schemas/CodeSummary"}, "Created"),
-                                   "200": _json({"$ref": "#/components/schemas/CodeSummary"}, "Updated"),
+                         "anyOf": [_ref("CreateCode"), _ref("UpdateCode")]}}},
+                                     "description": "CreateCode without ?uuid=, UpdateCode with it."},
+                     "responses": {"201": _json(_ref("CodeSummary"), "Created"),
+                                   "200": _json(_ref("CodeSummary"), "Updated"),
                                    **ERROR_RESPONSES}},
             "delete": {"operationId": "deleteCode", "summary": "Delete a code and its scan log",
                        "parameters": [{**_UUID_PARAM, "required": True}],
-                       "responses": {"200": _json({"$ref": "#/components/schemas/Deleted"}, "Deleted"),
+                       "responses": {"200": _json(_ref("Deleted"), "Deleted"),
                                      **{k: ERROR_RESPONSES[k] for k in ("400", "401", "404", "429")}}},
         }},
         "components": {"schemas": SCHEMAS,
