@@ -91,7 +91,7 @@ def _register_blueprints(app: Flask, settings: Settings) -> None:
     from .dashboard import init_dashboard
 
     limiter = Limiter(key_func=api.rate_limit_key, app=app, default_limits=[])
-    limiter.limit(settings.API_RATE_LIMIT, key_func=api.rate_limit_key)(api.bp)
+    limiter.shared_limit(settings.API_RATE_LIMIT, scope="api", key_func=api.rate_limit_key)(api.bp)
     limiter.exempt(public.bp)
     app.extensions["qrtrack_limiter"] = limiter
     app.register_blueprint(public.bp)

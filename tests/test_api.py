@@ -688,3 +688,16 @@ def test_created_code_is_a_code_of_the_service_layer_too(client, db, alice, api_
     assert codes.get_code(db, owner_id=alice, uuid=code["uuid"]).label == "from the API"
     made_by_service = gen_code(db, alice).uuid
     assert made_by_service in {c["uuid"] for c in client.get("/api.php", headers=api_headers).get_json()["codes"]}
+
+
+def test_one_rate_limit_covers_every_api_endpoint_for_a_key(tmp_path):
+    app = make_app(tmp_path / "instance", API_RATE_LIMIT="3")
+    db = app.extensions["qrtrack"].db
+    headers = {"X-Api-Key": gen_key(db, gen_user(db, "limited"))}
+    client = app.test_client()
+    statuses = [client.get("/api.php", headers=headers).status_code,
+                client.get("/api/openapi.json", headers=headers).status_code,
+                client.get("/api.php", headers=headers).status_code,
+                client.get("/api/openapi.json", headers=headers).status_code]
+    assert statuses == [200, 200, 200, 429]
+    db.dispose()
