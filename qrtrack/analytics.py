@@ -25,7 +25,7 @@ from .errors import ValidationError
 
 log = logging.getLogger(__name__)
 
-DIMENSIONS = ("country", "city", "device", "os", "browser")
+DIMENSIONS = rollups.DIMENSIONS
 GRANULARITIES = ("day", "week", "month")
 DEFAULT_PERIOD_DAYS = 30
 MAX_PERIOD_DAYS = 5 * 366
@@ -35,6 +35,10 @@ CSV_COLUMNS = ("timestamp", "country", "city", "device", "os", "browser", "is_bo
 CSV_BATCH = 5_000
 # A spreadsheet runs a cell starting with one of these as a formula (OWASP "CSV injection").
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# A report first spends up to this long adding new scans to the rollups; a bigger backlog (say a month of a
+# viral code that nobody looked at) is worked off over the next reports, which say so meanwhile.
+REFRESH_BUDGET_SECONDS = 4.0
+MAX_TAIL_SCANS = 2 * rollups.ROLLUP_BATCH
 EPOCH_DATE = date(1970, 1, 1)
 DAY = store.SECONDS_PER_DAY
 
@@ -104,6 +108,7 @@ class Report:
     latest: list[Row]
     top_codes: list[CodeShare] = field(default_factory=list)
     codes_scanned: int = 0
+    uncounted_scans: int = 0  # recent scans (of every code) not in these figures yet; 0 but while catching up
 
 
 def parse_period(first: str | None, last: str | None, *, today: date) -> Period:
@@ -141,7 +146,10 @@ def build_report(db: Database, *, period: Period, code_id: int | None = None, ow
     scope = {"code_id": code_id, "owner_id": None if code_id is not None else owner_id}
     with db.read() as conn:
         _read_one_snapshot(conn)
-        tail = rollups.tally_scans(_tail_in_scope(conn, period, **scope))
+        watermark = store.get_rollup_watermark(conn)
+        backlog = store.count_scans_after(conn, after_id=watermark)
+        uncounted = backlog if backlog > MAX_TAIL_SCANS else 0
+        tail = rollups.Tally() if uncounted else _tail_in_scope(conn, watermark, period, **scope)
         days = _day_totals(conn, period, tail, **scope)
         scans, unique_scans, bot_scans = _totals(days.values(), include_bots=include_bots)
         breakdowns = {dimension: _top_values(_value_totals(conn, period, dimension, tail, include_bots, **scope),
@@ -153,14 +161,15 @@ def build_report(db: Database, *, period: Period, code_id: int | None = None, ow
     return Report(period=period, granularity=granularity, include_bots=include_bots, scans=scans,
                   unique_scans=unique_scans, bot_scans=bot_scans,
                   series=_series(days, period, granularity, include_bots=include_bots), breakdowns=breakdowns,
-                  latest=latest, top_codes=top_codes, codes_scanned=sum(1 for count in per_code.values() if count))
+                  latest=latest, top_codes=top_codes, codes_scanned=sum(1 for count in per_code.values() if count),
+                  uncounted_scans=uncounted)
 
 
 def _refresh_quietly(db: Database, *, now: int | None) -> None:
     # Reports stay exact without the refresh (the tail is read as it is), only slower: a busy
     # database must not cost the page.
     try:
-        rollups.refresh_rollups(db, now=now)
+        rollups.refresh_rollups(db, now=now, budget_seconds=REFRESH_BUDGET_SECONDS)
     except OperationalError:
         log.exception("could not bring the scan rollups up to date; reading the scan log instead")
 
@@ -174,14 +183,14 @@ def _read_one_snapshot(conn: Connection) -> None:
         conn.execution_options(isolation_level="REPEATABLE READ")
 
 
-def _tail_in_scope(conn: Connection, period: Period, *, code_id: int | None, owner_id: int | None) -> list[Row]:
-    """Scans past the watermark that belong to the report."""
-    rows = [row for row in store.list_scans_in_id_range(conn, after_id=store.get_rollup_watermark(conn))
-            if period.start <= row.ts < period.end]
-    if not rows:
-        return rows
+def _tail_in_scope(conn: Connection, watermark: int, period: Period, *, code_id: int | None,
+                   owner_id: int | None) -> rollups.Tally:
+    """The scans past the watermark that belong to the report, counted like the rollups."""
+    tail = rollups.tally_scans(conn, after_id=watermark)
+    if not tail.days:
+        return tail
     code_ids = {code_id} if code_id is not None else store.list_code_ids(conn, owner_id)
-    return [row for row in rows if row.code_id in code_ids]
+    return tail.restricted_to(code_ids, period.first_day, period.last_day)
 
 
 def _day_totals(conn: Connection, period: Period, tail: rollups.Tally, *, code_id: int | None,

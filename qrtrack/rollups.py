@@ -6,11 +6,12 @@ scans has its visitors counted again from the scan log.
 """
 from __future__ import annotations
 
+import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, Row
+from sqlalchemy import Connection
 
 from . import store
 from .clock import now_epoch
@@ -21,7 +22,8 @@ DAY = store.SECONDS_PER_DAY
 # handed out before commit, so a lower id can still become visible after a higher one, and no scan's
 # transaction lasts this long.
 SETTLE_SECONDS = 30
-ROLLUP_BATCH = 50_000
+ROLLUP_BATCH = 50_000  # scan ids per batch: each batch is one short write transaction
+DIMENSIONS = store.ROLLUP_DIMENSIONS
 
 
 @dataclass
@@ -31,6 +33,16 @@ class Tally:
     days: dict[tuple[int, int], list[int]] = field(default_factory=dict)  # (code, day): [human, bot]
     values: Counter = field(default_factory=Counter)  # (code, dimension, day, is_bot, value): scans
 
+    def scans(self) -> int:
+        return sum(human + bot for human, bot in self.days.values())
+
+    def restricted_to(self, code_ids: set[int], first_day: int, last_day: int) -> Tally:
+        """The part of the tally about these codes and days."""
+        return Tally(days={key: counts for key, counts in self.days.items()
+                           if key[0] in code_ids and first_day <= key[1] <= last_day},
+                     values=Counter({key: scans for key, scans in self.values.items()
+                                     if key[0] in code_ids and first_day <= key[2] <= last_day}))
+
     def touched_days(self) -> dict[int, list[int]]:
         touched: dict[int, list[int]] = {}
         for code_id, day in sorted(self.days):
@@ -38,49 +50,45 @@ class Tally:
         return touched
 
 
-def refresh_rollups(db: Database, *, now: int | None = None) -> int:
+def refresh_rollups(db: Database, *, now: int | None = None, budget_seconds: float | None = None) -> int:
     """Count every scan settled since the watermark into the rollup tables; returns how many were added.
 
     Each batch is read outside the write lock, so scans keep being recorded meanwhile; when two
-    requests race, the one that moves the watermark first wins and the other stops.
+    requests race, the one that moves the watermark first wins and the other stops. With a budget,
+    no batch starts once it is spent (a backlog of millions is then worked off over several calls).
     """
+    started = time.monotonic()
     settled_before = (now_epoch() if now is None else now) - SETTLE_SECONDS
     with db.read() as conn:
         watermark = store.get_rollup_watermark(conn)
         last_id = store.get_last_scan_id_before(conn, after_id=watermark, before_ts=settled_before)
     added = 0
     while last_id is not None and watermark < last_id:
+        if added and budget_seconds is not None and time.monotonic() - started > budget_seconds:
+            break
+        batch_end = min(watermark + ROLLUP_BATCH, last_id)
         with db.read() as conn:
-            rows = store.list_scans_in_id_range(conn, after_id=watermark, last_id=last_id, limit=ROLLUP_BATCH)
-            tally = tally_scans(rows)
+            tally = tally_scans(conn, after_id=watermark, last_id=batch_end)
             visitors = count_visitors(conn, tally.touched_days())
         with db.write() as conn:
-            if not store.advance_rollup_watermark(conn, from_id=watermark, to_id=rows[-1].id):
+            if not store.advance_rollup_watermark(conn, from_id=watermark, to_id=batch_end):
                 return added
             for code_id, days in tally.touched_days().items():
                 _merge_into_rollups(conn, code_id, days[0], days[-1], tally, visitors)
-        added += len(rows)
-        watermark = rows[-1].id
+        added += tally.scans()
+        watermark = batch_end
     return added
 
 
-def tally_scans(rows: Iterable[Row]) -> Tally:
-    """Count scan rows (with the ROLLUP_SCAN_COLUMNS) the way the rollup tables count them."""
+def tally_scans(conn: Connection, *, after_id: int, last_id: int | None = None) -> Tally:
+    """Count the scans with after_id < id <= last_id the way the rollup tables count them (GROUP BYs in SQL)."""
     tally = Tally()
-    for row in rows:
-        day = row.ts // DAY
-        is_bot = bool(row.is_bot)
-        tally.days.setdefault((row.code_id, day), [0, 0])[is_bot] += 1
-        for dimension, value in _dimension_values(row):
-            tally.values[(row.code_id, dimension, day, is_bot, value)] += 1
+    for row in store.count_scans_by_rollup_key(conn, after_id=after_id, last_id=last_id):
+        tally.days.setdefault((row.code_id, int(row.day)), [0, 0])[bool(row.is_bot)] += int(row.scans)
+    for dimension in DIMENSIONS:
+        for row in store.count_scans_by_rollup_key(conn, after_id=after_id, last_id=last_id, dimension=dimension):
+            tally.values[(row.code_id, dimension, int(row.day), bool(row.is_bot), row.value)] += int(row.scans)
     return tally
-
-
-def _dimension_values(row: Row) -> tuple[tuple[str, str], ...]:
-    """The value a scan counts under in each dimension; a city keeps its country ("FR|Paris")."""
-    country = row.country or ""
-    return (("country", country), ("city", f"{country}|{row.city}" if row.city else ""),
-            ("device", row.device or ""), ("os", row.os or ""), ("browser", row.browser or ""))
 
 
 def count_visitors(conn: Connection, touched: dict[int, list[int]]) -> dict[tuple[int, int], tuple[int, int]]:

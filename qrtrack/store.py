@@ -251,8 +251,9 @@ def count_codes_by_owner(conn: Connection) -> dict[int, int]:
 
 SCANS_WATERMARK = "scans"
 SECONDS_PER_DAY = 86400
-ROLLUP_SCAN_COLUMNS = (scans.c.id, scans.c.code_id, scans.c.ts, scans.c.is_bot, scans.c.country, scans.c.city,
-                       scans.c.device, scans.c.os, scans.c.browser)
+ROLLUP_DIMENSIONS = ("country", "city", "device", "os", "browser")
+ROLLUP_DIMENSION_COLUMNS = {"country": scans.c.country, "city": scans.c.city, "device": scans.c.device,
+                            "os": scans.c.os, "browser": scans.c.browser}
 ROLLUP_DAY_COLUMNS = (scan_rollup_days.c.day, scan_rollup_days.c.human_scans, scan_rollup_days.c.bot_scans,
                       scan_rollup_days.c.human_visitors, scan_rollup_days.c.all_visitors)
 ROLLUP_VALUE_COLUMNS = (scan_rollup_values.c.dimension, scan_rollup_values.c.day, scan_rollup_values.c.is_bot,
@@ -285,16 +286,32 @@ def get_last_scan_id_before(conn: Connection, *, after_id: int, before_ts: int) 
     return conn.execute(query).scalar()
 
 
-def list_scans_in_id_range(conn: Connection, *, after_id: int, last_id: int | None = None,
-                           limit: int | None = None) -> list[Row]:
-    """Scans with after_id < id <= last_id in id order, with the columns the rollups count."""
+def count_scans_after(conn: Connection, *, after_id: int) -> int:
+    return conn.execute(select(func.count()).select_from(scans).where(scans.c.id > after_id)).scalar_one()
+
+
+def count_scans_by_rollup_key(conn: Connection, *, after_id: int, last_id: int | None = None,
+                              dimension: str | None = None) -> list[Row]:
+    """Scans with after_id < id <= last_id per code, UTC day, bot flag and, given a dimension, its rollup value.
+
+    Only the primary key narrows the rows, so the read is a key range however many scans a code has.
+    """
+    keys = [scans.c.code_id, (scans.c.ts // SECONDS_PER_DAY).label("day"), scans.c.is_bot]
+    if dimension is not None:
+        keys.append(_rollup_value(dimension).label("value"))
     filters = [scans.c.id > after_id]
     if last_id is not None:
         filters.append(scans.c.id <= last_id)
-    query = select(*ROLLUP_SCAN_COLUMNS).where(*filters).order_by(scans.c.id)
-    if limit is not None:
-        query = query.limit(limit)
+    query = select(*keys, func.count().label("scans")).where(*filters).group_by(*keys)
     return list(conn.execute(query))
+
+
+def _rollup_value(dimension: str):
+    """What a scan counts under in a dimension: "" when unknown; a city keeps its country ("FR|Paris")."""
+    if dimension == "city":
+        return case((func.coalesce(scans.c.city, "") == "", ""),
+                    else_=func.coalesce(scans.c.country, "") + "|" + scans.c.city)
+    return func.coalesce(ROLLUP_DIMENSION_COLUMNS[dimension], "")
 
 
 def count_visitors_by_day(conn: Connection, code_id: int, *, first_day: int, last_day: int) -> list[Row]:

@@ -153,6 +153,17 @@ def test_a_day_split_across_rollup_batches_counts_each_visitor_once(db, alice, c
     assert_matches_naive(db, period=last_days(3), code_ids=[code.id], code_id=code.id)
 
 
+def test_a_big_backlog_is_worked_off_over_several_reports_which_say_so_meanwhile(db, code, monkeypatch):
+    monkeypatch.setattr(rollups, "ROLLUP_BATCH", 10)
+    monkeypatch.setattr(analytics, "REFRESH_BUDGET_SECONDS", 0)
+    monkeypatch.setattr(analytics, "MAX_TAIL_SCANS", 15)
+    gen_scans(db, [scan(code.id, NOW - DAY - index, visitor=str(index)) for index in range(50)])
+    progress = [(report.scans, report.uncounted_scans) for report in (
+        analytics.build_report(db, period=last_days(7), code_id=code.id, now=NOW) for _ in range(4))]
+    assert progress == [(10, 40), (20, 30), (30, 20), (50, 0)]
+    assert_matches_naive(db, period=last_days(7), code_ids=[code.id], code_id=code.id)
+
+
 def test_refreshing_twice_adds_nothing_the_second_time(db, code):
     gen_scans(db, [scan(code.id, NOW - DAY), scan(code.id, NOW - DAY, visitor="w")])
     assert rollups.refresh_rollups(db, now=NOW) == 2

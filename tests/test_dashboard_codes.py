@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import insert
 
-from qrtrack import codes, store
+from qrtrack import analytics, codes, rollups, store
 from qrtrack.clock import now_epoch
 from qrtrack.schema import codes as codes_table
 
@@ -415,3 +415,15 @@ def test_the_overview_and_an_unscanned_code_say_there_is_nothing_yet(browser, db
     for path in ("/analytics", f"/codes/{code.uuid}"):
         page = text(browser.get(path))
         assert "No scans in this period" in page and "No scans in this period yet." in page
+
+
+def test_a_page_says_so_while_a_big_backlog_of_scans_is_still_being_added_up(browser, db, alice, monkeypatch):
+    monkeypatch.setattr(rollups, "ROLLUP_BATCH", 2)
+    monkeypatch.setattr(analytics, "REFRESH_BUDGET_SECONDS", 0)
+    monkeypatch.setattr(analytics, "MAX_TAIL_SCANS", 3)
+    code = gen_code(db, alice)
+    add_scans(db, [scan_row(code.id, visitor=str(index)) for index in range(8)])
+    page = text(browser.get(f"/codes/{code.uuid}"))
+    assert "still adding up 6 recent scans" in page and stat(page, "Scans") == "2"
+    browser.get("/analytics")
+    assert "still adding up" not in text(browser.get(f"/codes/{code.uuid}"))
