@@ -12,6 +12,7 @@ from sqlalchemy import insert
 
 from qrtrack import analytics, codes, rollups, store
 from qrtrack.clock import now_epoch
+from qrtrack.errors import ValidationError
 from qrtrack.schema import codes as codes_table
 
 from .conftest import gen_code, gen_user, make_app
@@ -225,6 +226,9 @@ def test_an_oversized_logo_is_refused_next_to_the_field(tmp_path, db):
     too_big_to_read = client.post("/codes/new", data=create_form(logo=(io.BytesIO(b"x" * 300_000), "huge.png")))
     assert too_big_to_read.status_code == 400
     assert "larger than the 4 kB logo limit" in text(too_big_to_read)
+    code = gen_code(app.extensions["qrtrack"].db, 1, label="Kept")
+    too_big_edit = client.post(f"/codes/{code.uuid}/edit", data={"logo": (io.BytesIO(b"x" * 300_000), "huge.png")})
+    assert too_big_edit.status_code == 400 and 'value="Kept"' in text(too_big_edit)
     app.extensions["qrtrack"].db.dispose()
 
 
@@ -427,3 +431,13 @@ def test_a_page_says_so_while_a_big_backlog_of_scans_is_still_being_added_up(bro
     assert "still adding up 6 recent scans" in page and stat(page, "Scans") == "2"
     browser.get("/analytics")
     assert "still adding up" not in text(browser.get(f"/codes/{code.uuid}"))
+
+
+def test_a_refusal_only_the_service_knows_still_shows_beside_its_field(browser, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise ValidationError("label is taken by a rule the form does not know", field="label")
+
+    monkeypatch.setattr(codes, "create_code", refuse)
+    response = browser.post("/codes/new", data=create_form())
+    assert response.status_code == 400
+    assert 'id="label-error">Label is taken by a rule the form does not know.' in text(response)

@@ -104,9 +104,10 @@ def code_new():
     form, errors = {"type": "url", "destination": "", "label": "", "logo": ""}, {}
     if request.method == "POST":
         form, errors = _read_code_form(form)
-        if not errors:
-            code = codes.create_code(services().db, owner_id=current_user.user_id, destination=form["destination"],
-                                     label=form["label"], code_type=form["type"], logo=form["logo"] or None)
+        code = None if errors else _saved(errors, lambda: codes.create_code(
+            services().db, owner_id=current_user.user_id, destination=form["destination"], label=form["label"],
+            code_type=form["type"], logo=form["logo"] or None))
+        if code is not None:
             flash("Your code is ready. Print it anywhere: you can change where it points at any time.", "success")
             return redirect(url_for("dashboard.code_detail", uuid=code.uuid))
     return _render_form(None, form, errors)
@@ -119,16 +120,25 @@ def code_edit(uuid: str):
     form, errors = {"type": code.type, "destination": code.destination, "label": code.label, "logo": ""}, {}
     if request.method == "POST":
         form, errors = _read_code_form(form)
-        if not errors:
-            changes = codes.CodeChanges(destination=form["destination"], label=form["label"],
-                                        logo=form["logo"] or None,
-                                        remove_logo=form["remove_logo"] and not form["logo"])
-            updated = codes.update_code(services().db, owner_id=current_user.user_id, uuid=code.uuid, changes=changes)
+        updated = None if errors else _saved(errors, lambda: codes.update_code(
+            services().db, owner_id=current_user.user_id, uuid=code.uuid, changes=codes.CodeChanges(
+                destination=form["destination"], label=form["label"], logo=form["logo"] or None,
+                remove_logo=form["remove_logo"] and not form["logo"])))
+        if updated is not None:
             if (updated.logo, updated.destination) != (code.logo, code.destination):
                 services().images.discard_prefix(code.slug + "-")
             flash("Changes saved. The next scan already follows them.", "success")
             return redirect(url_for("dashboard.code_detail", uuid=code.uuid))
     return _render_form(code, form, errors)
+
+
+def _saved(errors: dict, save):
+    """What save() returns; a refusal the form checks did not foresee still lands beside its field."""
+    try:
+        return save()
+    except ValidationError as error:
+        errors[error.field or "destination"] = as_sentence(error.message)
+        return None
 
 
 def _render_form(code, form: dict, errors: dict):

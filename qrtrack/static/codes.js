@@ -2,10 +2,11 @@
 (function () {
   "use strict";
 
-  // Forms marked data-autosubmit apply a changed select, checkbox or date at once.
+  // Forms marked data-autosubmit apply a changed select or checkbox at once (dates wait for Apply:
+  // a period usually needs both ends changed).
   document.querySelectorAll("form[data-autosubmit]").forEach(function (form) {
     form.addEventListener("change", function (event) {
-      if (event.target.matches("select, input[type=checkbox], input[type=date]")) {
+      if (event.target.matches("select, input[type=checkbox]")) {
         form.requestSubmit();
       }
     });
