@@ -149,7 +149,7 @@ def build_report(db: Database, *, period: Period, code_id: int | None = None, ow
         watermark = store.get_rollup_watermark(conn)
         backlog = store.count_scans_after(conn, after_id=watermark)
         uncounted = backlog if backlog > MAX_TAIL_SCANS else 0
-        tail = rollups.Tally() if uncounted else _tail_in_scope(conn, watermark, period, **scope)
+        tail = _tail_in_scope(conn, watermark, period, **scope) if 0 < backlog <= MAX_TAIL_SCANS else rollups.Tally()
         days = _day_totals(conn, period, tail, **scope)
         scans, unique_scans, bot_scans = _totals(days.values(), include_bots=include_bots)
         breakdowns = {dimension: _top_values(_value_totals(conn, period, dimension, tail, include_bots, **scope),
