@@ -19,12 +19,9 @@ from .settings_pages import as_sentence
 
 PAGE_SIZE = 25
 SORT_LABELS = {"created": "Created", "updated": "Updated", "scans": "Scans", "label": "Label"}
-STATUS_FILTERS = ("active", "paused", "archived")
 DOWNLOAD_SIZES = (256, 512, 1024, 2048)
 LOGO_DIGEST = re.compile(r"[0-9a-f]{64}")
 FORM_FIELDS = ("type", "destination", "label")
-
-
 PRESETS = ((7, "7 days"), (30, "30 days"), (90, "90 days"), (365, "12 months"))
 
 
@@ -64,7 +61,7 @@ def codes_list():
     search = request.args.get("q", "").strip()[:200]
     sort = request.args.get("sort") if request.args.get("sort") in SORT_LABELS else "created"
     descending = request.args.get("order", "asc" if sort == "label" else "desc") != "asc"
-    status = request.args.get("status") if request.args.get("status") in STATUS_FILTERS else ""
+    status = request.args.get("status") if request.args.get("status") in codes.STATUSES else ""
     page = max(1, request.args.get("page", 1, type=int) or 1)
     rows, total = codes.list_codes(services().db, owner_id=current_user.user_id, search=search or None,
                                    statuses=(status,) if status else None, sort=sort, descending=descending,
@@ -74,7 +71,7 @@ def codes_list():
         return redirect(url_for("dashboard.codes_list", **_list_args(page=pages)))
     return render_template("dashboard/codes/list.html", codes=rows, total=total, page=page, pages=pages,
                            page_size=PAGE_SIZE, search=search, sort=sort, descending=descending, status=status,
-                           sort_labels=SORT_LABELS, status_filters=STATUS_FILTERS, list_args=_list_args,
+                           sort_labels=SORT_LABELS, status_filters=codes.STATUSES, list_args=_list_args,
                            pager_numbers=_pager_numbers)
 
 
