@@ -441,3 +441,25 @@ def test_a_refusal_only_the_service_knows_still_shows_beside_its_field(browser, 
     response = browser.post("/codes/new", data=create_form())
     assert response.status_code == 400
     assert 'id="label-error">Label is taken by a rule the form does not know.' in text(response)
+
+
+@pytest.mark.parametrize(("tallest", "ticks"), [
+    (0, [4, 3, 2, 1, 0]), (3, [4, 3, 2, 1, 0]), (9, [20, 15, 10, 5, 0]), (830, [1000, 750, 500, 250, 0]),
+    (1001, [2000, 1500, 1000, 500, 0]),
+])
+def test_the_chart_scale_is_round_and_the_tallest_bar_fills_about_half_or_more(tallest, ticks):
+    from datetime import date
+
+    from qrtrack.dashboard.charts import scans_chart
+
+    series = [analytics.Bucket(start=date(2026, 4, day), scans=scans, unique_scans=scans // 2)
+              for day, scans in ((1, tallest), (2, tallest // 2))]
+    report = analytics.Report(period=analytics.Period(date(2026, 4, 1), date(2026, 4, 2)), granularity="day",
+                              include_bots=False, scans=tallest, unique_scans=0, bot_scans=0, series=series,
+                              breakdowns={}, latest=[])
+    chart = scans_chart(report)
+    assert chart.tick_labels == ticks
+    assert chart.is_empty == (tallest == 0)
+    if tallest >= 10:
+        assert chart.bars[0].height >= chart.height / 2 and chart.bars[0].y + chart.bars[0].height == chart.height
+    assert "Wed 1 Apr 2026" in chart.bars[0].title

@@ -13,7 +13,7 @@ from ..analytics import Bucket, Report
 WIDTH = 1000
 HEIGHT = 200
 GRIDLINES = 4
-NICE_STEPS = (1, 2, 5)
+NICE_STEPS = (1, 2, 2.5, 5)
 
 
 @dataclass(frozen=True)
@@ -60,12 +60,14 @@ def scans_chart(report: Report) -> Chart:
 
 
 def _nice_step(raw: float) -> int:
-    """The smallest 1, 2 or 5 times a power of ten at or above raw, so gridlines fall on round numbers."""
+    """The smallest 1, 2, 2.5 or 5 times a power of ten at or above raw (a whole number), so that gridlines
+    fall on round numbers and the tallest bar fills about half of the chart or more."""
     power = 1
     while True:
         for nice in NICE_STEPS:
-            if power * nice >= raw:
-                return power * nice
+            step = power * nice
+            if step >= raw and step == int(step):
+                return int(step)
         power *= 10
 
 
