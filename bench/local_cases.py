@@ -1,0 +1,91 @@
+"""Cases measured without a server: image-cold (rendering in-process) and cgi (one process per request)."""
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .context import Bench, Row, met, ratio
+from .data import app_settings, logo_png
+from .load import PHONE_USER_AGENT, BenchError, alternate, median, time_call
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CGI_TIMEOUT_SECONDS = 60
+SCAN_COUNT_SQL = "SELECT scan_count FROM codes WHERE id = ?"
+# The CGI entries a host may run, the first present one being what the target is about; run with this
+# interpreter (the venv's), as app.cgi's first line should point at, so hosting.use_venv() does not re-exec.
+CGI_ENTRIES = {"app.cgi": "app.cgi (the shipped CGI entry)", "app.py": "python app.py (the whole app)"}
+
+
+def measure_image_cold(bench: Bench) -> list[Row]:
+    import qrcode
+
+    from qrtrack import qrimage
+
+    logo = qrimage.sanitize_logo(logo_png())
+    short_url = f"https://qr.example.com/p/{bench.data.image_slug}"
+    rounds = 3 if bench.quick else 31
+    samples = alternate(rounds + 1, {
+        "ours": lambda: time_call(lambda: qrimage.render_png(short_url, logo=logo)),
+        "qrcode": lambda: time_call(lambda: qrcode.make(short_url).save(io.BytesIO()))})
+    ours, plain = median(samples["ours"][1:]), median(samples["qrcode"][1:])  # the first call warms caches
+    return [Row("image-cold", "render_png with a logo, in-process", f"{ours:.1f} ms",
+                f"{plain:.1f} ms qrcode.make PNG", ratio(ours, plain), "< 15 ms", met(ours < 15),
+                f"{qrimage.DEFAULT_SIZE} px, error correction H; baseline: no logo, qrcode's defaults; "
+                f"median of {rounds}")]
+
+
+def measure_cgi(bench: Bench) -> list[Row]:
+    """The shipped CGI entry (app.cgi, whose fast path answers scans without Flask) and `python app.py` (the
+    whole app under CGIHandler), each against a minimal Flask CGI app, all three in turn."""
+    environ = cgi_environ(bench, f"/p/{bench.data.scan_slug}")
+    entries = [name for name in CGI_ENTRIES if (PROJECT_ROOT / name).is_file()]
+    commands = {name: [sys.executable, str(PROJECT_ROOT / name)] for name in entries}
+    commands["flask"] = [sys.executable, str(PROJECT_ROOT / "bench" / "baseline_apps.py")]
+    rounds, warm_up = (1, 0) if bench.quick else (11, 1)  # a first, uncounted round fills the page cache
+    before = bench.count(SCAN_COUNT_SQL, bench.data.scan_code_id)
+    measures = {name: (lambda command=command: _time_cgi(command, environ)) for name, command in commands.items()}
+    measures["python"] = lambda: _time_process([sys.executable, "-c", "pass"], environ)[0]  # the floor
+    samples = alternate(warm_up + rounds, measures)
+    recorded = bench.count(SCAN_COUNT_SQL, bench.data.scan_code_id) - before
+    flask, floor = median(samples["flask"][warm_up:]), median(samples["python"][warm_up:])
+    rows = []
+    for number, name in enumerate(entries):
+        ours = median(samples[name][warm_up:])
+        target, result = ("≤ 30 ms and ≤ 0.2×", met(ours <= 30 and ours <= 0.2 * flask)) if number == 0 else (
+            "report", "report")
+        rows.append(Row("cgi", f"CGI scan through {CGI_ENTRIES[name]}, process start to exit", f"{ours:.1f} ms",
+                        f"{flask:.1f} ms minimal Flask CGI", ratio(ours, flask), target, result,
+                        f"median of {rounds}; `python -c pass` alone {floor:.1f} ms; {recorded} of "
+                        f"{(warm_up + rounds) * len(entries)} scans stored across the entries"))
+    return rows
+
+
+def cgi_environ(bench: Bench, path: str) -> dict[str, str]:
+    """What Apache's mod_cgi hands a script for GET path, plus the app's settings."""
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
+        **app_settings(bench.data.instance, secret_key=bench.secret_key),
+        "GATEWAY_INTERFACE": "CGI/1.1", "SERVER_SOFTWARE": "Apache", "REQUEST_METHOD": "GET",
+        "SCRIPT_NAME": "", "PATH_INFO": path, "QUERY_STRING": "", "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "203.0.113.7",
+        "HTTP_HOST": "127.0.0.1", "HTTP_USER_AGENT": PHONE_USER_AGENT,
+    }
+
+
+def _time_cgi(command: list[str], environ: dict[str, str]) -> float:
+    elapsed, completed = _time_process(command, environ)
+    if not completed.stdout.startswith(b"Status: 302"):
+        raise BenchError(f"{' '.join(command[1:])} did not answer 302 under CGI: "
+                         f"{completed.stdout[:200]!r} {completed.stderr[-500:]!r}")
+    return elapsed
+
+
+def _time_process(command: list[str], environ: dict[str, str]) -> tuple[float, subprocess.CompletedProcess]:
+    """Milliseconds from starting the process to its exit, and what it wrote."""
+    started = time.perf_counter()
+    completed = subprocess.run(command, env=environ, cwd=PROJECT_ROOT, capture_output=True,
+                               timeout=CGI_TIMEOUT_SECONDS)
+    return (time.perf_counter() - started) * 1000, completed

@@ -1,0 +1,77 @@
+"""bench/run.py --quick runs every case and prints its results table, so the benchmark cannot rot unnoticed.
+
+Only the shape of the table is checked (a row per case, a numeric ratio), never a timing: these
+machines are shared and noisy, and bench/RESULTS.md is where the numbers live.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from qrtrack.config import PROJECT_ROOT
+
+from .conftest import env_without_settings
+
+pytestmark = pytest.mark.server
+
+RUN = PROJECT_ROOT / "bench" / "run.py"
+CASES = ("scan", "memory", "image-warm", "image-cold", "api-list", "api-create", "analytics", "cgi")
+NEEDS_WRK = {"scan", "memory", "image-warm", "api-create"}
+COLUMNS = ("case", "measure", "ours", "baseline", "ratio", "target", "result", "notes")
+RATIO = re.compile(r"\d+(\.\d+)?×")
+RUN_TIMEOUT_SECONDS = 55
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in {"", "0", "false", "no"}
+
+
+def has_wrk() -> bool:
+    return shutil.which("wrk") is not None
+
+
+def require_wrk(case: str) -> None:
+    if case not in NEEDS_WRK or has_wrk():
+        return
+    message = f"bench case {case!r} drives its load with wrk, which is not installed (apt-get install -y wrk)"
+    if in_ci():
+        pytest.fail(message + "; CI must run every case: add wrk to the apt packages manage.py test installs")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def quick_run() -> subprocess.CompletedProcess:
+    cases = [case for case in CASES if case not in NEEDS_WRK or has_wrk()]  # require_wrk reports the others
+    return subprocess.run([sys.executable, str(RUN), "--quick", *cases], cwd=PROJECT_ROOT,
+                          env=env_without_settings(), capture_output=True, text=True, timeout=RUN_TIMEOUT_SECONDS)
+
+
+@pytest.fixture(scope="module")
+def table_rows(quick_run: subprocess.CompletedProcess) -> list[dict[str, str]]:
+    lines = [line for line in quick_run.stdout.splitlines() if line.startswith("|")]
+    assert lines, f"no results table; exit {quick_run.returncode}\n{quick_run.stderr[-3000:]}"
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    assert tuple(header) == COLUMNS
+    return [dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")), strict=True))
+            for line in lines[2:]]
+
+
+def test_quick_run_finishes_without_errors(quick_run, table_rows):
+    errors = [row for row in table_rows if row["result"] == "error"]
+    assert not errors, errors
+    assert quick_run.returncode == 0, quick_run.stderr[-3000:]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_each_case_reports_a_ratio_against_its_baseline(case, table_rows):
+    require_wrk(case)
+    rows = [row for row in table_rows if row["case"] == case]
+    assert rows, f"no row for {case}"
+    assert any(RATIO.fullmatch(row["ratio"]) for row in rows), rows
+    assert all(row["result"] in {"met", "missed", "report", "n/a"} for row in rows), rows
+
