@@ -64,6 +64,12 @@ def logo_url(logo: str | None) -> str | None:
     return f"{public_base_url()}/logo/{logo}.png" if logo else None
 
 
+def as_sentence(message: str) -> str:
+    """Service messages are lower-case clauses; on a page they read as sentences."""
+    message = message.strip()
+    return message[:1].upper() + message[1:] + ("" if message.endswith((".", "!", "?")) else ".")
+
+
 def wants_json() -> bool:
     return request.blueprint == "api" or request.path.endswith("/api.php") or request.path.startswith("/api/")
 
@@ -73,7 +79,7 @@ def error_response(status: int, code: str, message: str, *, field: str | None = 
         response = jsonify(error_body(code, message, field=field))
     else:
         response = current_app.make_response(
-            render_template("errors/error.html", status=status, message=message), )
+            render_template("errors/error.html", status=status, message=as_sentence(message)))
     response.status_code = status
     return response
 

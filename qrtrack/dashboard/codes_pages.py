@@ -12,10 +12,9 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from .. import analytics, codes, qrimage
 from ..errors import ValidationError
-from ..web import services, short_url
+from ..web import as_sentence, services, short_url
 from . import bp
 from .charts import scans_chart
-from .settings_pages import as_sentence
 
 PAGE_SIZE = 25
 SORT_LABELS = {"created": "Created", "updated": "Updated", "scans": "Scans", "label": "Label"}

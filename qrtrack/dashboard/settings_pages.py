@@ -9,7 +9,7 @@ from flask_login import current_user, login_required, login_user
 from .. import accounts, keys
 from ..clock import isoformat_utc, now_epoch
 from ..errors import NotFound, QrTrackError
-from ..web import services
+from ..web import as_sentence, services
 
 # console_pages and reference_pages are the rest of the settings pages: importing them adds their routes.
 from . import DashboardUser, admin_required, bp, console_pages, reference_pages  # noqa: F401
@@ -34,23 +34,17 @@ def iso_time(epoch: int | None) -> str:
 
 @bp.app_template_filter("time_ago")
 def time_ago(epoch: int | None) -> str:
-    """'just now', '5 minutes ago', '3 days ago'; past a month, the date."""
+    """'just now', '5 minutes ago', '3 days ago'; past a month, empty (pages then show the exact date)."""
     if epoch is None:
         return "never"
     elapsed = max(0, now_epoch() - epoch)
     if elapsed < 60:
         return "just now"
     if elapsed >= 30 * 86400:
-        return datetime.fromtimestamp(epoch, tz=UTC).strftime("%d %b %Y")
+        return ""
     seconds, unit = next((s, u) for s, u in TIME_UNITS if elapsed >= s)
     count = elapsed // seconds
     return f"{count} {unit}{'' if count == 1 else 's'} ago"
-
-
-def as_sentence(message: str) -> str:
-    """Service messages are lower-case clauses; on a page they read as sentences."""
-    message = message.strip()
-    return message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")
 
 
 # --- your account ------------------------------------------------------------------------------

@@ -95,7 +95,7 @@
     ui.response.hidden = false;
     ui.status.className = statusClass(result.status);
     ui.status.textContent = result.status + " " + result.status_text;
-    ui.duration.textContent = result.duration_ms + " ms";
+    ui.duration.textContent = result.duration_ms + " ms round trip";
     ui.headers.replaceChildren.apply(ui.headers, result.headers.map(function (pair) {
       const row = document.createElement("tr");
       const name = document.createElement("th");
