@@ -158,7 +158,8 @@ def get_code(principal: keys.ApiPrincipal, uuid: str, page: PageArgs) -> dict[st
     code = codes.get_code(services().db, owner_id=principal.user_id, uuid=uuid)
     limit = page.limit or DEFAULT_SCAN_PAGE
     # One row more than asked for tells whether an older page exists, so next_before is null on the last.
-    rows, total = codes.scan_log(services().db, code_id=code.id, limit=limit + 1, before_id=page.before)
+    rows = codes.scan_log(services().db, code_id=code.id, limit=limit + 1, before_id=page.before)
+    total = int(code.scan_count)
     next_before = rows[limit - 1].id if len(rows) > limit else None
     return {**code_summary(code), "scans": [scan_entry(row) for row in rows[:limit]], "scan_count": code.scan_count,
             "scans_total": total, "next_before": next_before}

@@ -204,9 +204,7 @@ def logo_path(logo_dir: Path, logo: str) -> Path:
     return logo_dir / f"{logo}.png"
 
 
-def scan_log(db: Database, *, code_id: int, limit: int, before_id: int | None = None) -> tuple[list[Row], int]:
-    """A page of a code's scan log, newest first, and the total number of its scans."""
+def scan_log(db: Database, *, code_id: int, limit: int, before_id: int | None = None) -> list[Row]:
+    """A page of a code's scan log, newest first (its total is the code's scan_count, kept in step)."""
     with db.read() as conn:
-        rows = store.list_scans(conn, code_id, limit=limit, before_id=before_id)
-        total = store.count_scans(conn, code_id)
-    return rows, total
+        return store.list_scans(conn, code_id, limit=limit, before_id=before_id)

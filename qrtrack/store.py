@@ -4,7 +4,22 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, and_, case, delete, distinct, func, insert, or_, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Row,
+    and_,
+    case,
+    delete,
+    distinct,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
 
 from . import scanstore
 from .schema import api_calls, api_keys, codes, rollup_watermarks, scan_rollup_days, scan_rollup_values, scans, users
@@ -197,11 +212,19 @@ class SqlAlchemyScanStore:
 
 def list_scans(conn: Connection, code_id: int, *, limit: int, before_id: int | None = None,
                start: int | None = None, end: int | None = None, include_bots: bool = True) -> list[Row]:
-    """Newest first; before_id is the keyset cursor from the previous page."""
+    """Newest first by (ts, id), which the (code_id, ts) index serves without sorting the whole log.
+
+    before_id is the keyset cursor from the previous page: the last scan shown there.
+    """
     filters = _scan_filters(code_id, start=start, end=end, include_bots=include_bots)
     if before_id is not None:
-        filters.append(scans.c.id < before_id)
-    query = select(*SCAN_LOG_COLUMNS).where(*filters).order_by(scans.c.id.desc()).limit(limit)
+        cursor = select(scans.c.ts, scans.c.id).where(scans.c.id == before_id, scans.c.code_id == code_id)
+        position = conn.execute(cursor).first()
+        if position is None:
+            return []
+        filters.append(tuple_(scans.c.ts, scans.c.id) < tuple_(position.ts, position.id))
+    query = (select(*SCAN_LOG_COLUMNS).where(*filters)
+             .order_by(scans.c.ts.desc(), scans.c.id.desc()).limit(limit))
     return list(conn.execute(query))
 
 
@@ -214,12 +237,6 @@ def _scan_filters(code_id: int, *, start: int | None, end: int | None, include_b
     if end is not None:
         filters.append(scans.c.ts < end)
     return filters
-
-
-def count_scans(conn: Connection, code_id: int, *, start: int | None = None, end: int | None = None,
-                include_bots: bool = True) -> int:
-    filters = _scan_filters(code_id, start=start, end=end, include_bots=include_bots)
-    return conn.execute(select(func.count()).select_from(scans).where(*filters)).scalar_one()
 
 
 # --- api call log ------------------------------------------------------------------------------
