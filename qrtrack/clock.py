@@ -13,7 +13,7 @@ def isoformat_utc(epoch: int | None) -> str | None:
     """2026-04-15T18:24:11Z, the shape the API contract uses; None stays None."""
     if epoch is None:
         return None
-    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 def parse_iso_utc(text: str) -> int:

@@ -56,14 +56,6 @@ def short_url(slug: str) -> str:
     return f"{public_base_url()}/p/{slug}"
 
 
-def qr_image_url(slug: str, kind: str = "png") -> str:
-    return f"{public_base_url()}/img/{slug}.{kind}"
-
-
-def logo_url(logo: str | None) -> str | None:
-    return f"{public_base_url()}/logo/{logo}.png" if logo else None
-
-
 def as_sentence(message: str) -> str:
     """Service messages are lower-case clauses; on a page they read as sentences."""
     message = message.strip()
