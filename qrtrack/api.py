@@ -15,7 +15,7 @@ from werkzeug.exceptions import MethodNotAllowed
 
 from . import codes, keys, store
 from .clock import isoformat_utc, now_epoch
-from .errors import QrTrackError, ValidationError
+from .errors import PayloadTooLarge, QrTrackError, UnsupportedMediaType, ValidationError
 from .openapi import MAX_PAGE_SIZE, MAX_QUERY_INTEGER, openapi_document
 from .web import CONSOLE_PRINCIPAL_ENVIRON_KEY, public_base_url, services
 
@@ -28,16 +28,6 @@ INTEGER_ARG = re.compile(r"[+-]?[0-9]{1,25}")
 # The secret part of anything shaped like one of our keys, wherever a client put it (?api_key=, even
 # percent-encoded), never reaches the call log.
 KEY_SECRET = re.compile(f"[0-9A-Fa-f]{{{2 * keys.KEY_RANDOM_BYTES},}}")
-
-
-class PayloadTooLarge(QrTrackError):
-    status = 413
-    code = "payload_too_large"
-
-
-class UnsupportedMediaType(QrTrackError):
-    status = 415
-    code = "unsupported_media_type"
 
 
 def current_principal() -> keys.ApiPrincipal:

@@ -43,6 +43,16 @@ class Conflict(QrTrackError):
     code = "conflict"
 
 
+class PayloadTooLarge(QrTrackError):
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(QrTrackError):
+    status = 415
+    code = "unsupported_media_type"
+
+
 class Gone(QrTrackError):
     status = 410
     code = "gone"
