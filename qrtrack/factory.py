@@ -10,7 +10,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import DEFAULT_ENV_FILE, PROJECT_ROOT, Settings, load_settings
-from .fastpath import ScanFastPath
+from .fastpath import FastPath
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -34,10 +34,12 @@ def build_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from .cli import register_commands
 
     register_commands(app)
+    app_services = app.extensions["qrtrack"]
+    app.wsgi_app = FastPath(app.wsgi_app, app_services.recorder, images=app_services.images,
+                            base_url=settings.BASE_URL)
     if settings.TRUST_PROXY:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.TRUST_PROXY, x_proto=settings.TRUST_PROXY,
                                 x_host=settings.TRUST_PROXY, x_prefix=settings.TRUST_PROXY)
-    app.wsgi_app = ScanFastPath(app.wsgi_app, app.extensions["qrtrack"].recorder)
     return app
 
 
@@ -71,7 +73,7 @@ def _build_services(app: Flask, settings: Settings) -> None:
     from .db import Database, ensure_schema, make_engine
     from .fastpath import make_recorder
     from .geo import GeoLocator
-    from .qrimage import ImageCache
+    from .imagecache import ImageCache
     from .web import AppServices
 
     settings.INSTANCE_PATH.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,11 @@
-"""Lean handlers for the hot path: GET /p/<slug> for an active code, answered without Flask.
+"""Lean handlers for the hot paths, answered without Flask: scans and already-rendered QR images.
 
-ScanFastPath sits in front of the Flask app in long-running servers; serve_cgi_scan answers
-the same request in a one-shot CGI process. Both record the scan through the same
-ScanRecorder before sending the 302. Anything else, including unknown or paused codes whose
-friendly pages need templates, falls through to the full app.
+FastPath sits in front of the Flask app in long-running servers: GET /p/<slug> of an active
+code records the scan (through the same ScanRecorder as everywhere) and redirects; GET
+/img/<slug>.png|svg is served from the image cache when the image is there. serve_cgi_scan
+answers a scan in a one-shot CGI process. Anything else — unknown or paused codes, whose
+friendly pages need templates, images not rendered yet, any other page — falls through to the
+full app, so a lean answer is only ever a faster copy of the app's own.
 """
 from __future__ import annotations
 
@@ -12,15 +14,21 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+from urllib.parse import quote
 
+from . import imagecache
 from .config import Settings
 from .errors import QrTrackError
 from .geo import GeoLocator
+from .imagecache import ImageCache
 from .scans import ScanRecorder, ScanStore
 from .scanstore import SqliteScanStore
 from .useragent import ClientInfo, classify_user_agent
 
 SCAN_PATH = re.compile(r"/p/([A-Za-z0-9]{1,16})")
+IMAGE_PATH = re.compile(r"/img/([A-Za-z0-9]{1,16})\.(png|svg)")
+IMAGE_SIZE_QUERY = re.compile(r"size=(\d{1,5})")
+DEFAULT_PORTS = {"http": "80", "https": "443"}
 REDIRECT_HEADERS = (("Cache-Control", "no-store"), ("Content-Length", "0"))
 WsgiApp = Callable[[dict[str, Any], Callable], Iterable[bytes]]
 
@@ -59,12 +67,42 @@ def make_recorder(settings: Settings, *, classify: Callable[[str], ClientInfo] =
                         visitor_secret=settings.SECRET_KEY, classify=classify)
 
 
-class ScanFastPath:
-    """WSGI middleware: records and redirects scans of active codes, passes everything else on."""
+def image_request(environ: Mapping[str, Any]) -> tuple[str, str, int | None] | None:
+    """(slug, kind, size) for a GET or HEAD of /img/<slug>.png|svg with no query but ?size=N, else None."""
+    if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+        return None
+    match = IMAGE_PATH.fullmatch(environ.get("PATH_INFO", ""))
+    query = environ.get("QUERY_STRING", "")
+    size_match = IMAGE_SIZE_QUERY.fullmatch(query)
+    if match is None or (query and (size_match is None or match.group(2) != "png")):
+        return None
+    slug, kind = match.groups()
+    if kind == "svg":
+        return slug, kind, None
+    return slug, kind, imagecache.clamp_size(int(size_match.group(1)) if size_match else None)
 
-    def __init__(self, app: WsgiApp, recorder: ScanRecorder):
+
+def request_base_url(environ: Mapping[str, Any]) -> str:
+    """Werkzeug's request.url_root without the trailing slash: scheme, host and the folder mounted at.
+
+    Should it ever differ from Flask's, the image cache simply misses and Flask answers.
+    """
+    scheme = environ.get("wsgi.url_scheme", "http")
+    host = environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}"
+    name, _, port = host.rpartition(":") if host.count(":") == 1 else (host, "", "")
+    if port == DEFAULT_PORTS.get(scheme):
+        host = name
+    return f"{scheme}://{host}{quote(environ.get('SCRIPT_NAME', '').rstrip('/'))}"
+
+
+class FastPath:
+    """WSGI middleware: answers scans of active codes and cached images, passes everything else on."""
+
+    def __init__(self, app: WsgiApp, recorder: ScanRecorder, *, images: ImageCache, base_url: str | None):
         self.app = app
         self.recorder = recorder
+        self.images = images
+        self.base_url = base_url
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         slug = scan_slug(environ)
@@ -75,7 +113,31 @@ class ScanFastPath:
                 return self.app(environ, start_response)
             start_response("302 Found", [("Location", location_header(destination)), *REDIRECT_HEADERS])
             return [b""]
-        return self.app(environ, start_response)
+        image = image_request(environ)
+        content = self._cached_image(environ, *image) if image is not None else None
+        if content is None:
+            return self.app(environ, start_response)
+        return self._image_response(environ, start_response, content, kind=image[1])
+
+    def _cached_image(self, environ: Mapping[str, Any], slug: str, kind: str, size: int | None) -> bytes | None:
+        found = self.recorder.scan_store.find_logo(slug)
+        if found is None:
+            return None
+        data = f"{self.base_url or request_base_url(environ)}/p/{slug}"
+        fingerprint = imagecache.image_fingerprint(data, found[0])
+        return self.images.get(imagecache.cache_key(slug, kind=kind, size=size, fingerprint=fingerprint))
+
+    def _image_response(self, environ: Mapping[str, Any], start_response: Callable, content: bytes, *,
+                        kind: str) -> Iterable[bytes]:
+        etag = imagecache.etag_for(content)
+        headers = [("ETag", etag), ("Cache-Control", imagecache.IMAGE_CACHE_CONTROL),
+                   ("X-Content-Type-Options", "nosniff")]
+        if etag in environ.get("HTTP_IF_NONE_MATCH", ""):
+            start_response("304 Not Modified", headers)
+            return [b""]
+        start_response("200 OK", [("Content-Type", imagecache.MIMETYPES[kind]),
+                                  ("Content-Length", str(len(content))), *headers])
+        return [b""] if environ.get("REQUEST_METHOD") == "HEAD" else [content]
 
 
 def serve_cgi_scan(environ: Mapping[str, str] | None = None, *, out=None) -> bool:

@@ -1,18 +1,15 @@
 """Blueprint for what a QR code's readers reach: /p/<slug> (scan and redirect), /img/<slug>.png|svg, logos."""
 from __future__ import annotations
 
-import hashlib
-
 from flask import Blueprint, Response, abort, redirect, render_template, request, send_file
 
-from . import qrimage, store
+from . import imagecache, qrimage, store
 from .codes import logo_path
 from .errors import Gone, NotFound
 from .web import services, short_url
 
 bp = Blueprint("public", __name__)
 SLUG_MAX_LENGTH = 16
-IMAGE_CACHE_CONTROL = "public, max-age=300"
 
 
 @bp.get("/p/<slug>")
@@ -30,7 +27,7 @@ def scan_redirect(slug: str):
 
 @bp.get("/img/<slug>.png")
 def qr_png(slug: str):
-    return _qr_image(slug, kind="png", size=qrimage.clamp_size(request.args.get("size", type=int)))
+    return _qr_image(slug, kind="png", size=imagecache.clamp_size(request.args.get("size", type=int)))
 
 
 @bp.get("/img/<slug>.svg")
@@ -45,13 +42,13 @@ def _qr_image(slug: str, *, kind: str, size: int | None) -> Response:
     if code is None:
         abort(404, "no QR code at this address")
     data = short_url(code.slug)
-    fingerprint = hashlib.sha256(f"{data}|{code.logo or ''}".encode()).hexdigest()
-    key = qrimage.cache_key(code.slug, kind=kind, size=size, fingerprint=fingerprint)
+    fingerprint = imagecache.image_fingerprint(data, code.logo)
+    key = imagecache.cache_key(code.slug, kind=kind, size=size, fingerprint=fingerprint)
     content = app_services.images.get(key)
     if content is None:
         content = _render(kind, data, size, _logo_bytes(code.logo))
         app_services.images.put(key, content)
-    return _cached_response(content, mimetype="image/png" if kind == "png" else "image/svg+xml")
+    return _cached_response(content, mimetype=imagecache.MIMETYPES[kind])
 
 
 def _render(kind: str, data: str, size: int | None, logo: bytes | None) -> bytes:
@@ -69,8 +66,8 @@ def _logo_bytes(logo: str | None) -> bytes | None:
 
 def _cached_response(content: bytes, *, mimetype: str) -> Response:
     response = Response(content, mimetype=mimetype)
-    response.set_etag(qrimage.etag_for(content).strip('"'))
-    response.headers["Cache-Control"] = IMAGE_CACHE_CONTROL
+    response.set_etag(imagecache.etag_for(content).strip('"'))
+    response.headers["Cache-Control"] = imagecache.IMAGE_CACHE_CONTROL
     return response.make_conditional(request)
 
 

@@ -1,4 +1,4 @@
-"""Render QR codes as PNG or SVG bytes, vet uploaded logos, and cache images on disk.
+"""Render QR codes as PNG or SVG bytes and vet uploaded logos (the disk cache is imagecache.py).
 
 Pure module: no Flask, no database. Callers pass plain values and get bytes back.
 """
@@ -6,21 +6,14 @@ Pure module: no Flask, no database. Callers pass plain values and get bytes back
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
-import os
-import re
-import tempfile
 import warnings
-from pathlib import Path
 
 import qrcode
 import qrcode.constants
 from PIL import Image, ImageOps
 
-MIN_SIZE = 64
-MAX_SIZE = 2048
-DEFAULT_SIZE = 400
+from .imagecache import DEFAULT_SIZE, MAX_SIZE, MIN_SIZE, clamp_size  # noqa: F401 - part of this module's interface
 
 QUIET_ZONE = 4  # modules of white border, as the QR spec asks
 LOGO_RATIO = 0.25  # logo and its pad, as a fraction of the image width; 0.35 stops decoding
@@ -29,19 +22,10 @@ LOGO_FORMATS = ("PNG", "JPEG", "WEBP")
 # Pillow reports a JPEG carrying extra frames (common from phone cameras) as MPO.
 ACCEPTED_FORMATS = frozenset(LOGO_FORMATS) | {"MPO"}
 SVG_MODULE_PX = 10  # intrinsic width and height of an SVG, in pixels per module
-_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-_KINDS = frozenset({"png", "svg"})
 
 
 class InvalidLogo(ValueError):
     """An uploaded logo was refused; str(exc) is a message fit to show the user."""
-
-
-def clamp_size(size: int | None) -> int:
-    """Return DEFAULT_SIZE for None, else size clamped into [MIN_SIZE, MAX_SIZE]."""
-    if size is None:
-        return DEFAULT_SIZE
-    return max(MIN_SIZE, min(MAX_SIZE, int(size)))
 
 
 def _module_matrix(data: str, *, has_logo: bool) -> list[list[bool]]:
@@ -202,80 +186,3 @@ def _open_logo(raw: bytes, *, max_pixels: int) -> Image.Image:
     if image.width * image.height > max_pixels:
         raise InvalidLogo("The logo has too many pixels")
     return image
-
-
-class ImageCache:
-    """Rendered images kept as files named by key in one directory.
-
-    Keys are file-name-safe (see cache_key). The directory is created on the
-    first write. Writes are atomic, so readers never see half a file.
-    """
-
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
-        self.directory = Path(directory)
-
-    def get(self, key: str) -> bytes | None:
-        """Return the cached bytes for key, or None when absent."""
-        try:
-            content = self._path(key).read_bytes()
-        except FileNotFoundError:
-            return None
-        # An empty file can only come from a crash mid-write on some file systems.
-        return content or None
-
-    def put(self, key: str, content: bytes) -> None:
-        """Store content under key, replacing any earlier version atomically."""
-        path = self._path(key)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        # A leading dot keeps temporary files out of every key and every prefix.
-        fd, temp_name = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as temp_file:
-                temp_file.write(content)
-            os.replace(temp_name, path)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
-
-    def discard_prefix(self, prefix: str) -> None:
-        """Delete every cached file whose key starts with prefix (non-empty)."""
-        _check_name(prefix, what="prefix")
-        try:
-            entries = list(os.scandir(self.directory))
-        except FileNotFoundError:
-            return
-        for entry in entries:
-            if entry.name.startswith(prefix) and entry.is_file():
-                Path(entry.path).unlink(missing_ok=True)
-
-    def _path(self, key: str) -> Path:
-        """Return the file path for key, refusing anything that is not a plain file name."""
-        _check_name(key, what="key")
-        return self.directory / key
-
-
-def _check_name(name: str, *, what: str) -> None:
-    """Raise ValueError unless name is a non-empty, file-name-safe string not starting with a dot."""
-    if not _SAFE_NAME.fullmatch(name):
-        raise ValueError(f"Unsafe cache {what}: {name!r}")
-
-
-def cache_key(slug: str, *, kind: str, size: int | None, fingerprint: str) -> str:
-    """Return the cache key for one rendering of a code's image.
-
-    Shape: "{slug}-{fingerprint[:16]}-{size}.{kind}", or "{slug}-{fingerprint[:16]}.{kind}"
-    when size is None (SVG). Every key starts with slug + "-", so
-    discard_prefix(slug + "-") drops all variants. Raises ValueError for an
-    unknown kind or a slug or fingerprint that is not file-name-safe.
-    """
-    if kind not in _KINDS:
-        raise ValueError(f"Unknown image kind: {kind!r}")
-    _check_name(slug, what="slug")
-    _check_name(fingerprint, what="fingerprint")
-    size_part = "" if size is None else f"-{int(size)}"
-    return f"{slug}-{fingerprint[:16]}{size_part}.{kind}"
-
-
-def etag_for(content: bytes) -> str:
-    """Return a strong, quoted ETag for content: the first 32 hex digits of its SHA-256."""
-    return '"' + hashlib.sha256(content).hexdigest()[:32] + '"'

@@ -20,6 +20,7 @@ FIND_SCAN_TARGET_SQL = "SELECT id, destination, status FROM codes WHERE slug = :
 INSERT_SCAN_SQL = (f"INSERT INTO scans ({', '.join(SCAN_COLUMNS)}) "
                    f"VALUES ({', '.join(':' + column for column in SCAN_COLUMNS)})")
 COUNT_SCANS_SQL = "UPDATE codes SET scan_count = scan_count + :added WHERE id = :code_id"
+FIND_IMAGE_SOURCE_SQL = "SELECT logo FROM codes WHERE slug = :slug"
 BUSY_TIMEOUT_SECONDS = 10
 
 
@@ -112,6 +113,10 @@ class SqliteScanStore:
     def find_target(self, slug: str) -> tuple[int, str, str] | None:
         """(code id, destination, status) for slug, or None."""
         return self._connection().execute(FIND_SCAN_TARGET_SQL, {"slug": slug}).fetchone()
+
+    def find_logo(self, slug: str) -> tuple[str | None] | None:
+        """(logo content hash or None) for an existing code, None when there is no such code."""
+        return self._connection().execute(FIND_IMAGE_SOURCE_SQL, {"slug": slug}).fetchone()
 
     def write(self, rows: list[Mapping[str, Any]]) -> None:
         """Insert the scans and bump their codes' counts; committed when this returns."""

@@ -205,6 +205,11 @@ class SqlAlchemyScanStore:
             row = conn.execute(text(scanstore.FIND_SCAN_TARGET_SQL), {"slug": slug}).first()
         return tuple(row) if row is not None else None
 
+    def find_logo(self, slug: str) -> tuple[str | None] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(text(scanstore.FIND_IMAGE_SOURCE_SQL), {"slug": slug}).first()
+        return tuple(row) if row is not None else None
+
     def write(self, rows: list[Mapping[str, Any]]) -> None:
         with self.engine.begin() as conn:
             insert_scans(conn, rows)

@@ -11,7 +11,7 @@ from .config import Settings
 from .db import Database
 from .errors import QrTrackError, error_body
 from .geo import GeoLocator
-from .qrimage import ImageCache
+from .imagecache import ImageCache
 from .scans import ScanRecorder
 
 CONSOLE_PRINCIPAL_ENVIRON_KEY = "qrtrack.console_principal"

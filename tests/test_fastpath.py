@@ -105,3 +105,43 @@ def test_cgi_scan_imports_neither_flask_nor_sqlalchemy_nor_parsers_on_a_cache_hi
     assert all(run.returncode == 0 for run in runs), runs[-1].stderr
     assert runs[1].stdout.strip() == ""
     assert codes.get_code(db, owner_id=alice, uuid=code.uuid).scan_count == 2
+
+
+def test_cached_image_is_served_without_flask_with_etag_and_304(client, db, alice, monkeypatch):
+    from qrtrack import public
+
+    code = gen_code(db, alice)
+    first = client.get(f"/img/{code.slug}.png?size=128")
+    assert first.status_code == 200
+
+    def flask_must_not_answer(*_args, **_kwargs):
+        raise AssertionError("the lean path should have served the cached image")
+
+    monkeypatch.setattr(public, "_qr_image", flask_must_not_answer)
+    again = client.get(f"/img/{code.slug}.png?size=128")
+    assert (again.status_code, again.data, again.headers["ETag"]) == (200, first.data, first.headers["ETag"])
+    assert again.mimetype == "image/png" and "max-age" in again.headers["Cache-Control"]
+    not_modified = client.get(f"/img/{code.slug}.png?size=128", headers={"If-None-Match": first.headers["ETag"]})
+    assert not_modified.status_code == 304 and not_modified.data == b""
+    head = client.head(f"/img/{code.slug}.png?size=128")
+    assert head.status_code == 200 and head.data == b""
+
+
+def test_images_not_cached_yet_or_with_other_queries_fall_through_to_flask(client, db, alice):
+    code = gen_code(db, alice)
+    assert client.get(f"/img/{code.slug}.svg").status_code == 200
+    assert client.get(f"/img/{code.slug}.png?size=abc").status_code == 200
+    assert client.get(f"/img/{code.slug}.svg?size=100").status_code == 200
+    assert client.get("/img/nosuch1.png").status_code == 404
+
+
+def test_lean_base_url_matches_werkzeugs_url_root():
+    from werkzeug.test import EnvironBuilder
+    from werkzeug.wrappers import Request
+
+    from qrtrack.fastpath import request_base_url
+
+    for base in ("http://localhost/", "https://qr.example.com/", "http://example.com:8080/qr/",
+                 "https://example.com:443/sub/folder/", "http://127.0.0.1:8000/"):
+        environ = EnvironBuilder(path="/img/x.png", base_url=base).get_environ()
+        assert request_base_url(environ) == Request(environ).url_root.rstrip("/")

@@ -1,0 +1,109 @@
+"""The disk cache of rendered QR images and what names them; standard library only.
+
+Split from qrimage so the lean handler in front of Flask can serve a cached image without
+importing qrcode or Pillow.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+
+MIN_SIZE = 64
+MAX_SIZE = 2048
+DEFAULT_SIZE = 400
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_KINDS = frozenset({"png", "svg"})
+IMAGE_CACHE_CONTROL = "public, max-age=300"
+MIMETYPES = {"png": "image/png", "svg": "image/svg+xml"}
+
+
+def clamp_size(size: int | None) -> int:
+    """Return DEFAULT_SIZE for None, else size clamped into [MIN_SIZE, MAX_SIZE]."""
+    if size is None:
+        return DEFAULT_SIZE
+    return max(MIN_SIZE, min(MAX_SIZE, int(size)))
+
+
+def image_fingerprint(data: str, logo: str | None) -> str:
+    """What a code's image depends on: the encoded URL and the logo's content hash."""
+    return hashlib.sha256(f"{data}|{logo or ''}".encode()).hexdigest()
+
+
+class ImageCache:
+    """Rendered images kept as files named by key in one directory.
+
+    Keys are file-name-safe (see cache_key). The directory is created on the
+    first write. Writes are atomic, so readers never see half a file.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+
+    def get(self, key: str) -> bytes | None:
+        """Return the cached bytes for key, or None when absent."""
+        try:
+            content = self._path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+        # An empty file can only come from a crash mid-write on some file systems.
+        return content or None
+
+    def put(self, key: str, content: bytes) -> None:
+        """Store content under key, replacing any earlier version atomically."""
+        path = self._path(key)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        # A leading dot keeps temporary files out of every key and every prefix.
+        fd, temp_name = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as temp_file:
+                temp_file.write(content)
+            os.replace(temp_name, path)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+
+    def discard_prefix(self, prefix: str) -> None:
+        """Delete every cached file whose key starts with prefix (non-empty)."""
+        _check_name(prefix, what="prefix")
+        try:
+            entries = list(os.scandir(self.directory))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            if entry.name.startswith(prefix) and entry.is_file():
+                Path(entry.path).unlink(missing_ok=True)
+
+    def _path(self, key: str) -> Path:
+        """Return the file path for key, refusing anything that is not a plain file name."""
+        _check_name(key, what="key")
+        return self.directory / key
+
+
+def _check_name(name: str, *, what: str) -> None:
+    """Raise ValueError unless name is a non-empty, file-name-safe string not starting with a dot."""
+    if not _SAFE_NAME.fullmatch(name):
+        raise ValueError(f"Unsafe cache {what}: {name!r}")
+
+
+def cache_key(slug: str, *, kind: str, size: int | None, fingerprint: str) -> str:
+    """Return the cache key for one rendering of a code's image.
+
+    Shape: "{slug}-{fingerprint[:16]}-{size}.{kind}", or "{slug}-{fingerprint[:16]}.{kind}"
+    when size is None (SVG). Every key starts with slug + "-", so
+    discard_prefix(slug + "-") drops all variants. Raises ValueError for an
+    unknown kind or a slug or fingerprint that is not file-name-safe.
+    """
+    if kind not in _KINDS:
+        raise ValueError(f"Unknown image kind: {kind!r}")
+    _check_name(slug, what="slug")
+    _check_name(fingerprint, what="fingerprint")
+    size_part = "" if size is None else f"-{int(size)}"
+    return f"{slug}-{fingerprint[:16]}{size_part}.{kind}"
+
+
+def etag_for(content: bytes) -> str:
+    """Return a strong, quoted ETag for content: the first 32 hex digits of its SHA-256."""
+    return '"' + hashlib.sha256(content).hexdigest()[:32] + '"'
