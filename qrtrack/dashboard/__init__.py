@@ -86,6 +86,12 @@ def index():
     return redirect(url_for("dashboard.codes_list"))
 
 
+@bp.app_context_processor
+def geo_attribution() -> dict[str, bool]:
+    """DB-IP Lite's licence (CC BY 4.0) asks pages that show its results to link back to DB-IP."""
+    return {"shows_dbip_attribution": services().geo.is_dbip}
+
+
 def init_dashboard(app: Flask) -> None:
     """Register the dashboard with its CSRF protection and sign-in handling."""
     from . import auth, codes_pages, settings_pages  # noqa: F401 - these modules add their routes to bp
