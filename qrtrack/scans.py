@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
@@ -17,7 +16,6 @@ from .errors import Gone, NotFound
 from .geo import GeoLocator, anonymise_ip, client_address
 from .useragent import MAX_USER_AGENT_LENGTH, ClientInfo, classify_user_agent
 
-log = logging.getLogger(__name__)
 MAX_REFERRER_HOST_LENGTH = 255
 
 
@@ -87,7 +85,9 @@ class ScanRecorder:
         try:
             self.scan_store.write([self.scan_row(target, environ, now=now_epoch())])
         except Exception:
-            log.exception("could not record a scan of %s; redirecting anyway", slug)
+            import logging  # here, not at the top: a CGI scan that succeeds never pays for importing it
+
+            logging.getLogger(__name__).exception("could not record a scan of %s; redirecting anyway", slug)
         return target.destination
 
 
