@@ -176,12 +176,37 @@ class Settings(NamedTuple):
         return self.DATABASE_URL[len(prefix):].split("?", 1)[0] or None
 
 
+SIMPLE_ENV_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=([^'\"\\$#]*)")
+
+
 def read_env_file(path: Path | None) -> dict[str, str]:
     if path is None or not path.is_file():
         return {}
+    simple = parse_simple_env(path.read_text(encoding="utf-8"))
+    if simple is not None:
+        return simple
     from dotenv import dotenv_values
 
     return {key: value or "" for key, value in dotenv_values(path).items()}
+
+
+def parse_simple_env(text: str) -> dict[str, str] | None:
+    """Read a .env made only of comments and plain KEY=value lines (what manage.py writes); else None.
+
+    A CGI scan reads the settings on every request, and importing python-dotenv costs it about as
+    much as everything else it imports together. Anything beyond plain lines (quotes, escapes,
+    ${VARIABLES}, export, inline comments) returns None and is left to python-dotenv, the authority.
+    """
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        match = SIMPLE_ENV_LINE.fullmatch(stripped)
+        if match is None:
+            return None
+        values[match.group(1)] = match.group(2).strip()
+    return values
 
 
 def load_settings(

@@ -89,3 +89,38 @@ def test_app_with_a_bad_setting_exits_with_one_clear_line(tmp_path):
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [
         "QR Track cannot start: TRUST_PROXY must be a whole number, got 'lots'"]
+
+
+SIMPLE_ENV_FILES = [
+    "SECRET_KEY=abc-DEF_123\nBASE_URL=https://qr.example.com/sub\n",
+    "# comment\n\nAPI_RATE_LIMIT=100 per hour   \nTRUST_CDN=\n  GEOIP_DB=/a/b.mmdb,/c/d.mmdb\n",
+    (PROJECT_ROOT / "TiCore" / ".env.example").read_text(),
+]
+DOTENV_ONLY_FILES = [
+    "SECRET_KEY='quoted value'\n", 'SECRET_KEY="a\\nb"\n', "export SECRET_KEY=x\n", "BASE=x\nURL=${BASE}/y\n",
+    "SECRET_KEY=value # inline comment\n", "JUST_A_NAME\n",
+]
+
+
+@pytest.mark.parametrize("text", SIMPLE_ENV_FILES)
+def test_plain_env_files_are_read_exactly_as_python_dotenv_reads_them(tmp_path, text):
+    from dotenv import dotenv_values
+
+    from qrtrack.config import parse_simple_env, read_env_file
+
+    path = tmp_path / ".env"
+    path.write_text(text)
+    expected = {key: value or "" for key, value in dotenv_values(path).items()}
+    assert parse_simple_env(text) == expected == read_env_file(path)
+
+
+@pytest.mark.parametrize("text", DOTENV_ONLY_FILES)
+def test_anything_beyond_plain_lines_is_left_to_python_dotenv(tmp_path, text):
+    from dotenv import dotenv_values
+
+    from qrtrack.config import parse_simple_env, read_env_file
+
+    path = tmp_path / ".env"
+    path.write_text(text)
+    assert parse_simple_env(text) is None
+    assert read_env_file(path) == {key: value or "" for key, value in dotenv_values(path).items()}

@@ -95,7 +95,7 @@ def test_cgi_scan_imports_neither_flask_nor_sqlalchemy_nor_parsers_on_a_cache_hi
         f"environ = {environ!r}\n"
         "os.environ.update(environ)\n"
         "assert serve_cgi_scan(environ, out=io.BytesIO())\n"
-        "heavy = [m for m in ('flask', 'sqlalchemy', 'werkzeug', 'user_agents', 'crawlerdetect', 'limits')"
+        "heavy = [m for m in ('flask', 'sqlalchemy', 'werkzeug', 'user_agents', 'crawlerdetect', 'limits', 'dotenv')"
         " if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
