@@ -10,7 +10,7 @@ from datetime import date, timedelta
 import pytest
 from sqlalchemy import bindparam, text
 
-from qrtrack import analytics, codes, rollups, store
+from qrtrack import analytics, analyticsstore, codes, rollups, store
 from qrtrack.analytics import Period
 from qrtrack.db import Database, upgrade_schema
 from qrtrack.errors import ValidationError
@@ -137,7 +137,7 @@ def test_figures_stay_exact_as_more_scans_arrive_before_and_after_they_settle(db
 
 def store_watermark(db: Database) -> int:
     with db.read() as conn:
-        return store.get_rollup_watermark(conn)
+        return analyticsstore.get_rollup_watermark(conn)
 
 
 def max_scan_id(db: Database) -> int:
@@ -172,7 +172,7 @@ def test_refreshing_twice_adds_nothing_the_second_time(db, code):
 
 def test_a_refresh_that_loses_the_race_for_the_watermark_writes_nothing(db, code, monkeypatch):
     gen_scans(db, [scan(code.id, NOW - DAY)])
-    monkeypatch.setattr(store, "advance_rollup_watermark", lambda conn, **_: False)
+    monkeypatch.setattr(analyticsstore, "advance_rollup_watermark", lambda conn, **_: False)
     assert rollups.refresh_rollups(db, now=NOW) == 0
     with db.read() as conn:
         assert conn.execute(text("SELECT COUNT(*) FROM scan_rollup_days")).scalar_one() == 0
