@@ -142,9 +142,11 @@ def main() -> None:
     serve_parser.add_argument("--host", default="127.0.0.1")
     serve_parser.add_argument("--port", type=int, default=8000)
     serve_parser.add_argument("--workers", type=int, default=2)
-    test_parser = commands.add_parser("test", help="set up and run lint and the test suite")
-    test_parser.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra arguments for pytest")
-    args = parser.parse_args()
+    commands.add_parser("test", help="set up and run lint and the test suite; further arguments go to pytest")
+    args, extra = parser.parse_known_args()
+    if extra and args.command != "test":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.pytest_args = extra
     {"serve": serve, "test": test}[args.command](args)
 
 
