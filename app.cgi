@@ -10,9 +10,16 @@ import hosting
 
 hosting.use_venv()
 
+import os  # noqa: E402
+
 from qrtrack.fastpath import serve_cgi_scan  # noqa: E402 - only once the venv's python runs
 
-if not serve_cgi_scan():
+if serve_cgi_scan():
+    # The scan is committed and the response flushed: end here. A normal exit would tear the
+    # interpreter down and, closing the last connection, checkpoint SQLite's WAL with its syncs
+    # (about 12 ms of a ~60 ms CGI scan here); the next writer checkpoints instead.
+    os._exit(0)
+else:
     from wsgiref.handlers import CGIHandler
 
     from app import app
