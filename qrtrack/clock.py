@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 
 
 def now_epoch() -> int:
@@ -14,11 +13,3 @@ def isoformat_utc(epoch: int | None) -> str | None:
     if epoch is None:
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
-
-
-def parse_iso_utc(text: str) -> int:
-    """Epoch seconds for an ISO-8601 date or date-time; naive values are taken as UTC. Raises ValueError."""
-    value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return int(value.timestamp())

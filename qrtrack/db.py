@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import OperationalError
 
 from .config import Settings
@@ -126,10 +126,6 @@ def head_revision() -> str:
 
 def is_schema_current(db: Database) -> bool:
     return schema_revision(db) == head_revision()
-
-
-def has_table(db: Database, name: str) -> bool:
-    return inspect(db.engine).has_table(name)
 
 
 def backup_sqlite(db: Database, target: str | os.PathLike) -> None:

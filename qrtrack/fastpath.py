@@ -124,8 +124,7 @@ class FastPath:
         if found is None:
             return None
         data = f"{self.base_url or request_base_url(environ)}/p/{slug}"
-        fingerprint = imagecache.image_fingerprint(data, found[0])
-        return self.images.get(imagecache.cache_key(slug, kind=kind, size=size, fingerprint=fingerprint))
+        return self.images.get(imagecache.image_key(slug, kind=kind, size=size, data=data, logo=found[0]))
 
     def _image_response(self, environ: Mapping[str, Any], start_response: Callable, content: bytes, *,
                         kind: str) -> Iterable[bytes]:

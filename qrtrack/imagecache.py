@@ -31,6 +31,11 @@ def image_fingerprint(data: str, logo: str | None) -> str:
     return hashlib.sha256(f"{data}|{logo or ''}".encode()).hexdigest()
 
 
+def image_key(slug: str, *, kind: str, size: int | None, data: str, logo: str | None) -> str:
+    """The cache key of a code's image encoding data (its short URL) with this logo: one formula for every reader."""
+    return cache_key(slug, kind=kind, size=size, fingerprint=image_fingerprint(data, logo))
+
+
 class ImageCache:
     """Rendered images kept as files named by key in one directory.
 

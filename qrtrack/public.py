@@ -42,8 +42,7 @@ def _qr_image(slug: str, *, kind: str, size: int | None) -> Response:
     if code is None:
         abort(404, "no QR code at this address")
     data = short_url(code.slug)
-    fingerprint = imagecache.image_fingerprint(data, code.logo)
-    key = imagecache.cache_key(code.slug, kind=kind, size=size, fingerprint=fingerprint)
+    key = imagecache.image_key(code.slug, kind=kind, size=size, data=data, logo=code.logo)
     content = app_services.images.get(key)
     if content is None:
         content = _render(kind, data, size, _logo_bytes(code.logo))

@@ -8,7 +8,6 @@ from sqlalchemy import (
     Connection,
     Engine,
     Row,
-    and_,
     delete,
     func,
     insert,
@@ -177,10 +176,6 @@ def delete_code(conn: Connection, code_id: int) -> int:
     return conn.execute(delete(codes).where(codes.c.id == code_id)).rowcount
 
 
-def count_codes_using_logo(conn: Connection, logo: str) -> int:
-    return conn.execute(select(func.count()).select_from(codes).where(codes.c.logo == logo)).scalar_one()
-
-
 # --- scans -------------------------------------------------------------------------------------
 
 def insert_scans(conn: Connection, rows: list[Mapping[str, Any]]) -> None:
@@ -253,10 +248,6 @@ def list_api_calls(conn: Connection, user_id: int, *, limit: int) -> list[Row]:
                     api_calls.c.status, api_calls.c.duration_ms, api_calls.c.source)
              .where(api_calls.c.user_id == user_id).order_by(api_calls.c.id.desc()).limit(limit))
     return list(conn.execute(query))
-
-
-def delete_api_calls_before(conn: Connection, ts: int) -> int:
-    return conn.execute(delete(api_calls).where(and_(api_calls.c.ts < ts))).rowcount
 
 
 # --- settings ----------------------------------------------------------------------------------
