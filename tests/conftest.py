@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,3 +88,12 @@ def api_headers(alice_key: str) -> dict[str, str]:
 
 def env_without_settings() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
+
+
+def needs_tool(command: str, *, install: str) -> pytest.MarkDecorator:
+    """Skip when `command` is missing on a developer's machine; in CI (CI set) run anyway, so it fails loudly.
+
+    manage.py test installs every tool the suite drives, so a missing one in CI is a broken set-up, not a skip.
+    """
+    missing = shutil.which(command) is None and not os.path.exists(command)
+    return pytest.mark.skipif(missing and not os.environ.get("CI"), reason=f"{command} not found; install {install}")

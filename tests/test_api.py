@@ -142,10 +142,10 @@ def test_get_one_answers_the_seed_shape_with_the_scan_log(tmp_path):
     body = response.get_json()
     assert (body["uuid"], body["type"], body["destination"]) == (
         code["uuid"], "url", "https://example.com/promo-summer")
-    assert [{name: entry[name] for name in SEED_SCAN_FIELDS} for entry in body["scans"]] == [
-        {"timestamp": body["scans"][0]["timestamp"], "city": "Tampa", "country": "US", "device": "Android"},
-        {"timestamp": body["scans"][1]["timestamp"], "city": "Tampa", "country": "US", "device": "iPhone"},
-    ]
+    assert set(SEED_SCAN_FIELDS) <= set(body["scans"][0])
+    assert [(entry["city"], entry["country"], entry["device"]) for entry in body["scans"]] == [
+        ("Tampa", "US", "Android"), ("Tampa", "US", "iPhone")]
+    assert body["scans"][0]["timestamp"] >= body["scans"][1]["timestamp"]
     assert all(ISO_UTC_SECONDS.fullmatch(entry["timestamp"]) for entry in body["scans"])
     assert (body["scans_total"], body["scan_count"], body["next_before"]) == (2, 2, None)
 

@@ -30,7 +30,7 @@ import requests
 
 from qrtrack.config import PROJECT_ROOT, SETTINGS
 
-from .conftest import PASSWORD, env_without_settings
+from .conftest import PASSWORD, env_without_settings, needs_tool
 
 pytestmark = pytest.mark.server
 
@@ -73,8 +73,8 @@ const r = await fetch('https://qr.yoursite.com/api.php', {
 const data = await r.json();
 """
 CLIENT_TIMEOUT = 30
-needs_php = pytest.mark.skipif(shutil.which("php") is None, reason="needs php-cli and php-curl (Debian packages)")
-needs_node = pytest.mark.skipif(shutil.which("node") is None, reason="needs node 18+ (Debian package nodejs)")
+needs_php = needs_tool("php", install="the Debian packages php-cli and php-curl")
+needs_node = needs_tool("node", install="node 18+ (Debian package nodejs)")
 
 
 @dataclass

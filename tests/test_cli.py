@@ -50,17 +50,27 @@ def test_errors_exit_non_zero_with_one_clear_line(tmp_path):
     app.extensions["qrtrack"].db.dispose()
 
 
+def printed_admin_password(result) -> str:
+    assert result.exit_code == 0, result.output
+    match = re.search(r"password '([^']+)'", result.output)
+    assert match, result.output
+    return match.group(1)
+
+
 def test_ensure_admin_creates_one_with_a_random_password_once(tmp_path):
-    app = cli_app(tmp_path)
-    runner = app.test_cli_runner()
-    first = runner.invoke(args=["ensure-admin"])
-    password = re.search(r"password '([^']+)'", first.output).group(1)
-    assert accounts.authenticate_user(app.extensions["qrtrack"].db, username="admin", password=password)
-    second_app = cli_app(tmp_path)
-    again = second_app.test_cli_runner().invoke(args=["ensure-admin"])
-    assert "Users exist already" in again.output
-    assert password != re.search(r"password '([^']+)'", cli_app(tmp_path / "other").test_cli_runner()
-                                 .invoke(args=["ensure-admin"]).output).group(1)
+    first_app, again_app, other_app = cli_app(tmp_path), cli_app(tmp_path), cli_app(tmp_path / "other")
+    password = printed_admin_password(first_app.test_cli_runner().invoke(args=["ensure-admin"]))
+    db = first_app.extensions["qrtrack"].db
+    assert accounts.authenticate_user(db, username="admin", password=password)
+
+    again = again_app.test_cli_runner().invoke(args=["ensure-admin"])
+    assert again.exit_code == 0 and "Users exist already" in again.output and "password '" not in again.output
+    assert accounts.count_users(db) == 1
+    assert accounts.authenticate_user(db, username="admin", password=password)
+
+    assert printed_admin_password(other_app.test_cli_runner().invoke(args=["ensure-admin"])) != password
+    for app in (first_app, again_app, other_app):
+        app.extensions["qrtrack"].db.dispose()
 
 
 def test_backup_writes_a_readable_copy(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
@@ -82,12 +83,9 @@ def test_wal_can_be_turned_off_and_full_sync_turned_on_for_network_filesystems(t
 def test_a_failed_write_transaction_leaves_nothing_behind(tmp_path):
     db = fresh_db(tmp_path)
     upgrade_schema(db)
-    try:
-        with db.write() as conn:
-            store.insert_user(conn, username="ghost", password_hash="x", is_admin=False, now=1)
-            raise RuntimeError("boom")
-    except RuntimeError:
-        pass
+    with pytest.raises(RuntimeError, match="boom"), db.write() as conn:
+        store.insert_user(conn, username="ghost", password_hash="x", is_admin=False, now=1)
+        raise RuntimeError("boom")
     with db.read() as conn:
         assert store.get_user_by_username(conn, "ghost") is None
     db.dispose()

@@ -22,6 +22,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 import pytest
 
+from .conftest import PASSWORD
 from .deploy.apache import (
     MODES,
     WEB_USER,
@@ -38,7 +39,6 @@ from .deploy.apache import (
 )
 
 pytestmark = pytest.mark.server
-PASSWORD = "correct horse battery"
 RATE_LIMIT = 5
 CONCURRENT_SCANS = 40      # 8 at a time, so several CGI processes write at once
 KEY_NAMES = ("contract", "scans", "limit", "load")

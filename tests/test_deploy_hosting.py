@@ -10,6 +10,7 @@ import pytest
 
 import hosting
 
+from .conftest import needs_tool
 from .deploy.apache import MODULES, PROJECT_ROOT
 
 
@@ -85,7 +86,7 @@ def test_cgi_entries_are_executable():
         assert os.access(PROJECT_ROOT / name, os.X_OK), f"{name} must be committed with mode 755"
 
 
-@pytest.mark.skipif(not Path("/usr/sbin/apache2").exists(), reason="apache2 is not installed")
+@needs_tool("/usr/sbin/apache2", install="the Debian package apache2")
 @pytest.mark.parametrize("sample", ["apache-passenger.conf", "apache-fcgid.conf"])
 def test_apache_samples_pass_apache_syntax_check(sample, tmp_path):
     (tmp_path / "html" / "qr").mkdir(parents=True)

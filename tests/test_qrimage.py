@@ -23,11 +23,11 @@ from qrtrack.qrimage import (
     sanitize_logo,
 )
 
+from .conftest import needs_tool
+
 URL = "https://qr.example.com/p/Ab3dE9"
 RSVG = shutil.which("rsvg-convert")
-needs_rsvg = pytest.mark.skipif(
-    RSVG is None, reason="rsvg-convert not found; install Debian package librsvg2-bin to test SVG output"
-)
+needs_rsvg = needs_tool("rsvg-convert", install="the Debian package librsvg2-bin to test SVG output")
 
 
 def gen_image_bytes(fmt: str, *, size=(300, 200), mode="RGB", exif=None) -> bytes:
