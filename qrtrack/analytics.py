@@ -204,14 +204,15 @@ def _day_totals(conn: Connection, period: Period, tail: rollups.Tally, *, code_i
         counts[0] += human
         counts[1] += bot
     # Visitors do not add up: on a day the tail touches, that code's rolled-up figure gives way to a fresh count.
-    for tail_code, touched in tail.touched_days().items():
-        for first_day, last_day in rollups.day_runs(touched):
+    touched = tail.touched_days()
+    for tail_code, touched_days in touched.items():
+        for first_day, last_day in rollups.day_runs(touched_days):
             for row in analyticsstore.list_rollup_days(conn, tail_code, first_day=first_day, last_day=last_day):
                 days[row.day][2] -= row.human_visitors
                 days[row.day][3] -= row.all_visitors
-            for row in analyticsstore.count_visitors_by_day(conn, tail_code, first_day=first_day, last_day=last_day):
-                days[int(row.day)][2] += int(row.human_visitors)
-                days[int(row.day)][3] += int(row.all_visitors)
+    for (_, day), (human_visitors, all_visitors) in rollups.count_visitors(conn, touched).items():
+        days[day][2] += human_visitors
+        days[day][3] += all_visitors
     return days
 
 

@@ -6,10 +6,12 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
+from limits.errors import ConfigurationError as LimitsConfigurationError
+from sqlalchemy.exc import ArgumentError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from .config import DEFAULT_ENV_FILE, PROJECT_ROOT, Settings, load_settings
+from .config import DEFAULT_ENV_FILE, PROJECT_ROOT, ConfigError, Settings, load_settings
 from .fastpath import FastPath
 
 SECURITY_HEADERS = {
@@ -77,7 +79,10 @@ def _build_services(app: Flask, settings: Settings) -> None:
     from .web import AppServices
 
     settings.INSTANCE_PATH.mkdir(parents=True, exist_ok=True)
-    db = Database(make_engine(settings))
+    try:
+        db = Database(make_engine(settings))
+    except ArgumentError as error:
+        raise ConfigError(f"DATABASE_URL is not a database URL SQLAlchemy understands: {error}") from None
     ensure_schema(db)
     geo = GeoLocator(mmdb_paths=settings.GEOIP_DB, trust_cdn=settings.TRUST_CDN)
     recorder = make_recorder(settings, geo=geo)
@@ -92,7 +97,10 @@ def _register_blueprints(app: Flask, settings: Settings) -> None:
     from . import api, dashboard, public, ratelimit  # noqa: F401 - ratelimit registers the qrtrack+sqlite storage
     from .dashboard import init_dashboard
 
-    limiter = Limiter(key_func=api.rate_limit_key, app=app, default_limits=[])
+    try:
+        limiter = Limiter(key_func=api.rate_limit_key, app=app, default_limits=[])
+    except LimitsConfigurationError as error:
+        raise ConfigError(f"RATELIMIT_STORAGE_URI cannot be used: {error}") from None
     limiter.shared_limit(settings.API_RATE_LIMIT, scope="api", key_func=api.rate_limit_key)(api.bp)
     limiter.exempt(public.bp)
     app.extensions["qrtrack_limiter"] = limiter

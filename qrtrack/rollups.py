@@ -17,7 +17,6 @@ from . import analyticsstore
 from .clock import now_epoch
 from .db import Database
 
-DAY = analyticsstore.SECONDS_PER_DAY
 # Scans younger than this are left for reports to read from the log: on PostgreSQL and MySQL ids are
 # handed out before commit, so a lower id can still become visible after a higher one, and no scan's
 # transaction lasts this long.

@@ -124,3 +124,13 @@ def test_anything_beyond_plain_lines_is_left_to_python_dotenv(tmp_path, text):
     path.write_text(text)
     assert parse_simple_env(text) is None
     assert read_env_file(path) == {key: value or "" for key, value in dotenv_values(path).items()}
+
+
+@pytest.mark.parametrize("name, value", [("DATABASE_URL", "nonsense"), ("RATELIMIT_STORAGE_URI", "bogus://x")])
+def test_settings_checked_by_their_libraries_also_stop_start_up_with_one_line(tmp_path, name, value):
+    env = {**env_without_settings(), "SECRET_KEY": "s", "INSTANCE_PATH": str(tmp_path), name: value}
+    result = subprocess.run([sys.executable, "-c", "import app"], cwd=PROJECT_ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"QR Track cannot start: {name} ")

@@ -11,7 +11,7 @@ from werkzeug.exceptions import TooManyRequests
 
 from .. import accounts
 from ..errors import QrTrackError, error_body
-from ..web import services
+from ..web import as_sentence, services
 from . import DashboardUser, bp, safe_next_url
 
 LOGIN_LIMIT_PER_ADDRESS = "20 per 5 minutes"
@@ -34,13 +34,12 @@ def setup():
             errors["password_confirm"] = "The two passwords differ."
         else:
             try:
-                accounts.create_user(db, username=form["username"], password=password, is_admin=True,
-                                     only_if_first=True)
+                user_id = accounts.create_user(db, username=form["username"], password=password, is_admin=True,
+                                               only_if_first=True)
             except QrTrackError as error:
-                errors[error.field or "username"] = error.message
+                errors[error.field or "username"] = as_sentence(error.message)
         if not errors:
-            user = accounts.authenticate_user(db, username=form["username"], password=password)
-            login_user(DashboardUser(user))
+            login_user(DashboardUser(accounts.get_user(db, user_id)))
             flash("Welcome to QR Track. Create your first code below.", "success")
             return redirect(url_for("dashboard.codes_list"))
     return render_template("dashboard/setup.html", form=form, errors=errors), 400 if errors else 200

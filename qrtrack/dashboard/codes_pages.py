@@ -23,17 +23,14 @@ LOGO_DIGEST = re.compile(r"[0-9a-f]{64}")
 FORM_FIELDS = ("type", "destination", "label")
 PRESETS = ((7, "7 days"), (30, "30 days"), (90, "90 days"), (365, "12 months"))
 
+bp.add_app_template_global(short_url, "code_short_url")
+
 
 @dataclass(frozen=True)
 class Preset:
     name: str
     url: str
     is_active: bool
-
-
-@bp.app_template_global("code_short_url")
-def code_short_url(slug: str) -> str:
-    return short_url(slug)
 
 
 @bp.app_template_filter("thousands")
@@ -184,10 +181,9 @@ def _read_logo() -> tuple[str, str | None]:
 @bp.post("/codes/<uuid>/status")
 @login_required
 def code_status(uuid: str):
-    code = _owned_code(uuid)
     status = "paused" if request.form.get("status") == "paused" else "active"
-    codes.update_code(services().db, owner_id=current_user.user_id, uuid=code.uuid,
-                      changes=codes.CodeChanges(status=status))
+    code = codes.update_code(services().db, owner_id=current_user.user_id, uuid=uuid,
+                             changes=codes.CodeChanges(status=status))
     if status == "paused":
         flash("Paused. Anyone scanning it now sees a notice instead of your page, and no scan is counted.", "info")
     else:

@@ -33,10 +33,8 @@ def iso_time(epoch: int | None) -> str:
 
 
 @bp.app_template_filter("time_ago")
-def time_ago(epoch: int | None) -> str:
+def time_ago(epoch: int) -> str:
     """'just now', '5 minutes ago', '3 days ago'; past a month, empty (pages then show the exact date)."""
-    if epoch is None:
-        return "never"
     elapsed = max(0, now_epoch() - epoch)
     if elapsed < 60:
         return "just now"
