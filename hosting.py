@@ -1,21 +1,21 @@
 """What the shared-hosting entries (passenger_wsgi.py, app.cgi, app.fcgi) share: the venv and the mount folder.
 
 Standard library only, and kept to old Python syntax: it runs first, under whatever Python the host
-started, often not the one that has our dependencies.
+started, often not the one that has our dependencies. Paths are plain strings: pathlib would cost a
+CGI scan, which imports this module on every request, several milliseconds (it pulls in re and enum).
 """
 import os
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
+ROOT = os.path.dirname(os.path.realpath(__file__))
 VENV_VARIABLE = "QRTRACK_VENV"
 _REEXEC_MARK = "QRTRACK_REEXECUTED_INTO"
 
 
 def find_venv():
     """The app's virtual environment: $QRTRACK_VENV when set, else .venv beside this file; None if it has no python."""
-    venv = Path(os.environ.get(VENV_VARIABLE) or ROOT / ".venv")
-    return venv if (venv / "bin" / "python").is_file() else None
+    venv = os.environ.get(VENV_VARIABLE) or os.path.join(ROOT, ".venv")
+    return venv if os.path.isfile(os.path.join(venv, "bin", "python")) else None
 
 
 def use_venv():
@@ -25,12 +25,12 @@ def use_venv():
     mod_fcgid's listening socket on fd 0 all carry over.
     """
     venv = find_venv()
-    if venv is None or os.path.realpath(sys.prefix) == os.path.realpath(str(venv)):
+    if venv is None or os.path.realpath(sys.prefix) == os.path.realpath(venv):
         return
-    if os.environ.get(_REEXEC_MARK) == str(venv):
+    if os.environ.get(_REEXEC_MARK) == venv:
         sys.exit(f"QR Track: {venv} did not start inside its virtual environment; recreate the venv")
-    os.environ[_REEXEC_MARK] = str(venv)
-    python = str(venv / "bin" / "python")
+    os.environ[_REEXEC_MARK] = venv
+    python = os.path.join(venv, "bin", "python")
     os.execv(python, [python] + sys.argv)
 
 

@@ -5,10 +5,11 @@ qrtrack.fastpath and never pays for Flask. create_app() loads the full app on de
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
-
+TYPE_CHECKING = False  # not typing's: a CGI scan imports this package, and typing costs it milliseconds
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
     from flask import Flask
 
 

@@ -2,18 +2,25 @@
 
 Load order, later wins: the table's defaults, then ``TiCore/.env``, then the process
 environment, then the ``overrides`` a test or embedding program passes in.
+
+A CGI scan loads the settings on every request, and under CGI import time is request time: this
+module imports only os and collections (which sqlite3 imports anyway). Not typing, re or pathlib:
+together they cost a CGI scan about a third of its time here. So paths are plain strings, the
+tuples are collections.namedtuple, and the few patterns are matched by hand.
 """
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any, NamedTuple
-from urllib.parse import urlsplit
+from collections import namedtuple
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_ENV_FILE = PROJECT_ROOT / "TiCore" / ".env"
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+DEFAULT_ENV_FILE = os.path.join(PROJECT_ROOT, "TiCore", ".env")
+RATE_LIMIT_UNITS = frozenset({"second", "minute", "hour", "day", "month", "year"})
 
 
 class ConfigError(Exception):
@@ -43,22 +50,21 @@ def _parse_base_url(name: str, raw: str) -> str | None:
     value = raw.strip().rstrip("/")
     if not value:
         return None
+    from urllib.parse import urlsplit
+
     parts = urlsplit(value)
     if parts.scheme not in {"http", "https"} or not parts.netloc or parts.query or parts.fragment:
         raise ConfigError(f"{name} must be an http(s) origin with an optional path, got {raw!r}")
     return value
 
 
-SIMPLE_RATE_LIMIT = re.compile(r"\d+\s*(/|per)\s*(\d+\s*)?(second|minute|hour|day|month|year)s?", re.IGNORECASE)
-
-
 def _parse_rate_limit(name: str, raw: str) -> str:
     """A bare integer means per minute; anything else must be a flask-limiter string."""
     value = raw.strip()
-    if re.fullmatch(r"\d+", value):
-        value = f"{int(value)} per minute"
-    if SIMPLE_RATE_LIMIT.fullmatch(value):
-        return value  # the common forms, checked without importing limits (a CGI scan reads settings too)
+    if value.isascii() and value.isdigit():
+        return f"{int(value)} per minute"
+    if is_simple_rate_limit(value):
+        return value
     from limits import parse_many
 
     try:
@@ -67,6 +73,20 @@ def _parse_rate_limit(name: str, raw: str) -> str:
     except ValueError:
         raise ConfigError(f"{name} must be a number per minute or a limit like '100/hour', got {raw!r}") from None
     return value
+
+
+def is_simple_rate_limit(value: str) -> bool:
+    """True for the common forms, "100/hour", "5 per 2 minutes": a subset of what the limits library
+    accepts, checked without importing it. Anything else is left to the library to accept or refuse."""
+    words = value.lower().replace("/", " per ").split()
+    if len(words) == 4 and _is_number(words[2]):
+        del words[2]
+    return (len(words) == 3 and _is_number(words[0]) and words[1] == "per"
+            and (words[2] in RATE_LIMIT_UNITS or (words[2].endswith("s") and words[2][:-1] in RATE_LIMIT_UNITS)))
+
+
+def _is_number(word: str) -> bool:
+    return word.isascii() and word.isdigit()
 
 
 def _parse_choice(choices: tuple[str, ...]) -> Callable[[str, str], str | None]:
@@ -100,11 +120,10 @@ def _parse_text(name: str, raw: str) -> str:
     return raw.strip()
 
 
-class Setting(NamedTuple):
-    name: str
-    default: str
-    parse: Callable[[str, str], Any]
-    help: str
+class Setting(namedtuple("Setting", "name default parse help")):
+    """One row of the table: name, default (as .env text), parse(name, raw) -> value, and help text."""
+
+    __slots__ = ()
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -141,27 +160,17 @@ SETTINGS: tuple[Setting, ...] = (
             "auto: Secure cookies when BASE_URL is https. true/false to force."),
 )
 
-SETTING_NAMES = frozenset(setting.name for setting in SETTINGS)
+SETTING_NAMES_IN_ORDER = tuple(setting.name for setting in SETTINGS)
+SETTING_NAMES = frozenset(SETTING_NAMES_IN_ORDER)
 
 
-class Settings(NamedTuple):
-    """The settings in force. A NamedTuple, not a dataclass: a CGI scan imports this module, and
-    importing dataclasses (which pulls in inspect) would cost a good part of its time budget."""
+class Settings(namedtuple("Settings", (*SETTING_NAMES_IN_ORDER, "TESTING"), defaults=(False,))):
+    """The settings in force, one field per row of SETTINGS (parsed: INSTANCE_PATH an absolute folder
+    path as str, SQLITE_WAL a bool, TRUST_PROXY an int, GEOIP_DB a tuple of paths, BASE_URL and
+    TRUST_CDN None when empty), plus TESTING. A namedtuple, not a dataclass or typing.NamedTuple,
+    for a CGI scan's import time (see the module docstring)."""
 
-    SECRET_KEY: str
-    BASE_URL: str | None
-    INSTANCE_PATH: Path
-    DATABASE_URL: str
-    SQLITE_WAL: bool
-    SQLITE_SYNCHRONOUS: str
-    API_RATE_LIMIT: str
-    RATELIMIT_STORAGE_URI: str
-    GEOIP_DB: tuple[str, ...]
-    TRUST_PROXY: int
-    TRUST_CDN: str | None
-    MAX_LOGO_BYTES: int
-    SESSION_COOKIE_SECURE: bool
-    TESTING: bool = False
+    __slots__ = ()
 
     @property
     def is_sqlite(self) -> bool:
@@ -176,13 +185,14 @@ class Settings(NamedTuple):
         return self.DATABASE_URL[len(prefix):].split("?", 1)[0] or None
 
 
-SIMPLE_ENV_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=([^'\"\\$#]*)")
+NOT_IN_PLAIN_VALUES = frozenset("'\"\\$#")
 
 
-def read_env_file(path: Path | None) -> dict[str, str]:
-    if path is None or not path.is_file():
+def read_env_file(path: str | os.PathLike | None) -> dict[str, str]:
+    if path is None or not os.path.isfile(path):
         return {}
-    simple = parse_simple_env(path.read_text(encoding="utf-8"))
+    with open(path, encoding="utf-8") as env_file:
+        simple = parse_simple_env(env_file.read())
     if simple is not None:
         return simple
     from dotenv import dotenv_values
@@ -202,16 +212,21 @@ def parse_simple_env(text: str) -> dict[str, str] | None:
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
-        match = SIMPLE_ENV_LINE.fullmatch(stripped)
-        if match is None:
+        name, equals, value = stripped.partition("=")
+        if not (equals and _is_plain_name(name)) or not NOT_IN_PLAIN_VALUES.isdisjoint(value):
             return None
-        values[match.group(1)] = match.group(2).strip()
+        values[name] = value.strip()
     return values
+
+
+def _is_plain_name(name: str) -> bool:
+    """[A-Za-z_][A-Za-z0-9_]*, the names python-dotenv reads the same way we do."""
+    return name.isascii() and name.isidentifier()
 
 
 def load_settings(
     *,
-    env_file: Path | None = DEFAULT_ENV_FILE,
+    env_file: str | os.PathLike | None = DEFAULT_ENV_FILE,
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Settings:
@@ -236,14 +251,13 @@ def _finish(values: dict[str, Any], *, testing: bool) -> Settings:
             raise ConfigError("SECRET_KEY is not set: put a long random value in TiCore/.env "
                               "(python3 manage.py serve writes one)")
         values["SECRET_KEY"] = "testing-secret-key"
-    instance = Path(values["INSTANCE_PATH"] or PROJECT_ROOT / "instance")
-    if not instance.is_absolute():
-        instance = PROJECT_ROOT / instance
+    instance = os.path.normpath(os.path.join(PROJECT_ROOT, values["INSTANCE_PATH"] or "instance"))
     values["INSTANCE_PATH"] = instance
-    values["DATABASE_URL"] = values["DATABASE_URL"] or f"sqlite:///{instance / 'qrtrack.db'}"
+    values["DATABASE_URL"] = values["DATABASE_URL"] or f"sqlite:///{os.path.join(instance, 'qrtrack.db')}"
     if not values["RATELIMIT_STORAGE_URI"]:
         journal = "wal" if values["SQLITE_WAL"] else "delete"
-        values["RATELIMIT_STORAGE_URI"] = f"qrtrack+sqlite:///{instance / 'ratelimit.db'}?journal_mode={journal}"
+        database = os.path.join(instance, "ratelimit.db")
+        values["RATELIMIT_STORAGE_URI"] = f"qrtrack+sqlite:///{database}?journal_mode={journal}"
     secure = values["SESSION_COOKIE_SECURE"].lower()
     if secure == "auto":
         values["SESSION_COOKIE_SECURE"] = bool(values["BASE_URL"] and values["BASE_URL"].startswith("https:"))

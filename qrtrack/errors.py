@@ -1,7 +1,9 @@
 """The exception family services raise, and the one JSON error body every API failure uses."""
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # not typing's: a CGI scan imports this module, and typing costs it milliseconds
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class QrTrackError(Exception):

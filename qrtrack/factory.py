@@ -27,8 +27,8 @@ def build_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app. test_config overrides settings; its ENV_FILE key picks another .env (None: none)."""
     overrides = dict(test_config or {})
     env_file = overrides.pop("ENV_FILE", DEFAULT_ENV_FILE)
-    settings = load_settings(env_file=Path(env_file) if env_file else None, overrides=overrides)
-    app = Flask(__name__, template_folder=str(PROJECT_ROOT / "templates"), instance_path=str(settings.INSTANCE_PATH))
+    settings = load_settings(env_file=env_file or None, overrides=overrides)
+    app = Flask(__name__, template_folder=str(Path(PROJECT_ROOT, "templates")), instance_path=settings.INSTANCE_PATH)
     _configure_flask(app, settings)
     _build_services(app, settings)
     _register_blueprints(app, settings)
@@ -78,7 +78,8 @@ def _build_services(app: Flask, settings: Settings) -> None:
     from .imagecache import ImageCache
     from .web import AppServices
 
-    settings.INSTANCE_PATH.mkdir(parents=True, exist_ok=True)
+    instance = Path(settings.INSTANCE_PATH)
+    instance.mkdir(parents=True, exist_ok=True)
     try:
         db = Database(make_engine(settings))
     except ArgumentError as error:
@@ -88,7 +89,7 @@ def _build_services(app: Flask, settings: Settings) -> None:
     recorder = make_recorder(settings, geo=geo)
     app.extensions["qrtrack"] = AppServices(
         settings=settings, db=db, geo=geo, recorder=recorder,
-        images=ImageCache(settings.INSTANCE_PATH / "cache" / "images"), logo_dir=settings.INSTANCE_PATH / "logos")
+        images=ImageCache(instance / "cache" / "images"), logo_dir=instance / "logos")
 
 
 def _register_blueprints(app: Flask, settings: Settings) -> None:

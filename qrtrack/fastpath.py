@@ -5,40 +5,52 @@ code records the scan (through the same ScanRecorder as everywhere) and redirect
 /img/<slug>.png|svg is served from the image cache when the image is there. serve_cgi_scan
 answers a scan in a one-shot CGI process. Anything else — unknown or paused codes, whose
 friendly pages need templates, images not rendered yet, any other page — falls through to the
-full app, so a lean answer is only ever a faster copy of the app's own.
+full app, so a lean answer is only ever a faster copy of the app's own. Under CGI this module is
+imported on every scan, so it leaves out re, typing and urllib.parse like config does, and matches
+its two paths by hand.
 """
 from __future__ import annotations
 
 import os
-import re
 import sys
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
-from urllib.parse import quote
 
 from . import imagecache
 from .config import Settings
 from .errors import QrTrackError
 from .geo import GeoLocator
 from .imagecache import ImageCache
-from .scans import ScanRecorder, ScanStore
+from .scans import ScanRecorder
 from .scanstore import SqliteScanStore
 from .useragent import ClientInfo, classify_user_agent
 
-SCAN_PATH = re.compile(r"/p/([A-Za-z0-9]{1,16})")
-IMAGE_PATH = re.compile(r"/img/([A-Za-z0-9]{1,16})\.(png|svg)")
-IMAGE_SIZE_QUERY = re.compile(r"size=(\d{1,5})")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+    from typing import Any
+
+    from .scans import ScanStore
+
+    WsgiApp = Callable[[dict[str, Any], Callable], Iterable[bytes]]
+
+MAX_SLUG_LENGTH = 16
+SLUG_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+IMAGE_KINDS = ("png", "svg")
+MAX_SIZE_DIGITS = 5
 DEFAULT_PORTS = {"http": "80", "https": "443"}
 REDIRECT_HEADERS = (("Cache-Control", "no-store"), ("Content-Length", "0"))
-WsgiApp = Callable[[dict[str, Any], Callable], Iterable[bytes]]
+
+
+def is_slug(text: str) -> bool:
+    """1 to 16 ASCII letters and digits: the only slugs the lean handlers answer for."""
+    return 0 < len(text) <= MAX_SLUG_LENGTH and SLUG_CHARACTERS.issuperset(text)
 
 
 def scan_slug(environ: Mapping[str, Any]) -> str | None:
     """The slug when this is a GET or HEAD of /p/<slug>, else None."""
     if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
         return None
-    match = SCAN_PATH.fullmatch(environ.get("PATH_INFO", ""))
-    return match.group(1) if match else None
+    path = environ.get("PATH_INFO", "")
+    return path[3:] if path.startswith("/p/") and is_slug(path[3:]) else None
 
 
 def location_header(destination: str) -> str:
@@ -69,17 +81,19 @@ def make_recorder(settings: Settings, *, classify: Callable[[str], ClientInfo] =
 
 def image_request(environ: Mapping[str, Any]) -> tuple[str, str, int | None] | None:
     """(slug, kind, size) for a GET or HEAD of /img/<slug>.png|svg with no query but ?size=N, else None."""
-    if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+    path = environ.get("PATH_INFO", "")
+    if environ.get("REQUEST_METHOD") not in ("GET", "HEAD") or not path.startswith("/img/"):
         return None
-    match = IMAGE_PATH.fullmatch(environ.get("PATH_INFO", ""))
+    slug, dot, kind = path[5:].rpartition(".")
+    if not (dot and kind in IMAGE_KINDS and is_slug(slug)):
+        return None
     query = environ.get("QUERY_STRING", "")
-    size_match = IMAGE_SIZE_QUERY.fullmatch(query)
-    if match is None or (query and (size_match is None or match.group(2) != "png")):
+    if not query:
+        return slug, kind, None if kind == "svg" else imagecache.DEFAULT_SIZE
+    digits = query[5:] if query.startswith("size=") else ""
+    if kind != "png" or not (0 < len(digits) <= MAX_SIZE_DIGITS and digits.isascii() and digits.isdigit()):
         return None
-    slug, kind = match.groups()
-    if kind == "svg":
-        return slug, kind, None
-    return slug, kind, imagecache.clamp_size(int(size_match.group(1)) if size_match else None)
+    return slug, kind, imagecache.clamp_size(int(digits))
 
 
 def request_base_url(environ: Mapping[str, Any]) -> str:
@@ -87,6 +101,8 @@ def request_base_url(environ: Mapping[str, Any]) -> str:
 
     Should it ever differ from Flask's, the image cache simply misses and Flask answers.
     """
+    from urllib.parse import quote  # here, not at the top: a CGI scan never builds a URL
+
     scheme = environ.get("wsgi.url_scheme", "http")
     host = environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}"
     name, _, port = host.rpartition(":") if host.count(":") == 1 else (host, "", "")
@@ -152,7 +168,7 @@ def serve_cgi_scan(environ: Mapping[str, str] | None = None, *, out=None) -> boo
     from .scanstore import ClientInfoCache
 
     settings = load_settings(environ=environ)
-    cache = ClientInfoCache(str(settings.INSTANCE_PATH / "cache" / "user-agents.db"))
+    cache = ClientInfoCache(os.path.join(settings.INSTANCE_PATH, "cache", "user-agents.db"))
     try:
         destination = make_recorder(settings, classify=cache.classify).record(scan_slug(environ), environ)
     except QrTrackError:

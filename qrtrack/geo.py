@@ -8,11 +8,12 @@ from __future__ import annotations
 import ipaddress
 import os
 import threading
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, NamedTuple
-from urllib.parse import unquote
+from collections import namedtuple
 
+TYPE_CHECKING = False  # not typing's: importing typing costs a CGI scan several milliseconds
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
     from maxminddb.reader import Reader
 
 MAX_CITY_LENGTH = 100
@@ -30,11 +31,10 @@ _CDN_HEADERS = {
 _NOT_COUNTRIES = frozenset({"XX", "T1"})
 
 
-class Location(NamedTuple):
-    """A client's ISO-3166 alpha-2 country (upper-case) and city; None = unknown."""
+class Location(namedtuple("Location", "country city")):
+    """A client's ISO-3166 alpha-2 country (upper-case) and city, each str or None for unknown."""
 
-    country: str | None
-    city: str | None
+    __slots__ = ()
 
 
 _NOWHERE = Location(None, None)
@@ -127,6 +127,8 @@ class GeoLocator:
         country_key, city_key, is_percent_encoded = _CDN_HEADERS[self._trust_cdn]
         city = _from_wsgi_text(environ.get(city_key, ""))
         if is_percent_encoded:
+            from urllib.parse import unquote  # here: only CDN headers need it
+
             city = unquote(city)
         return Location(_clean_country(environ.get(country_key)), _clean_city(city))
 

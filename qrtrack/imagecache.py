@@ -1,19 +1,17 @@
 """The disk cache of rendered QR images and what names them; standard library only.
 
 Split from qrimage so the lean handler in front of Flask can serve a cached image without
-importing qrcode or Pillow.
+importing qrcode or Pillow; and free of re and pathlib, which a CGI scan would pay for (see config).
 """
 from __future__ import annotations
 
 import hashlib
 import os
-import re
-from pathlib import Path
 
 MIN_SIZE = 64
 MAX_SIZE = 2048
 DEFAULT_SIZE = 400
-_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_NAME_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 _KINDS = frozenset({"png", "svg"})
 IMAGE_CACHE_CONTROL = "public, max-age=300"
 MIMETYPES = {"png": "image/png", "svg": "image/svg+xml"}
@@ -44,12 +42,13 @@ class ImageCache:
     """
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
-        self.directory = Path(directory)
+        self.directory = os.fspath(directory)
 
     def get(self, key: str) -> bytes | None:
         """Return the cached bytes for key, or None when absent."""
         try:
-            content = self._path(key).read_bytes()
+            with open(self._path(key), "rb") as cached:
+                content = cached.read()
         except FileNotFoundError:
             return None
         # An empty file can only come from a crash mid-write on some file systems.
@@ -58,17 +57,17 @@ class ImageCache:
     def put(self, key: str, content: bytes) -> None:
         """Store content under key, replacing any earlier version atomically."""
         path = self._path(key)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        os.makedirs(self.directory, exist_ok=True)
         # A leading dot keeps temporary files out of every key and every prefix. (os.open with
         # O_EXCL rather than tempfile, whose import costs a CGI scan several milliseconds.)
-        temp_name = str(self.directory / f".tmp-{os.urandom(8).hex()}")
+        temp_name = os.path.join(self.directory, f".tmp-{os.urandom(8).hex()}")
         fd = os.open(temp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             with os.fdopen(fd, "wb") as temp_file:
                 temp_file.write(content)
             os.replace(temp_name, path)
         except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
+            _remove(temp_name)
             raise
 
     def discard_prefix(self, prefix: str) -> None:
@@ -80,17 +79,24 @@ class ImageCache:
             return
         for entry in entries:
             if entry.name.startswith(prefix) and entry.is_file():
-                Path(entry.path).unlink(missing_ok=True)
+                _remove(entry.path)
 
-    def _path(self, key: str) -> Path:
+    def _path(self, key: str) -> str:
         """Return the file path for key, refusing anything that is not a plain file name."""
         _check_name(key, what="key")
-        return self.directory / key
+        return os.path.join(self.directory, key)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
 
 
 def _check_name(name: str, *, what: str) -> None:
     """Raise ValueError unless name is a non-empty, file-name-safe string not starting with a dot."""
-    if not _SAFE_NAME.fullmatch(name):
+    if not name or name[0] in ".-" or not _NAME_CHARACTERS.issuperset(name):
         raise ValueError(f"Unsafe cache {what}: {name!r}")
 
 

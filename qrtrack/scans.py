@@ -7,29 +7,28 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple, Protocol
-from urllib.parse import urlsplit
+from collections import namedtuple
 
 from .clock import now_epoch
 from .errors import Gone, NotFound
 from .geo import GeoLocator, anonymise_ip, client_address
 from .useragent import MAX_USER_AGENT_LENGTH, ClientInfo, classify_user_agent
 
+TYPE_CHECKING = False  # typing itself is not imported: it costs a CGI scan several milliseconds
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any, Protocol
+
+    class ScanStore(Protocol):
+        def find_target(self, slug: str) -> tuple[int, str, str] | None: ...
+
+        def find_logo(self, slug: str) -> tuple[str | None] | None: ...
+
+        def write(self, rows: list[Mapping[str, Any]]) -> None: ...
+
 MAX_REFERRER_HOST_LENGTH = 255
 
-
-class ScanStore(Protocol):
-    def find_target(self, slug: str) -> tuple[int, str, str] | None: ...
-
-    def find_logo(self, slug: str) -> tuple[str | None] | None: ...
-
-    def write(self, rows: list[Mapping[str, Any]]) -> None: ...
-
-
-class ScanTarget(NamedTuple):
-    code_id: int
-    destination: str
+ScanTarget = namedtuple("ScanTarget", "code_id destination")
 
 
 class ScanRecorder:
@@ -94,6 +93,8 @@ class ScanRecorder:
 def referrer_host(referrer: str | None) -> str | None:
     if not referrer:
         return None
+    from urllib.parse import urlsplit  # here: scans from camera apps carry no referrer
+
     try:
         host = urlsplit(referrer).hostname
     except ValueError:

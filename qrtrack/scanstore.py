@@ -9,13 +9,16 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
 
 from .useragent import ClientInfo, classify_user_agent
 
 SCAN_COLUMNS = ("code_id", "ts", "country", "city", "device", "os", "browser", "is_bot", "referrer_host",
                 "user_agent", "visitor")
+TYPE_CHECKING = False  # not typing's: importing typing costs a CGI scan several milliseconds
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+    from typing import Any
+
 FIND_SCAN_TARGET_SQL = "SELECT id, destination, status FROM codes WHERE slug = :slug"
 INSERT_SCAN_SQL = (f"INSERT INTO scans ({', '.join(SCAN_COLUMNS)}) "
                    f"VALUES ({', '.join(':' + column for column in SCAN_COLUMNS)})")

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import functools
 import threading
-from typing import TYPE_CHECKING, NamedTuple
+from collections import namedtuple
 
+TYPE_CHECKING = False  # not typing's: importing typing costs a CGI scan several milliseconds
 if TYPE_CHECKING:
     from user_agents.parsers import UserAgent
 
@@ -24,13 +25,11 @@ _WARM_UP_USER_AGENT = (
 )
 
 
-class ClientInfo(NamedTuple):
-    """What a User-Agent says about the client, as shown on the dashboard."""
+class ClientInfo(namedtuple("ClientInfo", "device os browser is_bot")):
+    """What a User-Agent says about the client, as shown on the dashboard: device, os and browser
+    names (str) and whether it is a bot (bool)."""
 
-    device: str
-    os: str
-    browser: str
-    is_bot: bool
+    __slots__ = ()
 
 
 _UNKNOWN_BOT = ClientInfo(device=_BOT_DEVICE, os=_OTHER, browser=_OTHER, is_bot=True)

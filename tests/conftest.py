@@ -10,10 +10,12 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from qrtrack import accounts, codes, create_app, keys
+from qrtrack import accounts, codes, config, create_app, keys
 from qrtrack.config import SETTING_NAMES
 from qrtrack.db import Database, upgrade_schema
 from qrtrack.web import AppServices
+
+PROJECT_ROOT = Path(config.PROJECT_ROOT)
 
 PASSWORD = "correct horse battery"
 

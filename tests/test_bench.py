@@ -13,9 +13,7 @@ import sys
 
 import pytest
 
-from qrtrack.config import PROJECT_ROOT
-
-from .conftest import env_without_settings
+from .conftest import PROJECT_ROOT, env_without_settings
 
 pytestmark = pytest.mark.server
 

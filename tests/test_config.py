@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from qrtrack.config import PROJECT_ROOT, SETTING_NAMES, SETTINGS, ConfigError, load_settings
+from qrtrack.config import SETTING_NAMES, SETTINGS, ConfigError, load_settings
 
-from .conftest import env_without_settings
+from .conftest import PROJECT_ROOT, env_without_settings
 
 
 def settings_from(tmp_path: Path, env_text: str = "", environ: dict | None = None, **overrides):
@@ -20,7 +20,7 @@ def settings_from(tmp_path: Path, env_text: str = "", environ: dict | None = Non
 
 def test_defaults_put_everything_in_the_instance_folder(tmp_path):
     settings = settings_from(tmp_path, "SECRET_KEY=s\n")
-    assert settings.INSTANCE_PATH == PROJECT_ROOT / "instance"
+    assert settings.INSTANCE_PATH == str(PROJECT_ROOT / "instance")
     assert settings.DATABASE_URL == f"sqlite:///{PROJECT_ROOT / 'instance' / 'qrtrack.db'}"
     assert settings.API_RATE_LIMIT == "60 per minute"
     assert settings.RATELIMIT_STORAGE_URI.startswith("qrtrack+sqlite:////")
@@ -134,3 +134,19 @@ def test_settings_checked_by_their_libraries_also_stop_start_up_with_one_line(tm
     assert result.returncode != 0
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"QR Track cannot start: {name} ")
+
+
+@pytest.mark.parametrize("value, simple", [
+    ("100/hour", True), ("100 / hour", True), ("5 per second", True), ("5 per 2 minutes", True), ("1/DAY", True),
+    ("7 per years", True), ("100perminute", False), ("100 per fortnight", False), ("per minute", False),
+    ("1.5/hour", False), ("100/hour;5/second", False), ("10 per 2", False), ("", False), ("\u0661\u0662/hour", False),
+])
+def test_rate_limits_read_without_the_limits_library_are_ones_it_accepts(value, simple):
+    """The hand-written check is a shortcut for the common forms; the limits library stays the authority."""
+    from limits import parse_many
+
+    from qrtrack.config import is_simple_rate_limit
+
+    assert is_simple_rate_limit(value) is simple
+    if simple:
+        assert parse_many(value)

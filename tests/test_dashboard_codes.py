@@ -5,6 +5,7 @@ import csv
 import io
 import re
 import uuid as uuid_module
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -258,7 +259,7 @@ def test_a_kept_logo_must_name_a_stored_logo(browser, services, alice):
 # --- edit, pause, delete -------------------------------------------------------------------------
 
 def cached_images(services, slug: str) -> list[str]:
-    directory = services.images.directory
+    directory = Path(services.images.directory)
     return [path.name for path in directory.glob(f"{slug}-*")] if directory.exists() else []
 
 

@@ -32,7 +32,7 @@ def call(app, **environ):
 def test_venv_named_by_the_environment_wins(tmp_path, monkeypatch):
     venv = make_venv_layout(tmp_path / "elsewhere")
     monkeypatch.setenv(hosting.VENV_VARIABLE, str(venv))
-    assert hosting.find_venv() == venv
+    assert hosting.find_venv() == str(venv)
 
 
 def test_folder_without_a_python_is_not_a_venv(tmp_path, monkeypatch):

@@ -61,7 +61,8 @@ def test_cache_discard_prefix_removes_only_that_slugs_files(tmp_path):
     assert cache.get(theirs) == b"image"
 
 
-@pytest.mark.parametrize("key", ["", "../escape.png", "a/b.png", ".hidden", "abc\x00.png"])
+@pytest.mark.parametrize("key", ["", "../escape.png", "a/b.png", ".hidden", "-dash.png", "abc\x00.png", "ab c.png",
+                                 "é.png"])
 def test_cache_refuses_keys_that_are_not_plain_file_names(tmp_path, key):
     cache = ImageCache(tmp_path)
     with pytest.raises(ValueError, match="Unsafe cache key"):

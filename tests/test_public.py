@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 import zxingcpp
@@ -172,7 +173,7 @@ def test_image_is_cached_with_etag_and_answers_304(client, db, alice, services):
     code = gen_code(db, alice)
     first = client.get(f"/img/{code.slug}.png")
     assert first.headers["ETag"] and "max-age" in first.headers["Cache-Control"]
-    assert list((services.settings.INSTANCE_PATH / "cache" / "images").iterdir())
+    assert list((Path(services.settings.INSTANCE_PATH) / "cache" / "images").iterdir())
     again = client.get(f"/img/{code.slug}.png", headers={"If-None-Match": first.headers["ETag"]})
     assert again.status_code == 304 and again.data == b""
 

@@ -12,9 +12,8 @@ import time
 import pytest
 
 from qrtrack import codes
-from qrtrack.config import PROJECT_ROOT
 
-from .conftest import env_without_settings, gen_code
+from .conftest import PROJECT_ROOT, env_without_settings, gen_code
 from .test_quickstart import free_port
 
 pytestmark = pytest.mark.server
