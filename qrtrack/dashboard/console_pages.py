@@ -44,8 +44,8 @@ class ConsoleCall:
 
 
 @dataclass(frozen=True)
-class Operation:
-    """An entry of the console's endpoint menu."""
+class ConsoleOperation:
+    """An entry of the console's endpoint menu: an API operation and the example the form starts from."""
 
     name: str
     title: str
@@ -61,13 +61,14 @@ class Operation:
 
 
 OPERATIONS = (
-    Operation("list", "List codes", "GET", needs_uuid=False, example_query="limit=20"),
-    Operation("get", "Get one code with its scans", "GET", needs_uuid=True, example_query="limit=10"),
-    Operation("create", "Create a code", "POST", needs_uuid=False,
-              example_body={"type": "url", "destination": "https://example.com/my-page", "label": "Summer promo"}),
-    Operation("update", "Update a code", "POST", needs_uuid=True,
-              example_body={"destination": "https://example.com/new-destination"}),
-    Operation("delete", "Delete a code", "DELETE", needs_uuid=True),
+    ConsoleOperation("list", "List codes", "GET", needs_uuid=False, example_query="limit=20"),
+    ConsoleOperation("get", "Get one code with its scans", "GET", needs_uuid=True, example_query="limit=10"),
+    ConsoleOperation("create", "Create a code", "POST", needs_uuid=False,
+                     example_body={"type": "url", "destination": "https://example.com/my-page",
+                                   "label": "Summer promo"}),
+    ConsoleOperation("update", "Update a code", "POST", needs_uuid=True,
+                     example_body={"destination": "https://example.com/new-destination"}),
+    ConsoleOperation("delete", "Delete a code", "DELETE", needs_uuid=True),
 )
 
 

@@ -55,7 +55,9 @@ class Response:
 
 
 @dataclass
-class Operation:
+class DocumentedOperation:
+    """One method of one path, as the reference page documents it."""
+
     method: str
     path: str
     summary: str
@@ -82,7 +84,7 @@ class Reference:
     version: str
     server_url: str
     auth_header: str
-    operations: list[Operation]
+    operations: list[DocumentedOperation]
     schemas: list[Schema]
     errors: list[Response]
     common_headers: list[str]
@@ -127,7 +129,7 @@ def describe_document(document: dict[str, Any]) -> Reference:
 
 
 def describe_operation(path: str, method: str, spec: dict[str, Any], *, schemas: dict[str, Any], server_url: str,
-                       auth_header: str) -> Operation:
+                       auth_header: str) -> DocumentedOperation:
     parameters = [Field(name=p["name"], type=describe_type(p.get("schema", {})), required=bool(p.get("required")),
                         constraints=describe_constraints(p.get("schema", {})), description=p.get("description", ""),
                         location=p["in"]) for p in spec.get("parameters", [])]
@@ -136,7 +138,7 @@ def describe_operation(path: str, method: str, spec: dict[str, Any], *, schemas:
     responses = [Response(status=status, description=r.get("description", ""), type=describe_type(_json_schema(r)),
                           headers=list(r.get("headers", {})))
                  for status, r in sorted(spec.get("responses", {}).items())]
-    return Operation(
+    return DocumentedOperation(
         method=method.upper(), path=path, summary=spec.get("summary", ""), anchor=spec.get("operationId", method),
         parameters=parameters, request_type=describe_type(body_schema) if body_schema else [],
         request_description=request_body.get("description", ""), responses=responses,
