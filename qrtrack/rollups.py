@@ -26,6 +26,14 @@ DIMENSIONS = analyticsstore.ROLLUP_DIMENSIONS
 
 
 @dataclass
+class CodeTally:
+    """One code's part of a Tally, keyed as the rows of that code in the rollup tables."""
+
+    days: dict[int, list[int]] = field(default_factory=dict)  # day: [human, bot]
+    values: Counter = field(default_factory=Counter)  # (dimension, day, is_bot, value): scans
+
+
+@dataclass
 class Tally:
     """Scan rows counted the way the rollup tables count them."""
 
@@ -47,6 +55,15 @@ class Tally:
         for code_id, day in sorted(self.days):
             touched.setdefault(code_id, []).append(day)
         return touched
+
+    def split_by_code(self) -> dict[int, CodeTally]:
+        """Each code's part of the tally, in one pass over it."""
+        parts: dict[int, CodeTally] = {}
+        for (code_id, day), counts in self.days.items():
+            parts.setdefault(code_id, CodeTally()).days[day] = counts
+        for (code_id, *key), scans in self.values.items():
+            parts.setdefault(code_id, CodeTally()).values[tuple(key)] += scans
+        return parts
 
 
 def refresh_rollups(db: Database, *, now: int | None = None, budget_seconds: float | None = None) -> int:
@@ -72,8 +89,9 @@ def refresh_rollups(db: Database, *, now: int | None = None, budget_seconds: flo
         with db.write() as conn:
             if not analyticsstore.advance_rollup_watermark(conn, from_id=watermark, to_id=batch_end):
                 return added
-            for code_id, days in tally.touched_days().items():
-                _merge_into_rollups(conn, code_id, days[0], days[-1], tally, visitors)
+            parts = tally.split_by_code()
+            for code_id in sorted(parts):
+                _merge_into_rollups(conn, code_id, parts[code_id], visitors)
         added += tally.scans()
         watermark = batch_end
     return added
@@ -112,20 +130,18 @@ def day_runs(days: list[int]) -> Iterator[tuple[int, int]]:
     yield first, previous
 
 
-def _merge_into_rollups(conn: Connection, code_id: int, first_day: int, last_day: int, tally: Tally,
+def _merge_into_rollups(conn: Connection, code_id: int, part: CodeTally,
                         visitors: dict[tuple[int, int], tuple[int, int]]) -> None:
-    """Rewrite one code's rollup rows for the days first..last with the tally added."""
+    """Rewrite one code's rollup rows for the days its part of the tally covers, with that part added."""
+    first_day, last_day = min(part.days), max(part.days)
     days = {row.day: [row.human_scans, row.bot_scans, row.human_visitors, row.all_visitors]
             for row in analyticsstore.list_rollup_days(conn, code_id, first_day=first_day, last_day=last_day)}
-    for (tally_code, day), (human, bot) in tally.days.items():
-        if tally_code == code_id:
-            counts = days.setdefault(day, [0, 0, 0, 0])
-            counts[:] = [counts[0] + human, counts[1] + bot, *visitors[(code_id, day)]]
+    for day, (human, bot) in part.days.items():
+        counts = days.setdefault(day, [0, 0, 0, 0])
+        counts[:] = [counts[0] + human, counts[1] + bot, *visitors[(code_id, day)]]
     stored = analyticsstore.list_rollup_values(conn, code_id, first_day=first_day, last_day=last_day)
     values = Counter({(row.dimension, row.day, bool(row.is_bot), row.value): row.scans for row in stored})
-    for (tally_code, *key), scans in tally.values.items():
-        if tally_code == code_id:
-            values[tuple(key)] += scans
+    values.update(part.values)
     analyticsstore.delete_rollup_days(conn, code_id, first_day=first_day, last_day=last_day)
     analyticsstore.insert_rollup_days(conn, [
         {"code_id": code_id, "day": day, "human_scans": human, "bot_scans": bot, "human_visitors": human_visitors,
