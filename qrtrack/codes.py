@@ -184,8 +184,31 @@ def list_codes(db: Database, *, owner_id: int, search: str | None = None, status
     with db.read() as conn:
         rows = store.list_codes(conn, owner_id, search=search, statuses=statuses, sort=sort,
                                 descending=descending, limit=limit, offset=offset)
-        total = store.count_codes(conn, owner_id, search=search, statuses=statuses)
+        total = _total_shown_by_page(len(rows), limit=limit, offset=offset)
+        if total is None:
+            total = store.count_codes(conn, owner_id, search=search, statuses=statuses)
     return rows, total
+
+
+def list_code_summaries(db: Database, *, owner_id: int, search: str | None = None,
+                        statuses: tuple[str, ...] | None = None, limit: int | None = None,
+                        offset: int = 0) -> tuple[list[Row], int]:
+    """list_codes for the API: store.CODE_SUMMARY_COLUMNS rows, newest first, and the total matching."""
+    with db.read() as conn:
+        rows = store.list_code_summaries(conn, owner_id, search=search, statuses=statuses, limit=limit,
+                                         offset=offset)
+        total = _total_shown_by_page(len(rows), limit=limit, offset=offset)
+        if total is None:
+            total = store.count_codes(conn, owner_id, search=search, statuses=statuses)
+    return rows, total
+
+
+def _total_shown_by_page(page_length: int, *, limit: int | None, offset: int) -> int | None:
+    """The total when the page itself tells it (a last page that is not past the end): no count query needed."""
+    is_last_page = limit is None or page_length < limit
+    if is_last_page and (page_length > 0 or offset == 0):
+        return offset + page_length
+    return None
 
 
 def save_logo(logo_dir: Path, png_bytes: bytes) -> str:

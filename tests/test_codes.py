@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from qrtrack import codes
+from qrtrack import codes, store
 from qrtrack.errors import NotFound, ValidationError
 
 from .conftest import gen_code, gen_user
@@ -96,6 +96,25 @@ def test_list_is_newest_first_searchable_and_paged(db, alice):
     assert total == 1 and rows[0].label == "label 2"
     rows, total = codes.list_codes(db, owner_id=alice, search="100%_")
     assert total == 0
+
+
+@pytest.mark.parametrize(("limit", "offset", "shown"), [
+    (None, 0, 5), (10, 0, 5), (5, 0, 5), (2, 0, 2), (2, 4, 1), (2, 5, 0), (2, 50, 0), (None, 3, 2), (None, 9, 0),
+])
+@pytest.mark.parametrize("list_codes", [codes.list_codes, codes.list_code_summaries])
+def test_list_total_counts_every_match_whichever_page_is_asked_for(db, alice, list_codes, limit, offset, shown):
+    for index in range(5):
+        gen_code(db, alice, destination=f"https://example.com/{index}")
+    gen_code(db, gen_user(db, "bob"))
+    rows, total = list_codes(db, owner_id=alice, limit=limit, offset=offset)
+    assert (len(rows), total) == (shown, 5)
+
+
+def test_a_last_page_needs_no_count_query(db, alice, monkeypatch):
+    gen_code(db, alice)
+    monkeypatch.setattr(store, "count_codes", None)
+    assert codes.list_code_summaries(db, owner_id=alice)[1] == 1
+    assert codes.list_codes(db, owner_id=alice, limit=5)[1] == 1
 
 
 def test_delete_removes_the_code(db, alice):
