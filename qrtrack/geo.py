@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 MAX_CITY_LENGTH = 100
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_IPV4_NETWORK_24 = 0xFFFFFF00
+_IPV6_NETWORK_48 = ((1 << 48) - 1) << 80
 
 # Per CDN: (country header, city header, is the city percent-encoded).
 # CloudFront and Vercel percent-encode non-ASCII; Cloudflare sends raw UTF-8.
@@ -41,7 +43,13 @@ _NOWHERE = Location(None, None)
 
 
 def client_address(environ: Mapping[str, str], *, trust_proxy: int) -> str | None:
-    """Return the client's IP address as canonical text, or None if it is not valid.
+    """Return the client's IP address (see client_ip) as canonical text, or None if it is not valid."""
+    ip = client_ip(environ, trust_proxy=trust_proxy)
+    return str(ip) if ip is not None else None
+
+
+def client_ip(environ: Mapping[str, str], *, trust_proxy: int) -> IPAddress | None:
+    """Return the client's IP address, or None if it is not valid.
 
     trust_proxy is the number of proxies in front of the app that append to
     X-Forwarded-For. With 0 the header is ignored and REMOTE_ADDR is used; with
@@ -57,11 +65,10 @@ def client_address(environ: Mapping[str, str], *, trust_proxy: int) -> str | Non
         hops = forwarded.split(",")
         if len(hops) >= trust_proxy:
             candidate = hops[-trust_proxy]
-    ip = _parse_ip(candidate)
-    return str(ip) if ip is not None else None
+    return _parse_ip(candidate)
 
 
-def anonymise_ip(address: str | None) -> str | None:
+def anonymise_ip(address: str | IPAddress | None) -> str | None:
     """Return the address with its host part zeroed: IPv4 keeps /24, IPv6 keeps /48.
 
     An IPv4-mapped IPv6 address is treated as the IPv4 address it carries.
@@ -70,8 +77,9 @@ def anonymise_ip(address: str | None) -> str | None:
     ip = _parse_ip(address)
     if ip is None:
         return None
-    prefix = 24 if ip.version == 4 else 48
-    return str(ipaddress.ip_network((ip, prefix), strict=False).network_address)
+    if ip.version == 4:
+        return str(ipaddress.IPv4Address(int(ip) & _IPV4_NETWORK_24))
+    return str(ipaddress.IPv6Address(int(ip) & _IPV6_NETWORK_48))
 
 
 class GeoLocator:
@@ -107,8 +115,8 @@ class GeoLocator:
         self._open_readers()
         _from_iptocc(ipaddress.ip_address("192.0.2.1"))
 
-    def locate(self, address: str | None, environ: Mapping[str, str]) -> Location:
-        """Return the best Location for a client address and its WSGI environ."""
+    def locate(self, address: str | IPAddress | None, environ: Mapping[str, str]) -> Location:
+        """Return the best Location for a client address (text or parsed) and its WSGI environ."""
         found = self._from_cdn(environ)
         ip = _parse_ip(address)
         if ip is None or not ip.is_global or ip.is_multicast:
@@ -140,10 +148,15 @@ class GeoLocator:
         return self._readers
 
 
-def _parse_ip(address: str | None) -> IPAddress | None:
-    """Parse an address, unwrapping IPv4-mapped IPv6; None when missing or invalid."""
+def _parse_ip(address: str | IPAddress | None) -> IPAddress | None:
+    """Parse an address, unwrapping IPv4-mapped IPv6; None when missing or invalid. A scan parses its
+    client's address once (client_ip) and hands the parsed address on: parsing is a good part of a scan."""
     if not address:
         return None
+    if isinstance(address, ipaddress.IPv4Address):
+        return address
+    if isinstance(address, ipaddress.IPv6Address):
+        return address.ipv4_mapped or address
     try:
         ip = ipaddress.ip_address(address.strip())
     except ValueError:

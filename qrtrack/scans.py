@@ -11,7 +11,7 @@ from collections import namedtuple
 
 from .clock import now_epoch
 from .errors import Gone, NotFound
-from .geo import GeoLocator, anonymise_ip, client_address
+from .geo import GeoLocator, anonymise_ip, client_ip
 from .useragent import MAX_USER_AGENT_LENGTH, ClientInfo, classify_user_agent
 
 TYPE_CHECKING = False  # typing itself is not imported: it costs a CGI scan several milliseconds
@@ -58,7 +58,7 @@ class ScanRecorder:
     def scan_row(self, target: ScanTarget, environ: Mapping[str, Any], *, now: int) -> dict[str, Any]:
         user_agent = (environ.get("HTTP_USER_AGENT") or "")[:MAX_USER_AGENT_LENGTH]
         client = self.classify(user_agent)
-        address = client_address(environ, trust_proxy=self.trust_proxy)
+        address = client_ip(environ, trust_proxy=self.trust_proxy)
         location = self.geo.locate(address, environ)
         return {
             "code_id": target.code_id, "ts": now, "country": location.country, "city": location.city,

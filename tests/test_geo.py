@@ -1,5 +1,6 @@
 """Tests for qrtrack.geo: client address, anonymisation, and country/city lookup."""
 
+import ipaddress
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +9,7 @@ import pytest
 from mmdb_writer import MmdbU32, MMDBWriter
 from netaddr import IPSet
 
-from qrtrack.geo import GeoLocator, Location, anonymise_ip, client_address
+from qrtrack.geo import GeoLocator, Location, anonymise_ip, client_address, client_ip
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -136,6 +137,18 @@ def test_client_address_rejects_negative_trust_proxy():
 )
 def test_anonymise_ip_zeroes_the_host_part(address, expected):
     assert anonymise_ip(address) == expected
+    assert anonymise_ip(ipaddress.ip_address(address)) == expected
+
+
+def test_client_ip_is_the_parsed_client_address_with_mapped_ipv4_unwrapped():
+    environ = {"REMOTE_ADDR": "::ffff:198.51.100.7"}
+    assert client_ip(environ, trust_proxy=0) == ipaddress.IPv4Address("198.51.100.7")
+    assert client_address(environ, trust_proxy=0) == "198.51.100.7"
+    assert client_ip({"REMOTE_ADDR": "nonsense"}, trust_proxy=0) is None
+
+
+def test_locate_takes_a_parsed_address_as_well_as_text():
+    assert GeoLocator().locate(ipaddress.ip_address("8.8.8.8"), {}) == Location("US", None)
 
 
 @pytest.mark.parametrize("address", [None, "", "not-an-ip", "203.0.113.256", "203.0.113.0/24"])
