@@ -1,4 +1,13 @@
-"""gunicorn settings picked up automatically when gunicorn starts in this folder (manage.py serve, VPS installs)."""
+"""gunicorn settings picked up automatically when gunicorn starts in this folder (manage.py serve, VPS installs).
+
+Flags on gunicorn's command line win over these; the number of workers is left to it (--workers).
+"""
+
+# Threads let one worker answer several scans at once and commit their scan rows together
+# (qrtrack.scanstore.GroupCommit: one transaction and one sync for many), and keep connections
+# alive between requests. bench/RESULTS.md has the figures, sync workers beside them.
+worker_class = "gthread"
+threads = 4
 
 
 def post_worker_init(worker):

@@ -95,7 +95,7 @@ def serve(args: argparse.Namespace) -> None:
     say(f"serving on http://{args.host}:{args.port}  (Ctrl+C stops)")
     os.chdir(ROOT)
     os.execv(VENV_PYTHON, [str(VENV_PYTHON), "-m", "gunicorn", "--bind", f"{args.host}:{args.port}",
-                           "--workers", str(args.workers), "--threads", "4", "--access-logfile", "-",
+                           "--workers", str(args.workers), "--access-logfile", "-",
                            "app:app"])
 
 

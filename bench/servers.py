@@ -33,7 +33,7 @@ def free_port() -> int:
 
 def server_flags(threads: int) -> list[str]:
     """gunicorn's flags for every measured app alike: sync workers, or gthread workers with `threads` threads."""
-    worker = ["--worker-class", "sync"] if threads <= 1 else ["--worker-class", "gthread", "--threads", str(threads)]
+    worker = ["--worker-class", "sync" if threads <= 1 else "gthread", "--threads", str(threads)]
     config = ["--config", str(PROJECT_CONFIG)] if PROJECT_CONFIG.is_file() else []
     return ["--workers", str(WORKERS), *worker, *COMMON_FLAGS, *config]
 
