@@ -15,7 +15,7 @@ from sqlalchemy import Row
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import MethodNotAllowed
 
-from . import codes, keys, store
+from . import codes, keys
 from .clock import isoformat_utc, now_epoch
 from .errors import PayloadTooLarge, QrTrackError, UnsupportedMediaType, ValidationError
 from .openapi import MAX_PAGE_SIZE, MAX_QUERY_INTEGER, openapi_document
@@ -73,11 +73,10 @@ def _log_call(principal: keys.ApiPrincipal, status: int) -> None:
     elapsed_ms = int((time.perf_counter() - g.get("api_started", time.perf_counter())) * 1000)
     source = "console" if request.environ.get(CONSOLE_PRINCIPAL_ENVIRON_KEY) else "api"
     try:
-        with services().db.write() as conn:
-            store.insert_api_call(conn, {
-                "user_id": principal.user_id, "key_id": principal.key_id, "key_name": principal.key_name,
-                "ts": now_epoch(), "method": request.method, "path": logged_path()[:300],
-                "status": status, "duration_ms": elapsed_ms, "source": source})
+        keys.record_api_call(services().db, {
+            "user_id": principal.user_id, "key_id": principal.key_id, "key_name": principal.key_name,
+            "ts": now_epoch(), "method": request.method, "path": logged_path()[:300],
+            "status": status, "duration_ms": elapsed_ms, "source": source})
     except SQLAlchemyError:
         log.exception("could not log an API call; the call itself went through")
 

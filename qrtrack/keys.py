@@ -4,7 +4,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Row
 
@@ -19,6 +21,15 @@ DISPLAY_PREFIX_LENGTH = len(KEY_PREFIX) + 8
 MAX_KEY_NAME_LENGTH = 100
 MAX_PRESENTED_KEY_LENGTH = 200
 LAST_USED_RESOLUTION_SECONDS = 60
+API_CALLS_KEPT_PER_USER = 1000
+"""How much of each user's API call log is kept. Only the latest calls are ever shown (the Live Console's
+history shows a page of them), so older ones are pruned, or the log would grow with every call for as long
+as the site runs; 1,000 leaves room for a longer history without keeping more than a few hundred kB per user."""
+API_CALLS_PRUNE_INTERVAL = 97
+"""Prune a user's log on the calls whose id is a multiple of this, not on every call: the prune reads the
+user's newest API_CALLS_KEPT_PER_USER index entries, which would about double the cost of logging a call.
+A log thus typically holds up to this many calls more than it keeps. Prime, so that users whose calls take
+turns in a fixed rhythm still each land on multiples."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +104,14 @@ def _note_key_use(db: Database, row: Row) -> None:
 def list_api_keys(db: Database, *, user_id: int) -> list[Row]:
     with db.read() as conn:
         return store.list_api_keys(conn, user_id)
+
+
+def record_api_call(db: Database, call: Mapping[str, Any]) -> None:
+    """Add a call (the api_calls columns) to its user's log, pruning that log to its newest calls now and then."""
+    with db.write() as conn:
+        call_id = store.insert_api_call(conn, call)
+        if call_id % API_CALLS_PRUNE_INTERVAL == 0:
+            store.delete_api_calls_beyond(conn, call["user_id"], keep=API_CALLS_KEPT_PER_USER)
 
 
 def list_recent_api_calls(db: Database, *, user_id: int, limit: int = 20) -> list[Row]:

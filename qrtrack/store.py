@@ -259,8 +259,23 @@ def _scan_filters(code_id: int, *, start: int | None, end: int | None, include_b
 
 # --- api call log ------------------------------------------------------------------------------
 
-def insert_api_call(conn: Connection, values: Mapping[str, Any]) -> None:
-    conn.execute(insert(api_calls).values(**values))
+def insert_api_call(conn: Connection, values: Mapping[str, Any]) -> int:
+    return conn.execute(insert(api_calls).values(**values)).inserted_primary_key[0]
+
+
+def delete_api_calls_beyond(conn: Connection, user_id: int, *, keep: int) -> int:
+    """Delete the user's calls older than their newest `keep`, newest by (ts, id).
+
+    That is the order of the (user_id, ts) index (on SQLite it ends in the id), so finding the boundary reads
+    `keep` index entries and the delete is a range of the same index: no scan of the table.
+    """
+    newest_first = (select(api_calls.c.ts, api_calls.c.id).where(api_calls.c.user_id == user_id)
+                    .order_by(api_calls.c.ts.desc(), api_calls.c.id.desc()).offset(keep).limit(1))
+    boundary = conn.execute(newest_first).first()
+    if boundary is None:
+        return 0
+    older = tuple_(api_calls.c.ts, api_calls.c.id) <= tuple_(boundary.ts, boundary.id)
+    return conn.execute(delete(api_calls).where(api_calls.c.user_id == user_id, older)).rowcount
 
 
 def list_api_calls(conn: Connection, user_id: int, *, limit: int) -> list[Row]:

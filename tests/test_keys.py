@@ -6,7 +6,7 @@ import re
 import pytest
 from sqlalchemy import text
 
-from qrtrack import accounts, keys
+from qrtrack import accounts, keys, store
 from qrtrack.errors import NotFound, Unauthorized, ValidationError
 
 from .conftest import gen_user
@@ -70,3 +70,36 @@ def test_console_authenticates_by_key_id_only_for_the_owner(db, alice):
 def test_key_needs_a_name(db, alice):
     with pytest.raises(ValidationError):
         keys.issue_api_key(db, user_id=alice, name="  ")
+
+
+def api_call(user_id: int, number: int) -> dict:
+    """The number-th call, one second apart in tens, so ties in ts are settled by id."""
+    return {"user_id": user_id, "key_id": None, "key_name": "k", "ts": 1_700_000_000 + number // 10,
+            "method": "GET", "path": f"/api.php?call={number}", "status": 200, "duration_ms": 1, "source": "api"}
+
+
+def logged_call_numbers(db, user_id: int) -> list[int]:
+    with db.read() as conn:
+        rows = store.list_api_calls(conn, user_id, limit=10 * keys.API_CALLS_KEPT_PER_USER)
+    return sorted(int(row.path.rsplit("=", 1)[1]) for row in rows)
+
+
+def test_call_log_keeps_each_users_newest_calls_and_prunes_the_rest(db, alice):
+    bob, carol = gen_user(db, "bob"), gen_user(db, "carol")
+    kept, interval = keys.API_CALLS_KEPT_PER_USER, keys.API_CALLS_PRUNE_INTERVAL
+    with db.write() as conn:  # carol's log is over the bound but she makes no call, so nothing prunes it
+        for number in range(kept + 50):
+            store.insert_api_call(conn, api_call(carol, number))
+    recorded = kept + 3 * interval
+    for number in range(recorded):
+        keys.record_api_call(db, api_call(alice, number))
+        if number % 100 == 0:
+            keys.record_api_call(db, api_call(bob, number))
+
+    alice_calls = logged_call_numbers(db, alice)
+    assert kept <= len(alice_calls) <= kept + interval
+    assert alice_calls == list(range(recorded - len(alice_calls), recorded))  # the newest, none missing
+    assert logged_call_numbers(db, bob) == list(range(0, recorded, 100))
+    assert logged_call_numbers(db, carol) == list(range(kept + 50))
+    assert [call.path for call in keys.list_recent_api_calls(db, user_id=alice, limit=2)] == [
+        f"/api.php?call={recorded - 1}", f"/api.php?call={recorded - 2}"]
