@@ -1,13 +1,18 @@
 """Tests for qrtrack.qrimage: every image is proven by decoding it with zxing-cpp."""
 
 import io
+import random
 import shutil
+import string
 import struct
 import subprocess
 import zlib
 from xml.etree import ElementTree
 
 import pytest
+import qrcode
+import qrcode.constants
+import qrcode.util
 import zxingcpp
 from PIL import Image, ImageChops, ImageDraw
 
@@ -60,6 +65,25 @@ def rasterise_svg(svg: bytes) -> Image.Image:
     """Return the SVG rendered to a PIL image by rsvg-convert."""
     png = subprocess.run([RSVG, "--format=png"], input=svg, capture_output=True, check=True).stdout
     return Image.open(io.BytesIO(png))
+
+
+def gen_payloads(count: int, *, seed: int) -> list[str]:
+    """Return count short URLs like the codes' own, reproducibly random."""
+    rng = random.Random(seed)
+    hosts = ["qr.example.com", "go.example.org", "a.io", "scan.example.co.uk/some/path"]
+    alphabet = string.ascii_letters + string.digits
+    return [f"https://{rng.choice(hosts)}/p/{''.join(rng.choices(alphabet, k=rng.randint(4, 12)))}"
+            for _ in range(count)]
+
+
+def gen_qr(version: int, *, seed: int) -> qrcode.QRCode:
+    """Return an unmade QRCode of this version holding random bytes that nearly fill it."""
+    rng = random.Random(seed)
+    level = seed % 4
+    capacity = qrcode.util.BIT_LIMIT_TABLE[level][version] // 8 - 3  # bytes, less mode and length headers
+    qr = qrcode.QRCode(version=version, error_correction=level)
+    qr.add_data(bytes(rng.randrange(256) for _ in range(rng.randint(capacity // 2, capacity))))
+    return qr
 
 
 def png_with_header(width: int, height: int) -> bytes:
@@ -143,6 +167,99 @@ def test_png_uses_ec_m_without_logo_and_h_with_logo():
     h_modules = len(qrimage._module_matrix(URL, has_logo=True))
     # For this 31-character URL, M fits version 3 (29 modules) and H needs version 4 (33).
     assert (m_modules, h_modules) == (29 + 8, 33 + 8)
+
+
+def test_png_logo_transparency_shows_the_white_pad():
+    picture = Image.new("RGBA", (200, 200), (0, 0, 0, 0))
+    ImageDraw.Draw(picture).rectangle((0, 0, 199, 19), fill=(220, 30, 30, 255))  # a red bar along the top
+    out = io.BytesIO()
+    picture.save(out, format="PNG")
+    size = 400
+    image = Image.open(io.BytesIO(render_png(URL, size=size, logo=sanitize_logo(out.getvalue())))).convert("RGB")
+    # The logo is about 83 px square around the centre; its lower part is transparent.
+    assert image.crop((size // 2 - 30, size // 2 - 10, size // 2 + 30, size // 2 + 30)).getextrema() == (
+        (255, 255), (255, 255), (255, 255))
+    assert decode(image) == [URL]
+
+
+# mask choice: the same as qrcode's own, which scores all eight masks module by module
+
+
+def test_module_matrix_is_the_matrix_qrcode_makes():
+    payloads = [URL, "x", "HELLO WORLD 123", "https://example.com/" + "ü" * 40, "9" * 300] + gen_payloads(6, seed=3)
+    for data in payloads:
+        for has_logo, level in ((False, qrcode.constants.ERROR_CORRECT_M), (True, qrcode.constants.ERROR_CORRECT_H)):
+            expected = qrcode.QRCode(error_correction=level, box_size=1, border=qrimage.QUIET_ZONE)
+            expected.add_data(data)
+            expected.make(fit=True)
+            assert qrimage._module_matrix(data, has_logo=has_logo) == expected.get_matrix(), (data, has_logo)
+
+
+def test_best_mask_is_qrcode_choice_for_short_urls_at_every_level():
+    chosen = []
+    for number, data in enumerate(gen_payloads(64, seed=18004)):
+        qr = qrcode.QRCode(error_correction=number % 4)
+        qr.add_data(data)
+        ours = qrimage._best_mask(qr)
+        chosen.append(qr.best_mask_pattern())
+        assert ours == chosen[-1], data
+    assert set(chosen) == set(range(8)), "the payloads should make qrcode pick every mask"
+
+
+@pytest.mark.parametrize("version", [1, 2, 6, 7, 14, 21, 27, 40])
+def test_best_mask_is_qrcode_choice_for_a_full_symbol(version):
+    qr = gen_qr(version, seed=version)
+    assert qrimage._best_mask(qr) == qr.best_mask_pattern()
+
+
+@pytest.mark.parametrize(
+    ("data", "level"),
+    [("https://go.example.org/p/GEIU2EtCY2Y", qrcode.constants.ERROR_CORRECT_L),
+     ("https://qr.example.com/p/PW1nw", qrcode.constants.ERROR_CORRECT_Q),
+     ("https://go.example.org/p/74JSnZJrd", qrcode.constants.ERROR_CORRECT_L)],
+)
+def test_best_mask_keeps_the_first_of_tied_masks_as_qrcode_does(data, level):
+    qr = qrcode.QRCode(error_correction=level)
+    qr.add_data(data)
+    scores = []
+    for pattern in range(8):
+        qr.makeImpl(True, pattern)
+        scores.append(qrcode.util.lost_point(qr.modules))
+    assert scores.count(min(scores)) == 2, "the payload should tie two masks for the lowest penalty"
+    assert qrimage._best_mask(qr) == qr.best_mask_pattern()
+
+
+# Every size of the alignment grid, the first with version information (7), and the largest.
+@pytest.mark.parametrize("version", [1, 2, 6, 7, 13, 14, 20, 21, 27, 28, 34, 35, 40])
+def test_mask_flips_turn_mask_0_into_every_mask_as_qrcode_lays_it_out(version):
+    qr = gen_qr(version, seed=version)
+    grid = qrimage._grid(version)
+    layouts = []
+    for pattern in range(8):
+        qr.makeImpl(True, pattern)
+        layouts.append(qrimage._pack(qr.modules))
+    assert [layouts[0] ^ flips for flips in grid.mask_flips] == layouts
+    assert len(set(layouts)) == 8
+
+
+@pytest.mark.parametrize("version", [1, 3, 7, 10])
+def test_mask_penalty_is_qrcode_lost_point_for_every_mask(version):
+    qr = gen_qr(version, seed=version)
+    for pattern in range(8):
+        qr.makeImpl(True, pattern)
+        expected = qrcode.util.lost_point(qr.modules)
+        assert qrimage._mask_penalty(qrimage._pack(qr.modules), qrimage._grid(version)) == expected, pattern
+
+
+def test_mask_penalty_is_qrcode_lost_point_for_random_modules():
+    # Darkness both ways of each 5 % step of rule 4; runs, blocks and finder look-alikes by chance.
+    rng = random.Random(1804)
+    for version in range(1, 11):
+        count = version * 4 + 17
+        for darkness in (0.05, 0.3, 0.45, 0.5, 0.55, 0.7, 0.95):
+            modules = [[rng.random() < darkness for _ in range(count)] for _ in range(count)]
+            expected = qrcode.util.lost_point(modules)
+            assert qrimage._mask_penalty(qrimage._pack(modules), qrimage._grid(version)) == expected
 
 
 # render_svg
