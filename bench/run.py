@@ -5,6 +5,7 @@
 
 Cases, in the order they run (default: all):
   scan        GET /p/<slug> vs a bare WSGI 302: req/s, p99, unloaded p50, SQLITE_SYNCHRONOUS=FULL, no lost scans
+  scan-sync   the scan's req/s again with sync workers (one request per worker at a time) for both, for comparison
   memory      resident memory of one worker after the scan load, vs a bare worker
   image-warm  GET /img/<slug>.png of a cached image vs the same bytes as a static file; 304 on If-None-Match
   image-cold  render_png with a logo, in-process, vs qrcode.make
@@ -14,18 +15,19 @@ Cases, in the order they run (default: all):
   cgi         app.cgi and python app.py as real CGI processes vs a minimal Flask CGI app
 
 Every run builds its data in a fresh temporary instance folder (the full data set is cached between runs),
-starts gunicorn on 127.0.0.1 with the same settings for QR Track and the baselines, alternates baseline and
-subject (3 rounds; 1 with --quick) and takes medians. --quick uses tiny data and 1 s loads, to keep the
-benchmark from rotting in the test suite; it never writes RESULTS.md. A full run of every case with sync
-workers and without errors rewrites the generated block of bench/RESULTS.md. --profile adds a py-spy
-profile of one worker under the scan load; --threads N serves everything with gthread workers instead
-(how `manage.py serve` runs), for comparison. Needs wrk (`apt-get install -y wrk`) for scan, memory,
-image-warm and api-create.
+starts gunicorn on 127.0.0.1 with the same settings for QR Track and the baselines (the worker type and
+threads that gunicorn.conf.py ships, unless --threads says otherwise; --threads 1 means sync workers),
+alternates baseline and subject (3 rounds; 1 with --quick) and takes medians. --quick uses tiny data and
+1 s loads, to keep the benchmark from rotting in the test suite; it never writes RESULTS.md. A full run of
+every case with the shipped threads and without errors rewrites the generated block of bench/RESULTS.md.
+--profile adds a py-spy profile of one worker under the scan load. Needs wrk (`apt-get install -y wrk`)
+for scan, scan-sync, memory, image-warm and api-create.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import runpy
 import sys
 import time
 import traceback
@@ -40,12 +42,13 @@ from bench import http_cases, local_cases, profile, report, scan_cases  # noqa: 
 from bench.context import FULL_LOAD, QUICK_LOAD, Bench, Row  # noqa: E402
 from bench.data import app_settings, clean_environ, new_run_dir, prepare_dataset, remove_run_dir, secret_key  # noqa: E402
 from bench.load import INSTALL_WRK, PHONE_USER_AGENT, LoadSettings, has_wrk  # noqa: E402
-from bench.servers import Server, gunicorn_settings, start_all  # noqa: E402
+from bench.servers import PROJECT_CONFIG, Server, gunicorn_settings, start_all  # noqa: E402
 
 RAISED_API_LIMIT = "1000000 per minute"
 FULL_ROUNDS = 3
 MAX_ROUNDS = 15
 MAX_THREADS = 64
+SHIPPED_THREADS = int(runpy.run_path(str(PROJECT_CONFIG)).get("threads", 1))  # what users run, so what we measure
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class Case:
 
 CASES = {
     "scan": Case(scan_cases.measure_scan, ("bare", "ours", "ours-full"), needs_wrk=True),
+    "scan-sync": Case(scan_cases.measure_scan_sync, ("bare-sync", "ours-sync"), needs_wrk=True),
     "memory": Case(scan_cases.measure_memory, ("bare", "ours"), needs_wrk=True),
     "image-warm": Case(http_cases.measure_image_warm, ("bare", "ours"), needs_wrk=True),
     "image-cold": Case(local_cases.measure_image_cold, (), needs_wrk=False),
@@ -78,8 +82,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true", help="py-spy profile of one worker under the scan load")
     parser.add_argument("--rounds", type=int, default=FULL_ROUNDS,
                         help=f"alternating rounds per comparison (default {FULL_ROUNDS}; --quick: 1)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="gthread workers with this many threads each, for every server alike (default: sync)")
+    parser.add_argument("--threads", type=int, default=SHIPPED_THREADS,
+                        help="gthread workers with this many threads each, for every server alike; 1: sync workers "
+                             f"(default {SHIPPED_THREADS}, as gunicorn.conf.py ships)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary run folder (instance, logs)")
     args = parser.parse_args(argv)
     if not 1 <= args.rounds <= MAX_ROUNDS:
@@ -101,7 +106,9 @@ def make_servers(bench: Bench, names: set[str]) -> dict[str, Server]:
         "ours": ("app:app", ours),
         "ours-full": ("app:app", {**ours, "SQLITE_SYNCHRONOUS": "FULL"}),
     }
-    return {name: Server(name, target, env, log_path=bench.run_dir / f"{name}.log", threads=bench.threads)
+    environments.update({f"{name}-sync": environments[name] for name in ("bare", "ours")})
+    return {name: Server(name, target, env, log_path=bench.run_dir / f"{name}.log",
+                         threads=1 if name.endswith("-sync") else bench.threads)
             for name, (target, env) in environments.items() if name in names}
 
 
@@ -165,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     if profile_text:
         print("\n" + profile_text)
     failed = any(row.result == "error" for row in rows)
-    if not args.quick and not args.cases and args.threads == 1 and not failed:
+    if not args.quick and not args.cases and args.threads == SHIPPED_THREADS and not failed:
         settings = {**run_settings(load, rounds, args.threads),
                     "Machine load": _load_averages(load_average, os.getloadavg())}
         report.write_results(rows, settings, extra=_profile_section(profile_text))

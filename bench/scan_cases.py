@@ -53,6 +53,24 @@ def measure_scan(bench: Bench) -> list[Row]:
     ]
 
 
+def measure_scan_sync(bench: Bench) -> list[Row]:
+    """The scan load again with sync workers for both apps: a worker holds one request at a time, so
+    group commit has nothing to group and every scan pays for its own transaction."""
+    path = f"/p/{bench.data.scan_slug}"
+    names = ("bare-sync", "ours-sync")
+    for name in names:
+        _warm_up(bench, name, path)
+    runs = alternate(bench.rounds, {name: (lambda name=name: _scan_load(bench, name, path)) for name in names})
+    bare, ours = (_medians(runs[name]) for name in names)
+    return [
+        Row("scan-sync", "requests/s, sync workers for both", f"{ours['rps']:,.0f}", f"{bare['rps']:,.0f} bare 302",
+            ratio(ours["rps"], bare["rps"]), "report", "report",
+            f"median of {bench.rounds}; server CPU per request {ours['cpu']:.3f} ms (bare {bare['cpu']:.3f} ms); "
+            f"p99 {ours['p99']:.1f} ms (bare {bare['p99']:.1f} ms)"),
+        _lost_scans_row(runs["ours-sync"], case="scan-sync", runs_described="sync workers"),
+    ]
+
+
 def measure_memory(bench: Bench) -> list[Row]:
     if "rss" not in bench.state:  # run alone: put the scan load through both servers first
         path = f"/p/{bench.data.scan_slug}"
@@ -73,7 +91,7 @@ def _warm_up(bench: Bench, name: str, path: str) -> None:
 
 def _scan_load(bench: Bench, name: str, path: str) -> ScanRun:
     server = bench.server(name)
-    counts = name != "bare"
+    counts = name.startswith("ours")
     before = bench.count(SCAN_COUNT_SQL, bench.data.scan_code_id) if counts else 0
     cpu_before = server.cpu_seconds()
     result = run_wrk(server.url(path), bench.load)
@@ -105,14 +123,15 @@ def _unloaded(bench: Bench, path: str) -> dict[str, float]:
     return {"bare": median(flat["bare"]), "ours": median(flat["ours"]), "count": len(flat["ours"])}
 
 
-def _lost_scans_row(runs: list[ScanRun]) -> Row:
+def _lost_scans_row(runs: list[ScanRun], *, case: str = "scan",
+                    runs_described: str = "NORMAL and FULL runs together") -> Row:
     """Every 2xx/3xx wrk counted promised a stored scan. The app may have stored a few more: requests still
     in flight when wrk stopped, whose responses wrk never read."""
     acknowledged = sum(run.wrk.acknowledged for run in runs)
     recorded = sum(run.recorded or 0 for run in runs)
     errors = sum(run.wrk.status_errors + run.wrk.socket_errors for run in runs)
     lost = max(acknowledged - recorded, 0)
-    return Row("scan", "scans stored / redirects acknowledged", f"{recorded:,}", f"{acknowledged:,}",
+    return Row(case, "scans stored / redirects acknowledged", f"{recorded:,}", f"{acknowledged:,}",
                ratio(recorded, acknowledged), "none lost", met(lost == 0),
                f"{lost:,} lost; {max(recorded - acknowledged, 0):,} stored beyond acknowledged (in flight when wrk "
-               f"stopped); {errors:,} non-2xx/3xx or socket errors; NORMAL and FULL runs together")
+               f"stopped); {errors:,} non-2xx/3xx or socket errors; {runs_described}")

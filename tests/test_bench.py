@@ -13,13 +13,15 @@ import sys
 
 import pytest
 
+from bench import run as bench_run
+
 from .conftest import PROJECT_ROOT, env_without_settings
 
 pytestmark = pytest.mark.server
 
 RUN = PROJECT_ROOT / "bench" / "run.py"
-CASES = ("scan", "memory", "image-warm", "image-cold", "api-list", "api-create", "analytics", "cgi")
-NEEDS_WRK = {"scan", "memory", "image-warm", "api-create"}
+CASES = tuple(bench_run.CASES)
+NEEDS_WRK = {name for name, case in bench_run.CASES.items() if case.needs_wrk}
 COLUMNS = ("case", "measure", "ours", "baseline", "ratio", "target", "result", "notes")
 RATIO = re.compile(r"\d+(\.\d+)?×")
 RUN_TIMEOUT_SECONDS = 55
