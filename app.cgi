@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """CGI entry for Apache hosts with only mod_cgi: .htaccess sends every request here, one process each.
 
-A scan of an active code (GET /p/<slug>) is answered by qrtrack.fastpath without importing Flask;
-everything else pays Python's start-up and the full app's imports, so prefer app.fcgi or Passenger
-where the host has them. Point the first line at your venv's python (…/.venv/bin/python) to skip
-the re-exec that hosting.use_venv() does.
+A scan of an active code (GET /p/<slug>) and an image already in the cache (GET /img/<slug>.png) are
+answered by qrtrack.fastpath without importing Flask; everything else pays Python's start-up and the
+full app's imports, so prefer app.fcgi or Passenger where the host has them. Point the first line at
+your venv's python (…/.venv/bin/python) to skip the re-exec that hosting.use_venv() does.
 """
 import hosting
 
@@ -12,10 +12,10 @@ hosting.use_venv()
 
 import os  # noqa: E402
 
-from qrtrack.fastpath import serve_cgi_scan  # noqa: E402 - only once the venv's python runs
+from qrtrack.fastpath import serve_cgi  # noqa: E402 - only once the venv's python runs
 
-if serve_cgi_scan():
-    # The scan is committed and the response flushed: end here. A normal exit would tear the
+if serve_cgi(hosting.cgi_wsgi_environ()):
+    # The answer is flushed (a scan's row committed first): end here. A normal exit would tear the
     # interpreter down and, closing the last connection, checkpoint SQLite's WAL with its syncs
     # (about 12 ms of a ~60 ms CGI scan here); the next writer checkpoints instead.
     os._exit(0)

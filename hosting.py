@@ -35,19 +35,36 @@ def use_venv():
 
 
 def mounted_at_folder(wsgi_app):
-    """Wrap wsgi_app so links follow the folder the app is mounted at, not the script serving it.
+    """Wrap wsgi_app so links follow the folder the app is mounted at, not the script serving it (see follow_mount)."""
+    def app(environ, start_response):
+        follow_mount(environ)
+        return wsgi_app(environ, start_response)
+
+    return app
+
+
+def follow_mount(environ):
+    """Change a WSGI environ from the script serving the app to the folder it is mounted at.
 
     .htaccess rewrites /qr/api.php to /qr/app.cgi/api.php, so Apache reports SCRIPT_NAME=/qr/app.cgi and
     url_for() would build /qr/app.cgi/p/<slug>. The script's own name is dropped from SCRIPT_NAME.
     The Authorization header that .htaccess saved through a rewrite (REDIRECT_HTTP_AUTHORIZATION) is put back.
     """
-    def app(environ, start_response):
-        script_name = environ.get("SCRIPT_NAME", "")
-        folder, _, last = script_name.rpartition("/")
-        if last and last == os.path.basename(environ.get("SCRIPT_FILENAME", "")):
-            environ["SCRIPT_NAME"] = folder
-        if not environ.get("HTTP_AUTHORIZATION") and environ.get("REDIRECT_HTTP_AUTHORIZATION"):
-            environ["HTTP_AUTHORIZATION"] = environ["REDIRECT_HTTP_AUTHORIZATION"]
-        return wsgi_app(environ, start_response)
+    script_name = environ.get("SCRIPT_NAME", "")
+    folder, _, last = script_name.rpartition("/")
+    if last and last == os.path.basename(environ.get("SCRIPT_FILENAME", "")):
+        environ["SCRIPT_NAME"] = folder
+    if not environ.get("HTTP_AUTHORIZATION") and environ.get("REDIRECT_HTTP_AUTHORIZATION"):
+        environ["HTTP_AUTHORIZATION"] = environ["REDIRECT_HTTP_AUTHORIZATION"]
 
-    return app
+
+def cgi_wsgi_environ():
+    """This CGI request as the WSGI environ the app gets from wsgiref's CGIHandler through mounted_at_folder.
+
+    For app.cgi's lean path (qrtrack.fastpath.serve_cgi), whose image cache keys are built from the
+    request's URL and so must see the URL the full app saw when it cached the image.
+    """
+    environ = dict(os.environ)
+    environ["wsgi.url_scheme"] = "https" if environ.get("HTTPS") in ("yes", "on", "1") else "http"
+    follow_mount(environ)
+    return environ

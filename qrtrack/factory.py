@@ -75,7 +75,7 @@ def _build_services(app: Flask, settings: Settings) -> None:
     from .db import Database, ensure_schema, make_engine
     from .fastpath import make_recorder
     from .geo import GeoLocator
-    from .imagecache import ImageCache
+    from .imagecache import instance_image_cache
     from .web import AppServices
 
     instance = Path(settings.INSTANCE_PATH)
@@ -89,7 +89,7 @@ def _build_services(app: Flask, settings: Settings) -> None:
     recorder = make_recorder(settings, geo=geo)
     app.extensions["qrtrack"] = AppServices(
         settings=settings, db=db, geo=geo, recorder=recorder,
-        images=ImageCache(instance / "cache" / "images"), logo_dir=instance / "logos")
+        images=instance_image_cache(settings.INSTANCE_PATH), logo_dir=instance / "logos")
 
 
 def _register_blueprints(app: Flask, settings: Settings) -> None:

@@ -2,8 +2,8 @@
 
 FastPath sits in front of the Flask app in long-running servers: GET /p/<slug> of an active
 code records the scan (through the same ScanRecorder as everywhere) and redirects; GET
-/img/<slug>.png|svg is served from the image cache when the image is there. serve_cgi_scan
-answers a scan in a one-shot CGI process. Anything else — unknown or paused codes, whose
+/img/<slug>.png|svg is served from the image cache when the image is there. serve_cgi answers
+the same requests in a one-shot CGI process. Anything else — unknown or paused codes, whose
 friendly pages need templates, images not rendered yet, any other page — falls through to the
 full app, so a lean answer is only ever a faster copy of the app's own. Under CGI this module is
 imported on every scan, so it leaves out re, typing and urllib.parse like config does, and matches
@@ -37,6 +37,7 @@ SLUG_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxy
 IMAGE_KINDS = ("png", "svg")
 MAX_SIZE_DIGITS = 5
 DEFAULT_PORTS = {"http": "80", "https": "443"}
+URL_PATH_CHARACTERS = SLUG_CHARACTERS | frozenset("_.-~/")  # what a URL's path carries unescaped
 REDIRECT_HEADERS = (("Cache-Control", "no-store"), ("Content-Length", "0"))
 
 
@@ -96,19 +97,21 @@ def image_request(environ: Mapping[str, Any]) -> tuple[str, str, int | None] | N
     return slug, kind, imagecache.clamp_size(int(digits))
 
 
-def request_base_url(environ: Mapping[str, Any]) -> str:
+def request_base_url(environ: Mapping[str, Any]) -> str | None:
     """Werkzeug's request.url_root without the trailing slash: scheme, host and the folder mounted at.
 
-    Should it ever differ from Flask's, the image cache simply misses and Flask answers.
+    None for a folder with characters a URL escapes: werkzeug's rules for those are left to Flask, which
+    then answers. Should it ever differ from Flask's, the image cache simply misses and Flask answers.
     """
-    from urllib.parse import quote  # here, not at the top: a CGI scan never builds a URL
-
     scheme = environ.get("wsgi.url_scheme", "http")
     host = environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}"
     name, _, port = host.rpartition(":") if host.count(":") == 1 else (host, "", "")
     if port == DEFAULT_PORTS.get(scheme):
         host = name
-    return f"{scheme}://{host}{quote(environ.get('SCRIPT_NAME', '').rstrip('/'))}"
+    folder = environ.get("SCRIPT_NAME", "").rstrip("/")
+    if not URL_PATH_CHARACTERS.issuperset(folder):
+        return None
+    return f"{scheme}://{host}{folder}"
 
 
 class FastPath:
@@ -139,7 +142,10 @@ class FastPath:
         found = self.recorder.scan_store.find_logo(slug)
         if found is None:
             return None
-        data = f"{self.base_url or request_base_url(environ)}/p/{slug}"
+        base_url = self.base_url or request_base_url(environ)
+        if base_url is None:
+            return None
+        data = f"{base_url}/p/{slug}"
         return self.images.get(imagecache.image_key(slug, kind=kind, size=size, data=data, logo=found[0]))
 
     def _image_response(self, environ: Mapping[str, Any], start_response: Callable, content: bytes, *,
@@ -155,26 +161,38 @@ class FastPath:
         return [b""] if environ.get("REQUEST_METHOD") == "HEAD" else [content]
 
 
-def serve_cgi_scan(environ: Mapping[str, str] | None = None, *, out=None) -> bool:
-    """Answer a CGI request for /p/<slug> if it is a scan of an active code; False to let the full app answer.
+def serve_cgi(environ: Mapping[str, Any], *, out=None) -> bool:
+    """Answer a CGI request the lean handlers can answer (a scan of an active code, an image already in the
+    cache) and return True; False, having written nothing, to let the full app answer.
 
-    User-Agent classification is cached per distinct User-Agent in the instance folder, so a
-    CGI scan imports the parsers only for a browser it has not seen before.
+    environ is the WSGI environ the full app would get (hosting.cgi_wsgi_environ), so the image cache's
+    keys, built from the request's URL, are the ones the full app wrote. User-Agent classification is
+    cached per distinct User-Agent in the instance folder, so a CGI scan imports the parsers only for a
+    browser it has not seen before.
     """
-    environ = os.environ if environ is None else environ
-    if scan_slug(environ) is None:
+    if scan_slug(environ) is None and image_request(environ) is None:
         return False
     from .config import load_settings
     from .scanstore import ClientInfoCache
 
     settings = load_settings(environ=environ)
     cache = ClientInfoCache(os.path.join(settings.INSTANCE_PATH, "cache", "user-agents.db"))
-    try:
-        destination = make_recorder(settings, classify=cache.classify).record(scan_slug(environ), environ)
-    except QrTrackError:
+    lean = FastPath(_not_answered, make_recorder(settings, classify=cache.classify),
+                    images=imagecache.instance_image_cache(settings.INSTANCE_PATH), base_url=settings.BASE_URL)
+    answer = []
+    body = lean(environ, lambda status, headers, exc_info=None: answer.extend((status, headers)))
+    if body is None:
         return False
+    status, headers = answer
     out = out or sys.stdout.buffer
-    out.write(f"Status: 302 Found\r\nLocation: {location_header(destination)}\r\n".encode("latin-1"))
-    out.write("".join(f"{name}: {value}\r\n" for name, value in REDIRECT_HEADERS).encode("latin-1") + b"\r\n")
+    head = f"Status: {status}\r\n" + "".join(f"{name}: {value}\r\n" for name, value in headers) + "\r\n"
+    out.write(head.encode("latin-1"))
+    for chunk in body:
+        out.write(chunk)
     out.flush()
     return True
+
+
+def _not_answered(environ: Mapping[str, Any], start_response: Callable) -> None:
+    """The app behind FastPath under serve_cgi: None tells serve_cgi to leave the request to the full app."""
+    return None

@@ -34,6 +34,11 @@ def image_key(slug: str, *, kind: str, size: int | None, data: str, logo: str | 
     return cache_key(slug, kind=kind, size=size, fingerprint=image_fingerprint(data, logo))
 
 
+def instance_image_cache(instance_path: str) -> ImageCache:
+    """The image cache of an instance folder, the one every process serving that instance reads and writes."""
+    return ImageCache(os.path.join(instance_path, "cache", "images"))
+
+
 class ImageCache:
     """Rendered images kept as files named by key in one directory.
 

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from qrtrack import codes, store
-from qrtrack.fastpath import image_request, location_header, scan_slug, serve_cgi_scan
+from qrtrack.fastpath import image_request, location_header, scan_slug, serve_cgi
 from qrtrack.scanstore import ClientInfoCache
 from qrtrack.store import SqlAlchemyScanStore
 
@@ -71,7 +71,7 @@ def test_post_to_a_scan_path_falls_through_to_flask(client, db, alice):
 def test_cgi_scan_records_the_same_row_and_prints_a_302(services, db, alice):
     code = gen_code(db, alice, destination="https://example.com/cgi")
     out = io.BytesIO()
-    assert serve_cgi_scan(cgi_environ(services, code.slug), out=out) is True
+    assert serve_cgi(cgi_environ(services, code.slug), out=out) is True
     head = out.getvalue().decode()
     assert head.startswith("Status: 302 Found\r\nLocation: https://example.com/cgi\r\n")
     assert "Cache-Control: no-store\r\n" in head and head.endswith("\r\n\r\n")
@@ -86,9 +86,9 @@ def test_cgi_scan_leaves_unknown_and_paused_codes_to_the_full_app(services, db, 
     codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=codes.CodeChanges(status="paused"))
     for slug in ("nosuch1", code.slug):
         out = io.BytesIO()
-        assert serve_cgi_scan(cgi_environ(services, slug), out=out) is False
+        assert serve_cgi(cgi_environ(services, slug), out=out) is False
         assert out.getvalue() == b""
-    assert serve_cgi_scan({"REQUEST_METHOD": "GET", "PATH_INFO": "/api.php"}) is False
+    assert serve_cgi({"REQUEST_METHOD": "GET", "PATH_INFO": "/api.php"}) is False
 
 
 def test_client_info_cache_answers_from_disk_the_second_time(tmp_path, monkeypatch):
@@ -116,24 +116,59 @@ NOT_IMPORTED_BY_A_CGI_SCAN = ("flask", "sqlalchemy", "werkzeug", "user_agents", 
                               "typing", "re", "pathlib", "enum", "urllib.parse", "dataclasses", "logging", "tempfile")
 
 
-def test_cgi_scan_imports_none_of_the_costly_modules_on_a_cache_hit(services, db, alice):
-    code = gen_code(db, alice)
-    environ = cgi_environ(services, code.slug)
+def run_cgi_in_a_new_process(environ: dict[str, str]) -> subprocess.CompletedProcess:
+    """serve_cgi as app.cgi calls it, in a fresh interpreter; prints what it wrote, then the costly modules loaded."""
     program = (
         "import os, sys, io\n"
         "import hosting\n"
-        "from qrtrack.fastpath import serve_cgi_scan\n"
-        f"environ = {environ!r}\n"
-        "os.environ.update(environ)\n"
-        "assert serve_cgi_scan(environ, out=io.BytesIO())\n"
+        "from qrtrack.fastpath import serve_cgi\n"
+        f"os.environ.update({environ!r})\n"
+        "out = io.BytesIO()\n"
+        "assert serve_cgi(hosting.cgi_wsgi_environ(), out=out)\n"
+        "print(out.getvalue().split(b'\\r\\n')[0].decode())\n"
         f"print(','.join(m for m in {NOT_IMPORTED_BY_A_CGI_SCAN!r} if m in sys.modules))\n"
     )
     env = {**env_without_settings(), "PYTHONPATH": str(PROJECT_ROOT)}
-    runs = [subprocess.run([sys.executable, "-c", program], env=env, cwd=PROJECT_ROOT, capture_output=True,
-                           text=True, timeout=60) for _ in range(2)]
-    assert all(run.returncode == 0 for run in runs), runs[-1].stderr
-    assert runs[1].stdout.strip() == ""
+    run = subprocess.run([sys.executable, "-c", program], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 0, run.stderr
+    return run
+
+
+def test_cgi_scan_imports_none_of_the_costly_modules_on_a_cache_hit(services, db, alice):
+    code = gen_code(db, alice)
+    environ = cgi_environ(services, code.slug)
+    runs = [run_cgi_in_a_new_process(environ) for _ in range(2)]  # the first fills the User-Agent cache
+    assert runs[1].stdout.splitlines() == ["Status: 302 Found", ""]
     assert codes.get_code(db, owner_id=alice, uuid=code.uuid).scan_count == 2
+
+
+def test_cgi_cached_image_imports_none_of_the_costly_modules(client, services, db, alice):
+    code = gen_code(db, alice)
+    assert client.get(f"/img/{code.slug}.png?size=128").status_code == 200  # the full app renders and caches it
+    environ = cgi_environ(services, code.slug, PATH_INFO=f"/img/{code.slug}.png", QUERY_STRING="size=128",
+                          HTTP_HOST="localhost")
+    assert run_cgi_in_a_new_process(environ).stdout.splitlines() == ["Status: 200 OK", ""]
+
+
+def test_cgi_serves_a_cached_image_with_its_etag_and_answers_304(client, services, db, alice):
+    code = gen_code(db, alice)
+    environ = cgi_environ(services, code.slug, PATH_INFO=f"/img/{code.slug}.png", HTTP_HOST="localhost",
+                          SCRIPT_NAME="", **{"wsgi.url_scheme": "http"})
+    out = io.BytesIO()
+    assert serve_cgi(environ, out=out) is False and out.getvalue() == b""  # not rendered yet: the full app's job
+    rendered = client.get(f"/img/{code.slug}.png")
+    assert serve_cgi(environ, out=out) is True
+    head, _, body = out.getvalue().partition(b"\r\n\r\n")
+    assert head.startswith(b"Status: 200 OK\r\n") and body == rendered.data
+    assert f"ETag: {rendered.headers['ETag']}".encode() in head and b"Content-Type: image/png" in head
+    for extra, status in (({"HTTP_IF_NONE_MATCH": rendered.headers["ETag"]}, b"304 Not Modified"),
+                          ({"REQUEST_METHOD": "HEAD"}, b"200 OK")):
+        out = io.BytesIO()
+        assert serve_cgi({**environ, **extra}, out=out) is True
+        head, _, body = out.getvalue().partition(b"\r\n\r\n")
+        assert head.startswith(b"Status: " + status) and body == b""
+    assert codes.get_code(db, owner_id=alice, uuid=code.uuid).scan_count == 0
 
 
 def test_cached_image_is_served_without_flask_with_etag_and_304(client, db, alice, monkeypatch):
@@ -171,6 +206,8 @@ def test_lean_base_url_matches_werkzeugs_url_root():
     from qrtrack.fastpath import request_base_url
 
     for base in ("http://localhost/", "https://qr.example.com/", "http://example.com:8080/qr/",
-                 "https://example.com:443/sub/folder/", "http://127.0.0.1:8000/"):
+                 "https://example.com:443/sub/folder/", "http://127.0.0.1:8000/", "http://example.com/a_b.c-d~e/"):
         environ = EnvironBuilder(path="/img/x.png", base_url=base).get_environ()
         assert request_base_url(environ) == Request(environ).url_root.rstrip("/")
+    for base in ("http://example.com/qr%20codes/", "http://example.com/caf%C3%A9/", "http://example.com/a%25b/"):
+        assert request_base_url(EnvironBuilder(path="/img/x.png", base_url=base).get_environ()) is None
