@@ -184,7 +184,7 @@ def update_code(principal: keys.ApiPrincipal, uuid: str, body: dict[str, Any]) -
 
 
 def delete_code(principal: keys.ApiPrincipal, uuid: str) -> dict[str, Any]:
-    code = codes.delete_code(services().db, owner_id=principal.user_id, uuid=uuid)
+    code = codes.delete_code(services().db, owner_id=principal.user_id, uuid=uuid, logo_dir=services().logo_dir)
     return {"uuid": code.uuid, "deleted": True}
 
 

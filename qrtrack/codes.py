@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import secrets
 import uuid as uuid_module
@@ -11,7 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import Row
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from . import store
 from .clock import now_epoch
@@ -27,6 +28,7 @@ LABEL_CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]")
 SLUG_ALPHABET = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 SLUG_LENGTH = 7
 SLUG_ATTEMPTS = 8
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -101,8 +103,11 @@ def validate_status(value: Any) -> str:
 
 
 def create_code(db: Database, *, owner_id: int, destination: Any, label: Any = None, code_type: Any = None,
-                logo: str | None = None) -> Row:
-    """Validate and insert a new active code with a fresh uuid4 and a unique random slug."""
+                logo: str | None = None, logo_dir: Path | None = None) -> Row:
+    """Validate and insert a new active code with a fresh uuid4 and a unique random slug.
+
+    With logo_dir, a logo whose file is gone (see remove_logo_if_unused) is refused.
+    """
     values = {
         "uuid": str(uuid_module.uuid4()),
         "owner_id": owner_id,
@@ -120,6 +125,7 @@ def create_code(db: Database, *, owner_id: int, destination: Any, label: Any = N
             with db.write() as conn:
                 if store.slug_exists(conn, values["slug"]):
                     continue
+                _check_logo_file(logo_dir, logo)
                 store.insert_code(conn, values)
                 return store.get_code_by_uuid(conn, uuid=values["uuid"], owner_id=owner_id)
         except IntegrityError:
@@ -146,9 +152,28 @@ def _is_uuid(value: str) -> bool:
     return len(value) == 36
 
 
-def update_code(db: Database, *, owner_id: int, uuid: Any, changes: CodeChanges) -> Row:
-    """Apply the changes that are set; the next scan already follows a new destination."""
+def update_code(db: Database, *, owner_id: int, uuid: Any, changes: CodeChanges,
+                logo_dir: Path | None = None) -> Row:
+    """Apply the changes that are set; the next scan already follows a new destination.
+
+    With logo_dir, a new logo whose file is gone is refused, and the file of a logo replaced or removed
+    is deleted once no code uses it.
+    """
     code = get_code(db, owner_id=owner_id, uuid=uuid)
+    values = _changed_values(changes)
+    if not values:
+        return code
+    values["updated_at"] = now_epoch()
+    with db.write() as conn:
+        _check_logo_file(logo_dir, values.get("logo"))
+        store.update_code(conn, code.id, values)
+        updated = store.get_code_by_uuid(conn, uuid=code.uuid, owner_id=owner_id)
+    if logo_dir is not None and code.logo and code.logo != updated.logo:
+        remove_logo_if_unused(db, logo_dir, code.logo)
+    return updated
+
+
+def _changed_values(changes: CodeChanges) -> dict[str, Any]:
     values: dict[str, Any] = {}
     if changes.destination is not None:
         values["destination"] = validate_destination(changes.destination)
@@ -158,19 +183,19 @@ def update_code(db: Database, *, owner_id: int, uuid: Any, changes: CodeChanges)
         values["status"] = validate_status(changes.status)
     if changes.logo is not None or changes.remove_logo:
         values["logo"] = None if changes.remove_logo else changes.logo
-    if not values:
-        return code
-    values["updated_at"] = now_epoch()
-    with db.write() as conn:
-        store.update_code(conn, code.id, values)
-        return store.get_code_by_uuid(conn, uuid=code.uuid, owner_id=owner_id)
+    return values
 
 
-def delete_code(db: Database, *, owner_id: int, uuid: Any) -> Row:
-    """Delete the code and its scan log for good; returns the row as it was."""
+def delete_code(db: Database, *, owner_id: int, uuid: Any, logo_dir: Path | None = None) -> Row:
+    """Delete the code and its scan log for good; returns the row as it was.
+
+    With logo_dir, the code's logo file is deleted too once no code uses it.
+    """
     code = get_code(db, owner_id=owner_id, uuid=uuid)
     with db.write() as conn:
         store.delete_code(conn, code.id)
+    if logo_dir is not None and code.logo:
+        remove_logo_if_unused(db, logo_dir, code.logo)
     return code
 
 
@@ -225,6 +250,28 @@ def save_logo(logo_dir: Path, png_bytes: bytes) -> str:
 
 def logo_path(logo_dir: Path, logo: str) -> Path:
     return logo_dir / f"{logo}.png"
+
+
+def remove_logo_if_unused(db: Database, logo_dir: Path, logo: str) -> None:
+    """Delete a logo's file when no code uses it any more (logos are shared by content).
+
+    Call it only after the change that dropped the logo has committed, so a failed change never leaves a
+    code without its file. The check and the deletion hold the write lock, and a code taking the logo on
+    checks for the file under the same lock (_check_logo_file), so on SQLite, where writers queue, the
+    two cannot interleave. A failure here is logged and the file left: the change itself went through.
+    """
+    try:
+        with db.write() as conn:
+            if not store.is_logo_used(conn, logo):
+                logo_path(logo_dir, logo).unlink(missing_ok=True)
+    except (OSError, SQLAlchemyError):
+        log.exception("could not delete the logo file %s, which no code uses any more", logo)
+
+
+def _check_logo_file(logo_dir: Path | None, logo: str | None) -> None:
+    if logo_dir is not None and logo and not logo_path(logo_dir, logo).is_file():
+        raise ValidationError("this logo is no longer on the server; upload it again", code="invalid_logo",
+                              field="logo")
 
 
 def scan_log(db: Database, *, code_id: int, limit: int, before_id: int | None = None) -> list[Row]:

@@ -188,6 +188,11 @@ def count_codes(conn: Connection, owner_id: int, *, search: str | None = None,
     return conn.execute(query).scalar_one()
 
 
+def is_logo_used(conn: Connection, logo: str) -> bool:
+    """Whether any code, anyone's, shows this logo (logos are stored once per content hash)."""
+    return conn.execute(select(codes.c.id).where(codes.c.logo == logo).limit(1)).first() is not None
+
+
 def update_code(conn: Connection, code_id: int, values: Mapping[str, Any]) -> int:
     return conn.execute(update(codes).where(codes.c.id == code_id).values(**values)).rowcount
 

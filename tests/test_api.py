@@ -216,6 +216,18 @@ def test_delete_removes_the_code_its_log_and_its_short_url(client, api_headers):
     assert scan(client, slug_of(code)).status_code == 404
 
 
+def test_delete_removes_the_logo_file_no_other_code_uses(client, services, alice, api_headers):
+    logo = codes.save_logo(services.logo_dir, b"logo bytes")
+    made = [codes.create_code(services.db, owner_id=alice, destination="https://example.com/", logo=logo)
+            for _ in range(2)]
+    logo_file = codes.logo_path(services.logo_dir, logo)
+
+    client.delete(f"/api.php?uuid={made[0].uuid}", headers=api_headers)
+    assert logo_file.is_file()  # the other code still shows it
+    client.delete(f"/api.php?uuid={made[1].uuid}", headers=api_headers)
+    assert not logo_file.exists()
+
+
 def test_delete_without_uuid_is_refused(shared):
     error = assert_error(shared.client.delete("/api.php", headers=shared.headers), 400, "missing_uuid")
     assert error["field"] == "uuid"

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from qrtrack import codes, store
 from qrtrack.errors import NotFound, ValidationError
@@ -129,3 +131,103 @@ def test_logos_are_stored_once_by_content(tmp_path):
     second = codes.save_logo(tmp_path, b"png bytes")
     assert first == second and codes.logo_path(tmp_path, first).read_bytes() == b"png bytes"
     assert [path.name for path in tmp_path.iterdir()] == [f"{first}.png"]
+
+
+# --- logo files ------------------------------------------------------------------------------------
+
+def with_logo(db, owner_id: int, logo_dir, content: bytes = b"logo A"):
+    logo = codes.save_logo(logo_dir, content)
+    return codes.create_code(db, owner_id=owner_id, destination="https://example.com/", logo=logo,
+                             logo_dir=logo_dir)
+
+
+def stored_logos(logo_dir) -> set[str]:
+    return {path.stem for path in logo_dir.glob("*.png")}
+
+
+def test_replaced_logo_file_is_deleted(db, alice, tmp_path):
+    code = with_logo(db, alice, tmp_path)
+    new_logo = codes.save_logo(tmp_path, b"logo B")
+    updated = codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=codes.CodeChanges(logo=new_logo),
+                                logo_dir=tmp_path)
+    assert updated.logo == new_logo and stored_logos(tmp_path) == {new_logo}
+
+
+def test_removed_logo_file_is_deleted(db, alice, tmp_path):
+    code = with_logo(db, alice, tmp_path)
+    codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=codes.CodeChanges(remove_logo=True),
+                      logo_dir=tmp_path)
+    assert stored_logos(tmp_path) == set()
+
+
+def test_deleted_codes_logo_file_is_deleted(db, alice, tmp_path):
+    code = with_logo(db, alice, tmp_path)
+    codes.delete_code(db, owner_id=alice, uuid=code.uuid, logo_dir=tmp_path)
+    assert stored_logos(tmp_path) == set()
+
+
+def test_other_changes_leave_the_logo_file(db, alice, tmp_path):
+    code = with_logo(db, alice, tmp_path)
+    codes.update_code(db, owner_id=alice, uuid=code.uuid, logo_dir=tmp_path,
+                      changes=codes.CodeChanges(label="renamed", logo=code.logo))
+    assert stored_logos(tmp_path) == {code.logo}
+
+
+def test_shared_logo_file_stays_until_no_code_uses_it(db, alice, tmp_path):
+    first, second = with_logo(db, alice, tmp_path), with_logo(db, gen_user(db, "bob"), tmp_path)
+    third = with_logo(db, alice, tmp_path)
+    assert first.logo == second.logo == third.logo
+    codes.update_code(db, owner_id=alice, uuid=first.uuid, changes=codes.CodeChanges(remove_logo=True),
+                      logo_dir=tmp_path)
+    codes.delete_code(db, owner_id=alice, uuid=third.uuid, logo_dir=tmp_path)
+    assert stored_logos(tmp_path) == {first.logo}  # bob's code still shows it
+    codes.delete_code(db, owner_id=second.owner_id, uuid=second.uuid, logo_dir=tmp_path)
+    assert stored_logos(tmp_path) == set()
+
+
+def test_failed_change_keeps_the_logo_file(db, alice, tmp_path, monkeypatch):
+    code = with_logo(db, alice, tmp_path)
+
+    def failing_after(query):
+        def run_then_fail(conn, *args):
+            query(conn, *args)
+            raise OperationalError("COMMIT", {}, Exception("disk I/O error"))  # before the commit
+        return run_then_fail
+
+    monkeypatch.setattr(store, "update_code", failing_after(store.update_code))
+    monkeypatch.setattr(store, "delete_code", failing_after(store.delete_code))
+    with pytest.raises(OperationalError):
+        codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=codes.CodeChanges(remove_logo=True),
+                          logo_dir=tmp_path)
+    with pytest.raises(OperationalError):
+        codes.delete_code(db, owner_id=alice, uuid=code.uuid, logo_dir=tmp_path)
+    assert codes.get_code(db, owner_id=alice, uuid=code.uuid).logo == code.logo
+    assert stored_logos(tmp_path) == {code.logo}
+
+
+def test_a_logo_whose_file_is_gone_is_refused(db, alice, tmp_path):
+    code = gen_code(db, alice)
+    logo = codes.save_logo(tmp_path, b"logo A")
+    codes.logo_path(tmp_path, logo).unlink()
+    with pytest.raises(ValidationError) as caught:
+        codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=codes.CodeChanges(logo=logo),
+                          logo_dir=tmp_path)
+    assert caught.value.field == "logo"
+    with pytest.raises(ValidationError):
+        codes.create_code(db, owner_id=alice, destination="https://example.com/", logo=logo, logo_dir=tmp_path)
+    assert codes.get_code(db, owner_id=alice, uuid=code.uuid).logo is None
+    assert codes.list_codes(db, owner_id=alice)[1] == 1
+
+
+def test_a_logo_file_that_cannot_be_deleted_is_logged_and_the_change_stands(db, alice, tmp_path, monkeypatch,
+                                                                           caplog):
+    code = with_logo(db, alice, tmp_path)
+
+    def refuse(self, missing_ok=False):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    codes.delete_code(db, owner_id=alice, uuid=code.uuid, logo_dir=tmp_path)
+    assert "could not delete the logo file" in caplog.text
+    with pytest.raises(NotFound):
+        codes.get_code(db, owner_id=alice, uuid=code.uuid)
