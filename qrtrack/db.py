@@ -13,7 +13,7 @@ from sqlalchemy.exc import OperationalError
 from .config import Settings
 
 MIGRATIONS_PATH = Path(__file__).resolve().parent / "migrations"
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 """The newest migration. Kept here so start-up can check the schema without importing Alembic;
 tests/test_db.py fails when a new migration is added without updating it."""
 BUSY_TIMEOUT_MS = 10_000

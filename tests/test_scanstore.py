@@ -77,3 +77,36 @@ def test_threaded_scans_through_sqlite_all_arrive(services, db, alice):
         assert conn.exec_driver_sql("SELECT COUNT(*), MAX(c.scan_count) FROM scans JOIN codes c ON c.id = code_id"
                                     ).one() == (320, 320)
     scan_store.close()
+
+
+def test_writers_in_other_processes_wait_for_the_lock_file_and_go_as_soon_as_it_is_free(services, db, alice):
+    """Another process holding the writer lock (flock) holds back this store's writes until it lets go."""
+    import fcntl
+    import os
+
+    from qrtrack.scanstore import WRITER_LOCK_SUFFIX
+
+    code = gen_code(db, alice)
+    scan_store = SqliteScanStore(services.settings.sqlite_path)
+    row = {"code_id": code.id, "ts": 1, "country": None, "city": None, "device": "Mac", "os": "", "browser": "",
+           "is_bot": False, "referrer_host": None, "user_agent": "", "visitor": ""}
+    other_process = os.open(services.settings.sqlite_path + WRITER_LOCK_SUFFIX, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(other_process, fcntl.LOCK_EX)
+        writer = threading.Thread(target=scan_store.write, args=([row],))
+        writer.start()
+        writer.join(timeout=0.5)
+        assert writer.is_alive()
+        assert code_scan_count(db, code.id) == 0
+        fcntl.flock(other_process, fcntl.LOCK_UN)
+        writer.join(timeout=10)
+        assert not writer.is_alive()
+        assert code_scan_count(db, code.id) == 1
+    finally:
+        os.close(other_process)
+        scan_store.close()
+
+
+def code_scan_count(db, code_id: int) -> int:
+    with db.read() as conn:
+        return conn.exec_driver_sql("SELECT scan_count FROM codes WHERE id = ?", (code_id,)).scalar_one()
