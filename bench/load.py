@@ -15,6 +15,10 @@ from typing import TypeVar
 
 PHONE_USER_AGENT = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
                     "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1")
+# A public address (Google's resolver), sent as X-Forwarded-For as nginx would: QR Track trusts one proxy
+# in the bench (TRUST_PROXY=1), so every scan pays for placing a routable address, as a real visitor's does.
+PHONE_ADDRESS = "8.8.8.8"
+PHONE_HEADERS = {"User-Agent": PHONE_USER_AGENT, "X-Forwarded-For": PHONE_ADDRESS}
 LUA_SCRIPT = Path(__file__).resolve().with_name("phone.lua")
 INSTALL_WRK = "wrk is not installed: `apt-get install -y wrk` (Debian/Ubuntu), then run again"
 WRK_GRACE_SECONDS = 60
@@ -69,7 +73,8 @@ def run_wrk(url: str, load: LoadSettings, *, method: str = "GET", body: str = ""
         raise BenchError(INSTALL_WRK)
     header_flags = [part for name, value in (headers or {}).items() for part in ("-H", f"{name}: {value}")]
     command = ["wrk", *load.flags(), "-s", str(LUA_SCRIPT), *header_flags, url]
-    env = {**os.environ, "BENCH_USER_AGENT": PHONE_USER_AGENT, "BENCH_METHOD": method, "BENCH_BODY": body}
+    env = {**os.environ, "BENCH_USER_AGENT": PHONE_USER_AGENT, "BENCH_FORWARDED_FOR": PHONE_ADDRESS,
+           "BENCH_METHOD": method, "BENCH_BODY": body}
     completed = subprocess.run(command, env=env, capture_output=True, text=True,
                                timeout=load.seconds + WRK_GRACE_SECONDS)
     line = next((line for line in completed.stdout.splitlines() if line.startswith("BENCH_JSON ")), None)
@@ -94,7 +99,7 @@ def fetch(port: int, path: str, *, method: str = "GET", headers: Mapping[str, st
     """One request on a fresh connection; redirects are not followed."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        connection.request(method, path, body=body, headers={"User-Agent": PHONE_USER_AGENT, **(headers or {})})
+        connection.request(method, path, body=body, headers={**PHONE_HEADERS, **(headers or {})})
         response = connection.getresponse()
         return Response(response.status, response.headers, response.read())
     finally:
@@ -110,7 +115,7 @@ def time_requests(port: int, path: str, *, count: int, expect: int, seconds: flo
     client pays either way.
     """
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT_SECONDS)
-    request_headers = {"User-Agent": PHONE_USER_AGENT, **(headers or {})}
+    request_headers = {**PHONE_HEADERS, **(headers or {})}
     samples: list[float] = []
     deadline = time.monotonic() + seconds
     try:

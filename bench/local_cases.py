@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .context import Bench, Row, met, ratio
 from .data import app_settings, logo_png
-from .load import PHONE_USER_AGENT, BenchError, alternate, median, time_call
+from .load import PHONE_ADDRESS, PHONE_USER_AGENT, BenchError, alternate, median, time_call
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CGI_TIMEOUT_SECONDS = 60
@@ -79,7 +79,7 @@ def cgi_environ(bench: Bench, path: str) -> dict[str, str]:
         **app_settings(bench.data.instance, secret_key=bench.secret_key),
         "GATEWAY_INTERFACE": "CGI/1.1", "SERVER_SOFTWARE": "Apache", "REQUEST_METHOD": "GET",
         "SCRIPT_NAME": "", "PATH_INFO": path, "QUERY_STRING": "", "SERVER_NAME": "127.0.0.1",
-        "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "203.0.113.7",
+        "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": PHONE_ADDRESS,
         "HTTP_HOST": "127.0.0.1", "HTTP_USER_AGENT": PHONE_USER_AGENT,
     }
 

@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import http_cases, local_cases, profile, report, scan_cases  # noqa: E402
 from bench.context import FULL_LOAD, QUICK_LOAD, Bench, Row  # noqa: E402
 from bench.data import app_settings, clean_environ, new_run_dir, prepare_dataset, remove_run_dir, secret_key  # noqa: E402
-from bench.load import INSTALL_WRK, PHONE_USER_AGENT, LoadSettings, has_wrk  # noqa: E402
+from bench.load import INSTALL_WRK, PHONE_ADDRESS, PHONE_USER_AGENT, LoadSettings, has_wrk  # noqa: E402
 from bench.servers import PROJECT_CONFIG, Server, gunicorn_settings, start_all  # noqa: E402
 
 RAISED_API_LIMIT = "1000000 per minute"
@@ -100,7 +100,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def make_servers(bench: Bench, names: set[str]) -> dict[str, Server]:
     environ = clean_environ()
     ours = {**environ, **app_settings(bench.data.instance, secret_key=bench.secret_key,
-                                      API_RATE_LIMIT=RAISED_API_LIMIT)}
+                                      API_RATE_LIMIT=RAISED_API_LIMIT, TRUST_PROXY="1")}
     environments = {
         "bare": ("bench.baseline_apps:bare_app", {**environ, "BENCH_STATIC_FILE": str(bench.static_image)}),
         "ours": ("app:app", ours),
@@ -184,9 +184,10 @@ def run_settings(load: LoadSettings, rounds: int, threads: int) -> dict[str, str
     return {
         "Server": f"`{gunicorn_settings(threads)}` for QR Track (`app:app`) and the baseline "
                   "(`bench.baseline_apps:bare_app`) alike; wrk runs on the same machine",
-        "QR Track settings": f"defaults in a fresh instance folder, `API_RATE_LIMIT={RAISED_API_LIMIT}`; "
-                             "the FULL row adds `SQLITE_SYNCHRONOUS=FULL`",
-        "Load": f"`{load.describe()}` with phone.lua (User-Agent: {PHONE_USER_AGENT}); baseline and subject "
+        "QR Track settings": f"defaults in a fresh instance folder, `API_RATE_LIMIT={RAISED_API_LIMIT}`, "
+                             "`TRUST_PROXY=1` (as behind nginx); the FULL row adds `SQLITE_SYNCHRONOUS=FULL`",
+        "Load": f"`{load.describe()}` with phone.lua (User-Agent: {PHONE_USER_AGENT}; X-Forwarded-For: "
+                f"{PHONE_ADDRESS}, so every scan is placed in a country); baseline and subject "
                 f"alternate, {rounds} rounds, medians",
         "Data": "10,000 codes for one user, one of them with 1,000,000 scans over 90 days",
     }
