@@ -1,13 +1,14 @@
-"""The shipped .htaccess and entries on a real Apache: the app in a sub-folder under CGI, FastCGI and Passenger.
+"""The shipped .htaccess and entries on a real Apache: the app in a sub-folder and at a domain's root, under CGI,
+FastCGI and Passenger.
 
-Each mode gets a private Apache on 127.0.0.1 (tests/deploy/apache.py) serving a copy of the working tree at
-/qr/, and a minimal app behind the same entries at the root of a second port. Needs the Debian packages
+Each mode gets a private Apache on 127.0.0.1 (tests/deploy/apache.py) serving one copy of the working tree at
+/qr/ and another at the root of a second port, and a minimal app behind the same entries at the root of a third.
+Checks that do not depend on where the app is mounted run in the sub-folder only. Needs the Debian packages
 apache2, libapache2-mod-fcgid, libapache2-mod-passenger and python3-venv (manage.py test installs them).
 """
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import shutil
@@ -23,22 +24,21 @@ from urllib.parse import urlencode, urljoin, urlsplit
 import pytest
 
 from .conftest import PASSWORD
-from .deploy.apache import (
-    MODES,
+from .deploy.apache import MODES, SUB_FOLDER, Apache, missing_for, write_probe
+from .deploy.site import (
     WEB_USER,
-    Apache,
     Response,
     copy_app,
     deploy_venv,
     fetch,
     give_to_web_user,
     make_web_root,
-    missing_for,
+    require,
     run_flask,
-    write_probe,
 )
 
 pytestmark = pytest.mark.server
+MOUNTS = {"sub-folder": SUB_FOLDER, "root": ""}
 RATE_LIMIT = 5
 CONCURRENT_SCANS = 40      # 8 at a time, so several CGI processes write at once
 KEY_NAMES = ("contract", "scans", "limit", "load")
@@ -47,6 +47,7 @@ PRIVATE_PATHS = (
     "app.py", "passenger_wsgi.py", "hosting.py", "manage.py", "requirements.txt", ".htaccess", ".venv/pyvenv.cfg",
     "templates/base.html", "tests/conftest.py", "deploy/nginx.conf",
 )
+ENTRY_SCRIPT = re.compile(r"app\.f?cgi")
 
 
 @dataclass
@@ -59,12 +60,18 @@ class Seed:
 
 @dataclass
 class Site:
+    """The app as a client sees it, mounted at SUB_FOLDER or at the root ("") of its Apache."""
+
     apache: Apache
-    folder: Path
+    mount: str
     keys: dict[str, str]
 
+    @property
+    def folder(self) -> Path:
+        return self.apache.app_folder(self.mount)
+
     def url(self, path: str = "") -> str:
-        return self.apache.url("/qr/" + path)
+        return self.apache.url(self.mount, path)
 
     def api(self, method: str = "GET", query: str = "", *, key: str | None = None,
             body: dict[str, Any] | None = None) -> Response:
@@ -84,20 +91,16 @@ class Site:
     def create_code(self, key: str, destination: str) -> dict[str, Any]:
         return self.expect(self.api("POST", key=key, body={"destination": destination}), 201)
 
-
-def require(mode: str) -> None:
-    missing = missing_for(mode)
-    if not missing:
-        return
-    message = f"cannot serve the app under {mode}: missing {', '.join(missing)}"
-    if os.environ.get("CI"):
-        pytest.fail(message + " (CI must run the deployment tests: manage.py test installs these)")
-    pytest.skip(message)
+    def assert_own_link(self, link: str) -> None:
+        """link (from a page or a Location header) leads into this site: under its mount, not via an entry script."""
+        path = urlsplit(urljoin(self.url(), link)).path
+        assert path.startswith(self.mount + "/"), f"{link} is outside {self.mount}/"
+        assert not ENTRY_SCRIPT.search(link), f"{link} names the entry script"
 
 
 @pytest.fixture(scope="module")
 def seed() -> Iterator[Seed]:
-    require("cgi")
+    require(missing_for("cgi"), "serve the app under cgi")
     venv = deploy_venv()
     root = make_web_root()
     folder = root / "qr"
@@ -116,22 +119,34 @@ def seed() -> Iterator[Seed]:
 
 
 @pytest.fixture(scope="module", params=MODES)
-def site(request: pytest.FixtureRequest, seed: Seed) -> Iterator[Site]:
-    require(request.param)
+def apache(request: pytest.FixtureRequest, seed: Seed) -> Iterator[Apache]:
+    """Apache in one mode serving a copy of the seed at each mount, and the probe."""
+    require(missing_for(request.param), f"serve the app under {request.param}")
     apache = Apache(request.param, make_web_root())
-    folder = apache.htdocs / "qr"
     try:
-        shutil.copytree(seed.folder, folder, symlinks=True)
+        for mount in MOUNTS.values():
+            shutil.copytree(seed.folder, apache.app_folder(mount), symlinks=True)
         write_probe(apache.probe_root, (seed.folder / ".venv").readlink())
-        give_to_web_user(apache.htdocs, apache.probe_root)
+        give_to_web_user(apache.htdocs, apache.root_site, apache.probe_root)
         apache.start()
-        yield Site(apache, folder, seed.keys)
+        yield apache
     finally:
         apache.stop()
         shutil.rmtree(apache.root, ignore_errors=True)
 
 
-def test_api_contract_holds_in_a_sub_folder(site: Site):
+@pytest.fixture(params=MOUNTS.values(), ids=MOUNTS.keys())
+def site(request: pytest.FixtureRequest, apache: Apache, seed: Seed) -> Site:
+    return Site(apache, request.param, seed.keys)
+
+
+@pytest.fixture
+def folder_site(apache: Apache, seed: Seed) -> Site:
+    """The sub-folder site alone, for checks that do not depend on where the app is mounted."""
+    return Site(apache, SUB_FOLDER, seed.keys)
+
+
+def test_api_contract_holds_where_the_app_is_mounted(site: Site):
     error = site.expect(site.api(), 401)
     assert error["error"]["code"] == "missing_api_key"
     created = site.create_code("contract", "https://example.com/first")
@@ -164,12 +179,12 @@ def test_qr_image_url_serves_a_png(site: Site):
     assert response.body.startswith(b"\x89PNG\r\n\x1a\n")
 
 
-def test_rate_limit_answers_429_with_retry_after(site: Site):
+def test_rate_limit_answers_429_with_retry_after(folder_site: Site):
     statuses = []
     for _ in range(RATE_LIMIT + 1):
-        response = site.api(key="limit")
+        response = folder_site.api(key="limit")
         statuses.append(response.status)
-    assert statuses == [200] * RATE_LIMIT + [429], site.apache.log_tail()
+    assert statuses == [200] * RATE_LIMIT + [429], folder_site.apache.log_tail()
     assert response.header("Retry-After").isdigit()
     assert json.loads(response.body)["error"]["code"] == "rate_limited"
 
@@ -190,13 +205,13 @@ def test_static_files_are_served_by_apache_from_qrtrack_static(site: Site):
     assert response.header("Content-Security-Policy") is None, "the app answered, not Apache"
 
 
-def test_dashboard_sign_in_and_its_links_stay_in_the_sub_folder(site: Site):
+def test_dashboard_sign_in_and_its_links_stay_where_the_app_is_mounted(site: Site):
     start = fetch(site.url())
     site.expect(start, 302)
-    assert urlsplit(urljoin(site.url(), start.header("Location"))).path == "/qr/login"
+    assert urlsplit(urljoin(site.url(), start.header("Location"))).path == f"{site.mount}/login"
     page = fetch(site.url("login"))
     html = page.body.decode()
-    assert 'href="/qr/static/app.css"' in html
+    assert f'href="{site.mount}/static/app.css"' in html
     token = re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
     form = urlencode({"csrf_token": token, "username": "alice", "password": PASSWORD, "next": ""}).encode()
     signed_in = fetch(site.url("login"), "POST", body=form, headers={
@@ -205,39 +220,46 @@ def test_dashboard_sign_in_and_its_links_stay_in_the_sub_folder(site: Site):
     cookie = {"Cookie": signed_in.header("Set-Cookie").split(";")[0]}
     listing = signed_in
     for _ in range(3):
-        landing = urljoin(site.url("login"), listing.header("Location"))
-        assert urlsplit(landing).path.startswith("/qr/")
-        listing = fetch(landing, headers=cookie)
+        site.assert_own_link(listing.header("Location"))
+        listing = fetch(urljoin(site.url("login"), listing.header("Location")), headers=cookie)
         if listing.status != 302:
             break
     site.expect(listing, 200)
-    assert 'action="/qr/logout"' in listing.body.decode()
+    html = listing.body.decode()
+    assert f'action="{site.mount}/logout"' in html
+    assert not ENTRY_SCRIPT.search(html)
+    links = re.findall(r'(?:href|src|action)="(/[^"]*)"', html)
+    assert len(links) > 5, html[:2000]
+    for link in links:
+        site.assert_own_link(link)
 
-def test_authorization_and_api_key_reach_an_app_at_the_domain_root(site: Site):
-    response = fetch(site.apache.probe_url("/echo"), headers={"Authorization": "Bearer t0k", "X-Api-Key": "k3y"})
-    echoed = site.expect(response, 200)
+
+def test_authorization_and_api_key_reach_an_app_at_the_domain_root(folder_site: Site):
+    response = fetch(folder_site.apache.probe_url("/echo"),
+                     headers={"Authorization": "Bearer t0k", "X-Api-Key": "k3y"})
+    echoed = folder_site.expect(response, 200)
     assert echoed == {"authorization": "Bearer t0k", "api_key": "k3y", "script_root": "",
-                      "link": site.apache.probe_url("/p/x")}
+                      "link": folder_site.apache.probe_url("/p/x")}
 
 
-def test_concurrent_scans_are_all_counted(site: Site):
-    code = site.create_code("load", "https://example.com/load")
+def test_concurrent_scans_are_all_counted(folder_site: Site):
+    code = folder_site.create_code("load", "https://example.com/load")
     with ThreadPoolExecutor(max_workers=8) as pool:
         statuses = list(pool.map(lambda _: fetch(code["short_url"]).status, range(CONCURRENT_SCANS)))
-    got = site.expect(site.api(query=f"?uuid={code['uuid']}", key="load"), 200)
+    got = folder_site.expect(folder_site.api(query=f"?uuid={code['uuid']}", key="load"), 200)
     assert got["scan_count"] == statuses.count(302), statuses
-    assert statuses == [302] * CONCURRENT_SCANS, site.apache.log_tail()
+    assert statuses == [302] * CONCURRENT_SCANS, folder_site.apache.log_tail()
 
 
-def test_backup_while_serving_gives_a_sound_copy(site: Site):
-    code = site.create_code("load", "https://example.com/backup")
-    backups = site.apache.root / "backups"
+def test_backup_while_serving_gives_a_sound_copy(folder_site: Site):
+    code = folder_site.create_code("load", "https://example.com/backup")
+    backups = folder_site.apache.root / "backups"
     backups.mkdir()
     give_to_web_user(backups)
     scanning = threading.Thread(target=lambda: [fetch(code["short_url"]) for _ in range(4)])
     scanning.start()
     try:
-        run_flask(site.folder, "backup", str(backups / "copy.db"))
+        run_flask(folder_site.folder, "backup", str(backups / "copy.db"))
     finally:
         scanning.join()
     copy = sqlite3.connect(backups / "copy.db")
