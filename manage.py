@@ -110,6 +110,8 @@ TEST_SYSTEM_PACKAGES = {
     "libapache2-mod-fcgid": "/usr/lib/apache2/modules/mod_fcgid.so",          # ...FastCGI...
     "libapache2-mod-passenger": "/usr/lib/apache2/modules/mod_passenger.so",  # ...and Passenger
     "python3-venv": "/usr/share/doc/python3-venv",        # the deployment tests' venv on Debian's python3
+    "nginx": "/usr/sbin/nginx",                           # the VPS guide: gunicorn behind nginx...
+    "openssl": "/usr/bin/openssl",                        # ...over TLS with a throwaway certificate
     "wrk": "/usr/bin/wrk",                                # the benchmark's smoke test
 }
 
