@@ -93,6 +93,7 @@ class CodeShare:
     label: str
     scans: int
     share: float
+    is_other: bool = False  # the breakdown macro reads it of every line; top codes are each named
 
 
 @dataclass(frozen=True)
