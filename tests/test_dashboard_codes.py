@@ -295,10 +295,22 @@ def test_a_logo_can_be_replaced_and_removed(browser, services, alice):
     browser.post(edit, data={**fields, "logo": (io.BytesIO(image_bytes("JPEG")), "b.jpg"), "remove_logo": "1"})
     second = codes.get_code(services.db, owner_id=alice, uuid=code.uuid).logo
     assert first and second and first != second
+    assert not codes.logo_path(services.logo_dir, first).exists()  # no code uses the replaced logo any more
     browser.get(f"/img/{code.slug}.png")
     browser.post(edit, data={**fields, "remove_logo": "1"})
     assert codes.get_code(services.db, owner_id=alice, uuid=code.uuid).logo is None
     assert cached_images(services, code.slug) == []
+    assert not codes.logo_path(services.logo_dir, second).exists()
+
+
+def test_deleting_a_code_deletes_its_logo_file_unless_another_code_uses_it(browser, services, alice):
+    browser.post("/codes/new", data=create_form(logo=(io.BytesIO(png_bytes()), "logo.png")))
+    browser.post("/codes/new", data=create_form(logo=(io.BytesIO(png_bytes()), "logo.png")))
+    first, second = codes.list_codes(services.db, owner_id=alice)[0]
+    assert first.logo == second.logo
+    for code, is_kept in ((first, True), (second, False)):
+        browser.post(f"/codes/{code.uuid}/delete", data={"confirm": code.slug})
+        assert codes.logo_path(services.logo_dir, code.logo).exists() is is_kept
 
 
 def test_pause_and_resume(browser, services, alice):

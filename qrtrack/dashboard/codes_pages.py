@@ -99,7 +99,7 @@ def code_new():
         form, errors = _read_code_form(form)
         code = None if errors else _saved(errors, lambda: codes.create_code(
             services().db, owner_id=current_user.user_id, destination=form["destination"], label=form["label"],
-            code_type=form["type"], logo=form["logo"] or None))
+            code_type=form["type"], logo=form["logo"] or None, logo_dir=services().logo_dir))
         if code is not None:
             flash("Your code is ready. Print it anywhere: you can change where it points at any time.", "success")
             return redirect(url_for("dashboard.code_detail", uuid=code.uuid))
@@ -116,7 +116,7 @@ def code_edit(uuid: str):
         updated = None if errors else _saved(errors, lambda: codes.update_code(
             services().db, owner_id=current_user.user_id, uuid=code.uuid, changes=codes.CodeChanges(
                 destination=form["destination"], label=form["label"], logo=form["logo"] or None,
-                remove_logo=form["remove_logo"] and not form["logo"])))
+                remove_logo=form["remove_logo"] and not form["logo"]), logo_dir=services().logo_dir))
         if updated is not None:
             if (updated.logo, updated.destination) != (code.logo, code.destination):
                 services().images.discard_prefix(code.slug + "-")
@@ -198,7 +198,8 @@ def code_delete(uuid: str):
     error = None
     if request.method == "POST":
         if request.form.get("confirm", "").strip() == code.slug:
-            codes.delete_code(services().db, owner_id=current_user.user_id, uuid=code.uuid)
+            codes.delete_code(services().db, owner_id=current_user.user_id, uuid=code.uuid,
+                              logo_dir=services().logo_dir)
             services().images.discard_prefix(code.slug + "-")
             flash(f"Deleted {code.label or code.slug} and its scan history.", "success")
             return redirect(url_for("dashboard.codes_list"))
