@@ -1,10 +1,11 @@
-"""Flask CLI commands for operators, the README and tests: init-db, create-user, create-api-key, backup."""
+"""Flask CLI commands for operators, the README and tests: init-db, create-user, create-api-key, backup,
+remove-unused-logos."""
 from __future__ import annotations
 
 import click
 from flask import Flask
 
-from . import accounts, keys
+from . import accounts, codes, keys
 from .db import backup_sqlite, upgrade_schema
 from .errors import QrTrackError
 from .web import services
@@ -69,3 +70,12 @@ def register_commands(app: Flask) -> None:
             raise click.ClickException("backup works on SQLite; use your database server's own tools")
         backup_sqlite(services().db, path)
         click.echo(f"Backed up to {path}")
+
+    @app.cli.command("remove-unused-logos")
+    @click.option("--older-than-hours", type=click.IntRange(min=0), default=24, show_default=True,
+                  help="Spare files younger than this: an upload whose form is still being corrected.")
+    def remove_unused_logos(older_than_hours: int) -> None:
+        """Delete the logo files in instance/logos that no code uses."""
+        removed = codes.remove_unused_logos(services().db, services().logo_dir,
+                                            older_than_seconds=older_than_hours * 3600)
+        click.echo(f"Removed {removed} unused logo file{'' if removed == 1 else 's'}.")

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import secrets
+import time
 import uuid as uuid_module
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,7 @@ LABEL_CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]")
 SLUG_ALPHABET = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 SLUG_LENGTH = 7
 SLUG_ATTEMPTS = 8
+UNUSED_LOGO_GRACE_SECONDS = 86400
 log = logging.getLogger(__name__)
 
 
@@ -266,6 +269,33 @@ def remove_logo_if_unused(db: Database, logo_dir: Path, logo: str) -> None:
                 logo_path(logo_dir, logo).unlink(missing_ok=True)
     except (OSError, SQLAlchemyError):
         log.exception("could not delete the logo file %s, which no code uses any more", logo)
+
+
+def remove_unused_logos(db: Database, logo_dir: Path, *, older_than_seconds: int = UNUSED_LOGO_GRACE_SECONDS) -> int:
+    """Delete the logo files no code uses that are older than the grace period; returns how many.
+
+    The ones that code changes leave behind are removed as they happen (remove_logo_if_unused); these
+    are the rest: a removed user's, uploads of a form that was then abandoned, files left from before.
+    The grace period spares an upload whose form is still being corrected (it names the file it keeps).
+    """
+    try:
+        files = [entry for entry in os.scandir(logo_dir) if entry.name.endswith(".png") and entry.is_file()]
+    except FileNotFoundError:
+        return 0
+    cutoff = time.time() - older_than_seconds
+    removed = 0
+    with db.write() as conn:
+        used = store.list_used_logos(conn)
+        for entry in files:
+            if entry.name.removesuffix(".png") in used:
+                continue
+            try:
+                if entry.stat().st_mtime < cutoff:
+                    Path(entry.path).unlink(missing_ok=True)
+                    removed += 1
+            except OSError:
+                log.exception("could not delete the logo file %s, which no code uses", entry.name)
+    return removed
 
 
 def _check_logo_file(logo_dir: Path | None, logo: str | None) -> None:

@@ -193,6 +193,11 @@ def is_logo_used(conn: Connection, logo: str) -> bool:
     return conn.execute(select(codes.c.id).where(codes.c.logo == logo).limit(1)).first() is not None
 
 
+def list_used_logos(conn: Connection) -> set[str]:
+    """Every logo some code shows, anyone's."""
+    return set(conn.execute(select(codes.c.logo).where(codes.c.logo.is_not(None)).distinct()).scalars())
+
+
 def update_code(conn: Connection, code_id: int, values: Mapping[str, Any]) -> int:
     return conn.execute(update(codes).where(codes.c.id == code_id).values(**values)).rowcount
 

@@ -84,3 +84,18 @@ def test_backup_writes_a_readable_copy(tmp_path):
         assert copy.execute("SELECT username FROM users").fetchall() == [("alice",)]
     finally:
         copy.close()
+
+
+def test_remove_unused_logos_reports_what_it_removed(tmp_path):
+    from qrtrack import codes
+
+    app = cli_app(tmp_path)
+    services = app.extensions["qrtrack"]
+    logo = codes.save_logo(services.logo_dir, b"nobody's logo")
+    runner = app.test_cli_runner()
+    kept = runner.invoke(args=["remove-unused-logos"])
+    assert kept.exit_code == 0 and "Removed 0 unused logo files." in kept.output
+    removed = runner.invoke(args=["remove-unused-logos", "--older-than-hours", "0"])
+    assert removed.exit_code == 0 and "Removed 1 unused logo file." in removed.output
+    assert not codes.logo_path(services.logo_dir, logo).exists()
+    services.db.dispose()

@@ -1,7 +1,9 @@
 """Codes service: slugs, destination and label validation, create/update/delete, owner scoping."""
 from __future__ import annotations
 
+import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -143,6 +145,19 @@ def with_logo(db, owner_id: int, logo_dir, content: bytes = b"logo A"):
 
 def stored_logos(logo_dir) -> set[str]:
     return {path.stem for path in logo_dir.glob("*.png")}
+
+
+def test_unused_logo_files_older_than_the_grace_period_are_removed(db, alice, tmp_path):
+    used = with_logo(db, alice, tmp_path, b"in use").logo
+    old_unused, new_unused = codes.save_logo(tmp_path, b"old"), codes.save_logo(tmp_path, b"new")
+    two_days_ago = time.time() - 2 * 86400
+    for logo in (used, old_unused):
+        os.utime(codes.logo_path(tmp_path, logo), (two_days_ago, two_days_ago))
+    assert codes.remove_unused_logos(db, tmp_path) == 1
+    assert stored_logos(tmp_path) == {used, new_unused}
+    assert codes.remove_unused_logos(db, tmp_path, older_than_seconds=0) == 1
+    assert stored_logos(tmp_path) == {used}
+    assert codes.remove_unused_logos(db, tmp_path / "missing") == 0
 
 
 def test_replaced_logo_file_is_deleted(db, alice, tmp_path):

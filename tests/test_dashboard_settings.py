@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
+import time
 
 import pytest
 
-from qrtrack import accounts, keys
+from qrtrack import accounts, codes, keys
 from qrtrack.dashboard import reference_pages
 from qrtrack.errors import ValidationError
 from qrtrack.openapi import openapi_document
@@ -197,6 +199,19 @@ def test_removing_a_user_deletes_them_with_their_codes_and_keys(app, admin_clien
     assert accounts.get_user(db, bob) is None
     assert accounts.count_codes_by_user(db).get(bob, 0) == 0
     assert app.test_client().get("/api.php", headers={"X-Api-Key": key}).status_code == 401
+
+
+def test_removing_a_user_deletes_their_older_logo_files_that_no_one_else_uses(app, admin_client, db, admin, bob):
+    logo_dir = app.extensions["qrtrack"].logo_dir
+    logos = {name: codes.save_logo(logo_dir, name.encode()) for name in ("bob's", "shared")}
+    for owner, name in ((bob, "bob's"), (bob, "shared"), (admin, "shared")):
+        codes.create_code(db, owner_id=owner, destination="https://example.com/", logo=logos[name])
+    a_day_ago = time.time() - 25 * 3600
+    for logo in logos.values():
+        os.utime(codes.logo_path(logo_dir, logo), (a_day_ago, a_day_ago))
+    post_form(admin_client, f"/settings/users/{bob}/remove", form_page=f"/settings/users/{bob}/remove")
+    assert not codes.logo_path(logo_dir, logos["bob's"]).exists()
+    assert codes.logo_path(logo_dir, logos["shared"]).exists()
 
 
 def test_acting_on_a_user_that_does_not_exist_is_not_found(admin_client):

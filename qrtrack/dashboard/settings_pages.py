@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, login_user
 
-from .. import accounts, keys
+from .. import accounts, codes, keys
 from ..clock import isoformat_utc, now_epoch
 from ..errors import NotFound, QrTrackError
 from ..web import as_sentence, services
@@ -139,6 +139,7 @@ def remove_user(user_id: int):
     except QrTrackError as error:
         flash(as_sentence(error.message), "error")
     else:
+        codes.remove_unused_logos(db, services().logo_dir)
         flash(f"Removed {user.username} with their codes, scans and API keys.", "success")
     return redirect(url_for("dashboard.users"))
 
