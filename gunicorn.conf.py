@@ -4,11 +4,15 @@ Flags on gunicorn's command line win over these; the number of workers is left t
 """
 import gc
 
-# Threads let one worker answer several scans at once and commit their scan rows together
-# (qrtrack.scanstore.GroupCommit: one transaction and one sync for many), and keep connections
-# alive between requests. bench/RESULTS.md has the figures, sync workers beside them.
-worker_class = "gthread"
-threads = 4
+# Workers are gunicorn's sync ones, one request at a time each, deliberately: on a 2-core machine
+# they served ~20% more scans/s than gthread workers with 4 threads, at half the p99 (bench/RESULTS.md,
+# cases scan and scan-threads). Threads let group commit share a transaction among
+# concurrent scans, but their switching (the GIL, which each SQLite call releases) cost more CPU
+# per scan than that saved. Set `threads` here to serve with gthread workers instead.
+
+# gunicorn 27's control socket (for gunicornc) goes in the user's home, which the VPS unit keeps
+# read-only (ProtectSystem=strict), so every start logged an error; systemctl reload does its job.
+control_socket_disable = True
 
 
 def post_worker_init(worker):
@@ -22,3 +26,4 @@ def post_worker_init(worker):
     if services is not None:
         services.warm_up()
     gc.freeze()
+    worker.log.info("QR Track worker %s ready (gunicorn.conf.py)", worker.pid)

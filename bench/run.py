@@ -5,7 +5,7 @@
 
 Cases, in the order they run (default: all):
   scan        GET /p/<slug> vs a bare WSGI 302: req/s, p99, unloaded p50, SQLITE_SYNCHRONOUS=FULL, no lost scans
-  scan-sync   the scan's req/s again with sync workers (one request per worker at a time) for both, for comparison
+  scan-threads  the scan's req/s again with gthread workers (4 threads) for both, for comparison
   memory      resident memory of one worker after the scan load, vs a bare worker
   image-warm  GET /img/<slug>.png of a cached image vs the same bytes as a static file; 304 on If-None-Match
   image-cold  render_png with a logo, in-process, vs qrcode.make
@@ -21,7 +21,7 @@ alternates baseline and subject (3 rounds; 1 with --quick) and takes medians. --
 1 s loads, to keep the benchmark from rotting in the test suite; it never writes RESULTS.md. A full run of
 every case with the shipped threads and without errors rewrites the generated block of bench/RESULTS.md.
 --profile adds a py-spy profile of one worker under the scan load. Needs wrk (`apt-get install -y wrk`)
-for scan, scan-sync, memory, image-warm and api-create.
+for scan, scan-threads, memory, image-warm and api-create.
 """
 from __future__ import annotations
 
@@ -49,6 +49,7 @@ FULL_ROUNDS = 3
 MAX_ROUNDS = 15
 MAX_THREADS = 64
 SHIPPED_THREADS = int(runpy.run_path(str(PROJECT_CONFIG)).get("threads", 1))  # what users run, so what we measure
+COMPARED_THREADS = 4  # case scan-threads: gthread workers with this many threads
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class Case:
 
 CASES = {
     "scan": Case(scan_cases.measure_scan, ("bare", "ours", "ours-full"), needs_wrk=True),
-    "scan-sync": Case(scan_cases.measure_scan_sync, ("bare-sync", "ours-sync"), needs_wrk=True),
+    "scan-threads": Case(scan_cases.measure_scan_threads, ("bare-threads", "ours-threads"), needs_wrk=True),
     "memory": Case(scan_cases.measure_memory, ("bare", "ours"), needs_wrk=True),
     "image-warm": Case(http_cases.measure_image_warm, ("bare", "ours"), needs_wrk=True),
     "image-cold": Case(local_cases.measure_image_cold, (), needs_wrk=False),
@@ -106,9 +107,9 @@ def make_servers(bench: Bench, names: set[str]) -> dict[str, Server]:
         "ours": ("app:app", ours),
         "ours-full": ("app:app", {**ours, "SQLITE_SYNCHRONOUS": "FULL"}),
     }
-    environments.update({f"{name}-sync": environments[name] for name in ("bare", "ours")})
+    environments.update({f"{name}-threads": environments[name] for name in ("bare", "ours")})
     return {name: Server(name, target, env, log_path=bench.run_dir / f"{name}.log",
-                         threads=1 if name.endswith("-sync") else bench.threads)
+                         threads=COMPARED_THREADS if name.endswith("-threads") else bench.threads)
             for name, (target, env) in environments.items() if name in names}
 
 

@@ -96,4 +96,4 @@ def test_serve_command_sets_up_and_serves_a_working_app(tmp_path):
         os.killpg(process.pid, signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
     assert re.search(r"Log in as 'admin' with password '[^']{12,}'", output), output
-    assert "Using worker: gthread" in output, output  # gunicorn.conf.py: threads let scans share commits
+    assert "Using worker: sync" in output and output.count("ready (gunicorn.conf.py)") == 2, output
