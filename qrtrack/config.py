@@ -61,7 +61,7 @@ def _parse_base_url(name: str, raw: str) -> str | None:
 def _parse_rate_limit(name: str, raw: str) -> str:
     """A bare integer means per minute; anything else must be a flask-limiter string."""
     value = raw.strip()
-    if value.isascii() and value.isdigit():
+    if _is_number(value):
         return f"{int(value)} per minute"
     if is_simple_rate_limit(value):
         return value
