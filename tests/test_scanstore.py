@@ -110,3 +110,44 @@ def test_writers_in_other_processes_wait_for_the_lock_file_and_go_as_soon_as_it_
 def code_scan_count(db, code_id: int) -> int:
     with db.read() as conn:
         return conn.exec_driver_sql("SELECT scan_count FROM codes WHERE id = ?", (code_id,)).scalar_one()
+
+
+SCAN_ROW = {"ts": 1, "country": None, "city": None, "device": "Mac", "os": "", "browser": "", "is_bot": False,
+            "referrer_host": None, "user_agent": "", "visitor": ""}
+
+
+def test_under_full_with_wal_a_write_returns_only_after_it_synced_the_wal_itself(services, db, alice,
+                                                                                  monkeypatch):
+    """SQLite's FULL adds one thing to NORMAL in WAL mode, a sync of the WAL after each commit; the store
+    does that sync itself, after the writer lock is released, and before the write is acknowledged."""
+    import os
+
+    code = gen_code(db, alice)
+    scan_store = SqliteScanStore(services.settings.sqlite_path, synchronous="FULL")
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    try:
+        scan_store.write([{**SCAN_ROW, "code_id": code.id}])
+        assert scan_store._connection().execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
+        wal = services.settings.sqlite_path + "-wal"
+        assert synced == [wal, os.path.dirname(wal)]  # the folder once per process, for a WAL made since
+        scan_store.write([{**SCAN_ROW, "code_id": code.id}])
+        assert synced == [wal, os.path.dirname(wal), wal]
+        assert code_scan_count(db, code.id) == 2
+    finally:
+        scan_store.close()
+
+
+def test_under_full_without_wal_sqlite_syncs_as_it_does(tmp_path):
+    scan_store = SqliteScanStore(str(tmp_path / "rollback-journal.db"), wal=False, synchronous="FULL")
+    try:
+        assert not scan_store.syncs_wal_itself
+        assert scan_store._connection().execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+    finally:
+        scan_store.close()
