@@ -113,6 +113,7 @@ TEST_SYSTEM_PACKAGES = {
     "nginx": "/usr/sbin/nginx",                           # the VPS guide: gunicorn behind nginx...
     "openssl": "/usr/bin/openssl",                        # ...over TLS with a throwaway certificate
     "wrk": "/usr/bin/wrk",                                # the benchmark's smoke test
+    "postgresql": "/usr/share/doc/postgresql",            # database tests run on PostgreSQL too (its own cluster)
 }
 
 

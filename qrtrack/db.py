@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from .config import Settings
 
@@ -105,7 +105,7 @@ def ensure_schema(db: Database) -> None:
     try:
         with db.engine.connect() as conn:
             current = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
-    except OperationalError:
+    except (OperationalError, ProgrammingError):  # no such table: SQLite says the first, PostgreSQL the second
         current = None
     if current != SCHEMA_REVISION:
         upgrade_schema(db)

@@ -237,6 +237,10 @@ class SqlAlchemyScanStore:
         with self.engine.begin() as conn:
             insert_scans(conn, rows)
 
+    def dispose(self) -> None:
+        """Close the pooled connections (for tests and embedding programs that outlive the app)."""
+        self.engine.dispose()
+
 
 def list_scans(conn: Connection, code_id: int, *, limit: int, before_id: int | None = None,
                start: int | None = None, end: int | None = None, include_bots: bool = True) -> list[Row]:

@@ -1,9 +1,15 @@
-"""Fixtures shared by the suite: an app on a fresh SQLite file, its clients, and short builders."""
+"""Fixtures shared by the suite: an app on a fresh database, its clients, and short builders.
+
+The database is a fresh SQLite file. In modules and tests marked `postgresql`, every test that uses the
+database (through `app`, `db` or `database_url`) runs twice: on SQLite and on a fresh PostgreSQL database
+copied from a template that already has the schema, in a throwaway cluster started once per session.
+"""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,13 +17,25 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from qrtrack import accounts, codes, config, create_app, keys
-from qrtrack.config import SETTING_NAMES
-from qrtrack.db import Database, upgrade_schema
+from qrtrack.config import SETTING_NAMES, load_settings
+from qrtrack.db import Database, make_engine, upgrade_schema
 from qrtrack.web import AppServices
+
+from .postgres_server import INITDB, PostgresServer
 
 PROJECT_ROOT = Path(config.PROJECT_ROOT)
 
 PASSWORD = "correct horse battery"
+TEMPLATE_DATABASE = "qrtrack_template"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "postgresql: run each database test on SQLite and again on PostgreSQL")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("postgresql"):
+        metafunc.parametrize("backend", BACKENDS, indirect=True)
 
 
 @pytest.fixture(autouse=True)
@@ -34,11 +52,89 @@ def make_app(instance: Path, **settings: object) -> Flask:
     return app
 
 
+def close_app(app: Flask) -> None:
+    """Close the app's connections: its engine's, and the scan path's own engine outside SQLite."""
+    services = app.extensions["qrtrack"]
+    services.db.dispose()
+    dispose = getattr(services.recorder.scan_store, "dispose", None)
+    if dispose is not None:
+        dispose()
+
+
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[Flask]:
-    app = make_app(tmp_path / "instance")
+def backend(request: pytest.FixtureRequest) -> str:
+    """"sqlite", or "postgresql" in the second run of a test marked postgresql."""
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """The session's cluster, with TEMPLATE_DATABASE migrated to the newest schema by the app's own migrations."""
+    server = PostgresServer()
+    try:
+        server.start()
+        db = database_at(server.create_database(TEMPLATE_DATABASE))
+        upgrade_schema(db)
+        db.dispose()
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def fresh_database(request: pytest.FixtureRequest, backend: str, *, with_schema: bool = True) -> Iterator[str]:
+    """DATABASE_URL for a new database, dropped afterwards: "" (SQLite in the app's instance folder, new
+    with each folder) or a PostgreSQL database copied from the migrated template, or empty."""
+    if backend == "sqlite":
+        yield ""
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    url = server.create_database(template=TEMPLATE_DATABASE if with_schema else "template0")
+    try:
+        yield url
+    finally:
+        server.drop_database(url)
+
+
+@pytest.fixture
+def database_url(request: pytest.FixtureRequest, backend: str) -> Iterator[str]:
+    """DATABASE_URL for this test's fresh database with the newest schema."""
+    with fresh_database(request, backend) as url:
+        yield url
+
+
+@pytest.fixture
+def empty_database_url(request: pytest.FixtureRequest, backend: str) -> Iterator[str]:
+    """Like database_url, but the database has no tables yet (on SQLite: name an INSTANCE_PATH for the file)."""
+    with fresh_database(request, backend, with_schema=False) as url:
+        yield url
+
+
+def database_at(url: str, **settings: object) -> Database:
+    """A Database on url without an app ("" is SQLite in the instance folder, which settings must then name)."""
+    overrides = {"TESTING": True, "DATABASE_URL": url, **settings}
+    return Database(make_engine(load_settings(env_file=None, environ={}, overrides=overrides)))
+
+
+@pytest.fixture
+def app(tmp_path: Path, database_url: str) -> Iterator[Flask]:
+    app = make_app(tmp_path / "instance", DATABASE_URL=database_url)
     yield app
-    app.extensions["qrtrack"].db.dispose()
+    close_app(app)
+
+
+@pytest.fixture
+def make_test_app(tmp_path: Path, database_url: str) -> Iterator[Callable[..., Flask]]:
+    """Build apps with other settings on database_url (on SQLite each app gets a new file; closed at the end)."""
+    apps: list[Flask] = []
+
+    def build(**settings: object) -> Flask:
+        apps.append(make_app(tmp_path / f"instance-{len(apps)}", DATABASE_URL=database_url, **settings))
+        return apps[-1]
+
+    yield build
+    for app in apps:
+        close_app(app)
 
 
 @pytest.fixture
@@ -99,3 +195,8 @@ def needs_tool(command: str, *, install: str) -> pytest.MarkDecorator:
     """
     missing = shutil.which(command) is None and not os.path.exists(command)
     return pytest.mark.skipif(missing and not os.environ.get("CI"), reason=f"{command} not found; install {install}")
+
+
+NEEDS_POSTGRESQL = needs_tool(str(INITDB), install="postgresql")
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=NEEDS_POSTGRESQL)]
+"""The databases a test marked postgresql runs on; a fixture of its own can take them as params too."""

@@ -8,6 +8,8 @@ from qrtrack.errors import Conflict, ValidationError
 
 from .conftest import PASSWORD, gen_user
 
+pytestmark = pytest.mark.postgresql
+
 
 def test_created_user_can_authenticate_and_password_is_hashed(db):
     user_id = gen_user(db, "carol")

@@ -15,7 +15,9 @@ from qrtrack.analytics import Period
 from qrtrack.db import Database, upgrade_schema
 from qrtrack.errors import ValidationError
 
-from .conftest import gen_code, gen_user
+from .conftest import database_at, gen_code, gen_user
+
+pytestmark = pytest.mark.postgresql
 
 DAY = 86400
 # 2026-04-15 12:00:00 UTC, a Wednesday
@@ -54,7 +56,7 @@ def random_scans(code_id: int, count: int, *, rng: random.Random, first_ts: int,
 def naive(db: Database, code_ids: list[int], period: Period, *, include_bots: bool) -> dict:
     """The figures by plain GROUP BYs over the scan log: the definition the rollups must match."""
     in_period = "code_id IN :ids AND ts >= :start AND ts < :end"
-    where = in_period + ("" if include_bots else " AND is_bot = 0")
+    where = in_period + ("" if include_bots else " AND NOT is_bot")
 
     def query(sql: str) -> list:
         statement = text(sql).bindparams(bindparam("ids", expanding=True))
@@ -74,7 +76,7 @@ def naive(db: Database, code_ids: list[int], period: Period, *, include_bots: bo
     for dimension in ("device", "os", "browser"):
         breakdowns[dimension] = {(row[0], ""): row[1] for row in query(
             f"SELECT {dimension}, COUNT(*) FROM scans WHERE {where} GROUP BY 1")}
-    (bots,), = query(f"SELECT COUNT(*) FROM scans WHERE {in_period} AND is_bot = 1")
+    (bots,), = query(f"SELECT COUNT(*) FROM scans WHERE {in_period} AND is_bot")
     return {"scans": sum(s for s, _ in by_day.values()), "unique_scans": sum(u for _, u in by_day.values()),
             "bot_scans": bots, "by_day": by_day, "breakdowns": breakdowns}
 
@@ -267,23 +269,21 @@ def test_a_deleted_code_takes_its_rollups_with_it(db, alice, code):
         assert conn.execute(text("SELECT COUNT(*) FROM scan_rollup_values")).scalar_one() == 0
 
 
-def test_scans_from_before_the_upgrade_are_counted(tmp_path):
+def test_scans_from_before_the_upgrade_are_counted(tmp_path, empty_database_url):
     from alembic import command
 
-    from qrtrack.config import load_settings
-    from qrtrack.db import _alembic_config, make_engine
+    from qrtrack.db import _alembic_config
 
-    settings = load_settings(env_file=None, overrides={"TESTING": True, "INSTANCE_PATH": str(tmp_path)})
-    db = Database(make_engine(settings))
+    db = database_at(empty_database_url, INSTANCE_PATH=str(tmp_path))
     with db.engine.begin() as conn:
         command.upgrade(_alembic_config(conn), "0001")
         conn.execute(text("INSERT INTO users (id, username, password_hash, is_admin, is_active, created_at) "
-                          "VALUES (1, 'old', 'x', 1, 1, 0)"))
+                          "VALUES (1, 'old', 'x', TRUE, TRUE, 0)"))
         conn.execute(text("INSERT INTO codes (id, uuid, slug, owner_id, type, destination, label, status, "
                           "created_at, updated_at, scan_count) "
                           "VALUES (1, 'u', 's', 1, 'url', 'https://e.com', '', 'active', 0, 0, 2)"))
         conn.execute(text("INSERT INTO scans (code_id, ts, device, os, browser, is_bot, user_agent, visitor) "
-                          "VALUES (1, :ts, 'Mac', '', '', 0, '', 'a'), (1, :ts, 'Mac', '', '', 0, '', 'b')"),
+                          "VALUES (1, :ts, 'Mac', '', '', FALSE, '', 'a'), (1, :ts, 'Mac', '', '', FALSE, '', 'b')"),
                      {"ts": NOW - DAY})
     upgrade_schema(db)
     report = analytics.build_report(db, period=last_days(7), code_id=1, now=NOW)

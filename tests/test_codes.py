@@ -14,6 +14,8 @@ from qrtrack.errors import NotFound, ValidationError
 
 from .conftest import gen_code, gen_user
 
+pytestmark = pytest.mark.postgresql
+
 
 def test_slugs_are_short_url_safe_and_random():
     slugs = {codes.new_slug() for _ in range(2000)}

@@ -1,4 +1,7 @@
-"""Database: migrations from empty match schema.py, SQLite pragmas, write transactions, online backup."""
+"""Database: migrations from empty match schema.py, SQLite pragmas, write transactions, online backup.
+
+The tests marked postgresql run on SQLite and again on a fresh PostgreSQL database.
+"""
 from __future__ import annotations
 
 import sqlite3
@@ -7,7 +10,7 @@ import threading
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 from qrtrack import store
 from qrtrack.config import load_settings
@@ -22,17 +25,19 @@ from qrtrack.db import (
 )
 from qrtrack.schema import metadata
 
-from .conftest import gen_code, gen_user
+from .conftest import close_app, gen_code, gen_user
 
 
-def fresh_db(tmp_path, **overrides) -> Database:
-    settings = load_settings(env_file=None, environ={},
-                             overrides={"TESTING": True, "INSTANCE_PATH": str(tmp_path), **overrides})
+def fresh_db(tmp_path, url: str = "", **overrides) -> Database:
+    """A Database with no tables: a new SQLite file in tmp_path, or url (an empty database)."""
+    settings = load_settings(env_file=None, environ={}, overrides={
+        "TESTING": True, "INSTANCE_PATH": str(tmp_path), "DATABASE_URL": url, **overrides})
     return Database(make_engine(settings))
 
 
-def test_migrations_from_an_empty_database_build_exactly_the_schema(tmp_path):
-    db = fresh_db(tmp_path)
+@pytest.mark.postgresql
+def test_migrations_from_an_empty_database_build_exactly_the_schema(tmp_path, empty_database_url):
+    db = fresh_db(tmp_path, empty_database_url)
     assert not is_schema_current(db)
     upgrade_schema(db)
     assert is_schema_current(db)
@@ -41,20 +46,45 @@ def test_migrations_from_an_empty_database_build_exactly_the_schema(tmp_path):
     db.dispose()
 
 
+@pytest.mark.postgresql
+def test_migrating_down_to_the_previous_version_and_up_again_gives_the_same_schema(tmp_path, empty_database_url):
+    from alembic import command
+
+    from qrtrack.db import _alembic_config
+
+    db = fresh_db(tmp_path, empty_database_url)
+    upgrade_schema(db)
+    user_id = gen_user(db)
+    gen_code(db, user_id)
+    with db.engine.begin() as conn:
+        command.downgrade(_alembic_config(conn), "0002")
+    with db.engine.connect() as conn:
+        assert "ix_scans_code_bot_ts" in {index["name"] for index in inspect(conn).get_indexes("scans")}
+    upgrade_schema(db)
+    with db.engine.connect() as conn:
+        assert "ix_scans_code_bot_ts" not in {index["name"] for index in inspect(conn).get_indexes("scans")}
+        assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+        assert store.count_codes(conn, user_id) == 1
+    db.dispose()
+
+
 def test_start_up_revision_constant_names_the_newest_migration():
     assert SCHEMA_REVISION == head_revision()
 
 
-def test_app_start_creates_or_upgrades_the_schema(tmp_path):
+@pytest.mark.postgresql
+def test_app_start_creates_or_upgrades_the_schema(tmp_path, empty_database_url):
     from qrtrack import create_app
 
-    app = create_app({"TESTING": True, "ENV_FILE": None, "INSTANCE_PATH": str(tmp_path)})
+    app = create_app({"TESTING": True, "ENV_FILE": None, "INSTANCE_PATH": str(tmp_path),
+                      "DATABASE_URL": empty_database_url})
     assert is_schema_current(app.extensions["qrtrack"].db)
-    app.extensions["qrtrack"].db.dispose()
+    close_app(app)
 
 
-def test_upgrade_is_idempotent(tmp_path):
-    db = fresh_db(tmp_path)
+@pytest.mark.postgresql
+def test_upgrade_is_idempotent(tmp_path, empty_database_url):
+    db = fresh_db(tmp_path, empty_database_url)
     upgrade_schema(db)
     upgrade_schema(db)
     with db.read() as conn:
@@ -80,8 +110,9 @@ def test_wal_can_be_turned_off_and_full_sync_turned_on_for_network_filesystems(t
     db.dispose()
 
 
-def test_a_failed_write_transaction_leaves_nothing_behind(tmp_path):
-    db = fresh_db(tmp_path)
+@pytest.mark.postgresql
+def test_a_failed_write_transaction_leaves_nothing_behind(tmp_path, empty_database_url):
+    db = fresh_db(tmp_path, empty_database_url)
     upgrade_schema(db)
     with pytest.raises(RuntimeError, match="boom"), db.write() as conn:
         store.insert_user(conn, username="ghost", password_hash="x", is_admin=False, now=1)
@@ -91,8 +122,9 @@ def test_a_failed_write_transaction_leaves_nothing_behind(tmp_path):
     db.dispose()
 
 
-def test_concurrent_writers_queue_instead_of_failing(tmp_path):
-    db = fresh_db(tmp_path)
+@pytest.mark.postgresql
+def test_concurrent_writers_queue_instead_of_failing(tmp_path, empty_database_url):
+    db = fresh_db(tmp_path, empty_database_url)
     upgrade_schema(db)
     user_id = gen_user(db)
     errors: list[Exception] = []
@@ -115,8 +147,9 @@ def test_concurrent_writers_queue_instead_of_failing(tmp_path):
     db.dispose()
 
 
-def test_deleting_a_user_removes_their_codes_and_scans(tmp_path):
-    db = fresh_db(tmp_path)
+@pytest.mark.postgresql
+def test_deleting_a_user_removes_their_codes_and_scans(tmp_path, empty_database_url):
+    db = fresh_db(tmp_path, empty_database_url)
     upgrade_schema(db)
     user_id = gen_user(db)
     code = gen_code(db, user_id)

@@ -11,6 +11,8 @@ from qrtrack.errors import NotFound, Unauthorized, ValidationError
 
 from .conftest import gen_user
 
+pytestmark = pytest.mark.postgresql
+
 
 def test_issued_key_has_the_documented_format_and_is_stored_only_as_a_hash(db, alice):
     raw_key, key_id = keys.issue_api_key(db, user_id=alice, name="zapier")

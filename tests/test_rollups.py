@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from sqlalchemy import text
 
 from qrtrack import analyticsstore, rollups, store
 from qrtrack.db import Database
 
 from .conftest import gen_code
+
+pytestmark = pytest.mark.postgresql
 
 DAY = 86400
 NOW = 1776254400  # 2026-04-15 12:00:00 UTC

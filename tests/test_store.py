@@ -1,9 +1,13 @@
 """The data layer: queries whose shape callers rely on, tested on a real SQLite file without Flask requests."""
 from __future__ import annotations
 
+import pytest
+
 from qrtrack import store
 
 from .conftest import gen_code, gen_user
+
+pytestmark = pytest.mark.postgresql
 
 
 def test_code_summaries_come_newest_first_in_the_api_field_order(db, alice):
