@@ -9,7 +9,9 @@ from sqlalchemy import (
     Engine,
     Row,
     Select,
+    String,
     delete,
+    false,
     func,
     insert,
     or_,
@@ -39,8 +41,19 @@ USER_COLUMNS = (users.c.id, users.c.username, users.c.password_hash, users.c.is_
                 users.c.created_at)
 KEY_COLUMNS = (api_keys.c.id, api_keys.c.user_id, api_keys.c.name, api_keys.c.prefix, api_keys.c.created_at,
                api_keys.c.last_used_at, api_keys.c.revoked_at)
+SCAN_TEXT_LENGTHS = {column.name: column.type.length for column in scans.c
+                     if isinstance(column.type, String) and column.type.length}
+"""The scan log's bounded text columns: PostgreSQL refuses a longer value where SQLite stores it whole."""
 SORTABLE_CODE_COLUMNS = {"created": codes.c.created_at, "scans": codes.c.scan_count, "label": codes.c.label,
                          "updated": codes.c.updated_at}
+
+
+def is_storable(value: str) -> bool:
+    """False for text with NUL, which PostgreSQL refuses even as a query parameter.
+
+    No stored value contains NUL, so a lookup of such text finds nothing on any database without asking.
+    """
+    return "\x00" not in value
 
 
 # --- users -------------------------------------------------------------------------------------
@@ -56,6 +69,8 @@ def get_user_by_id(conn: Connection, user_id: int) -> Row | None:
 
 
 def get_user_by_username(conn: Connection, username: str) -> Row | None:
+    if not is_storable(username):
+        return None
     return conn.execute(select(*USER_COLUMNS).where(users.c.username == username)).first()
 
 
@@ -135,6 +150,8 @@ def slug_exists(conn: Connection, slug: str) -> bool:
 
 
 def get_full_code_by_slug(conn: Connection, slug: str) -> Row | None:
+    if not is_storable(slug):
+        return None
     return conn.execute(select(*CODE_COLUMNS).where(codes.c.slug == slug)).first()
 
 
@@ -147,7 +164,9 @@ def _code_filters(owner_id: int, *, search: str | None, statuses: Iterable[str] 
     filters = [codes.c.owner_id == owner_id]
     if statuses:
         filters.append(codes.c.status.in_(list(statuses)))
-    if search:
+    if search and not is_storable(search):
+        filters.append(false())
+    elif search:
         pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         filters.append(or_(codes.c.label.ilike(pattern, escape="\\"),
                            codes.c.destination.ilike(pattern, escape="\\"),
@@ -212,9 +231,17 @@ def insert_scans(conn: Connection, rows: list[Mapping[str, Any]]) -> None:
     """Insert scan rows and keep each code's scan_count in step, in the caller's transaction."""
     if not rows:
         return
-    conn.execute(text(scanstore.INSERT_SCAN_SQL), [{column: row.get(column) for column in scanstore.SCAN_COLUMNS}
-                                                   for row in rows])
+    conn.execute(text(scanstore.INSERT_SCAN_SQL), [{column: _fit_scan_value(column, row.get(column))
+                                                    for column in scanstore.SCAN_COLUMNS} for row in rows])
     conn.execute(text(scanstore.COUNT_SCANS_SQL), scanstore.scans_per_code(rows))
+
+
+def _fit_scan_value(column: str, value: Any) -> Any:
+    """The value as its column can hold it: a visitor's headers (User-Agent, Referer, a CDN's city) can carry
+    NUL or parse into an over-long OS version, which would fail the whole batch of scans on PostgreSQL."""
+    if not isinstance(value, str):
+        return value
+    return value.replace("\x00", "")[:SCAN_TEXT_LENGTHS.get(column)]
 
 
 class SqlAlchemyScanStore:
@@ -224,11 +251,15 @@ class SqlAlchemyScanStore:
         self.engine = engine
 
     def find_target(self, slug: str) -> tuple[int, str, str] | None:
+        if not is_storable(slug):
+            return None
         with self.engine.connect() as conn:
             row = conn.execute(text(scanstore.FIND_SCAN_TARGET_SQL), {"slug": slug}).first()
         return tuple(row) if row is not None else None
 
     def find_logo(self, slug: str) -> tuple[str | None] | None:
+        if not is_storable(slug):
+            return None
         with self.engine.connect() as conn:
             row = conn.execute(text(scanstore.FIND_IMAGE_SOURCE_SQL), {"slug": slug}).first()
         return tuple(row) if row is not None else None

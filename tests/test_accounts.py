@@ -65,3 +65,8 @@ def test_change_password_needs_the_current_one(db):
         accounts.change_password(db, user_id=user_id, current="wrong", new="a new password")
     accounts.change_password(db, user_id=user_id, current=PASSWORD, new="a new password")
     assert accounts.authenticate_user(db, username="gina", password="a new password") is not None
+
+
+def test_a_username_with_nul_is_unknown_rather_than_an_error(db):
+    gen_user(db, "hana")
+    assert accounts.authenticate_user(db, username="hana\x00", password=PASSWORD) is None

@@ -326,6 +326,30 @@ def test_null_label_on_update_clears_it(client, api_headers):
     assert (updated["label"], updated["destination"]) == ("", code["destination"])
 
 
+def test_scans_whose_headers_carry_nul_or_an_overlong_os_version_are_counted(make_test_app):
+    """Visitors control these headers; on PostgreSQL such a row used to fail its whole batch of scans."""
+    app, client, headers = api_app(make_test_app, TRUST_CDN="cloudflare")
+    code = create(client, headers)
+    long_version = IPHONE.replace("17_5", "9" * 100 + "_5")
+    paris = {"CF-IPCountry": "FR", "CF-IPCity": "Par\x00is"}
+    assert scan(client, slug_of(code), long_version, **paris).status_code == 302
+    assert scan(client, slug_of(code), "Mozilla/5.0\x00", Referer="https://news\x00.example/").status_code == 302
+    body = client.get(f"/api.php?uuid={code['uuid']}", headers=headers).get_json()
+    assert (body["scan_count"], body["scans_total"]) == (2, 2)
+    assert body["scans"][1]["city"] in {"Paris", "Par\x00is"}  # SQLite's lean scan path stores what it gets
+
+
+@pytest.mark.parametrize("path", ["/p/%00", "/p/ab%00", "/img/ab%00.png", "/img/ab%00.svg"])
+def test_a_slug_with_nul_is_an_unknown_code(client, path):
+    assert client.get(path).status_code == 404
+
+
+def test_a_search_with_nul_finds_nothing(client, api_headers):
+    create(client, api_headers, label="promo")
+    body = client.get("/api.php?label=pro%00", headers=api_headers).get_json()
+    assert body["codes"] == []
+
+
 # --- validation --------------------------------------------------------------------------------
 
 BAD_DESTINATIONS = [

@@ -105,3 +105,10 @@ def test_call_log_keeps_each_users_newest_calls_and_prunes_the_rest(db, alice):
     assert logged_call_numbers(db, carol) == list(range(kept + 50))
     assert [call.path for call in keys.list_recent_api_calls(db, user_id=alice, limit=2)] == [
         f"/api.php?call={recorded - 1}", f"/api.php?call={recorded - 2}"]
+
+
+@pytest.mark.parametrize("name", ["nul\x00byte", "bell\x07", "delete\x7f", "c1\x9b"])
+def test_key_name_with_control_characters_is_refused(db, alice, name):
+    with pytest.raises(ValidationError, match="control"):
+        keys.issue_api_key(db, user_id=alice, name=name)
+    assert keys.list_api_keys(db, user_id=alice) == []

@@ -1,9 +1,11 @@
-"""The data layer: queries whose shape callers rely on, tested on a real SQLite file without Flask requests."""
+"""The data layer: queries whose shape callers rely on, tested on SQLite and PostgreSQL without Flask requests."""
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import select
 
 from qrtrack import store
+from qrtrack.schema import scans
 
 from .conftest import gen_code, gen_user
 
@@ -39,3 +41,32 @@ def test_deleting_api_calls_beyond_the_newest_leaves_exactly_those_and_other_use
         bob_count = len(store.list_api_calls(conn, bob, limit=100))
     assert alice_paths == [f"/api.php?n={number}" for number in range(29, 19, -1)]
     assert bob_count == 30
+
+
+def test_text_with_nul_finds_nothing_where_postgresql_would_refuse_the_query(db, alice):
+    code = gen_code(db, alice, label="plain")
+    with db.read() as conn:
+        assert store.get_full_code_by_slug(conn, code.slug + "\x00") is None
+        assert store.get_user_by_username(conn, "alice\x00") is None
+        assert store.list_codes(conn, alice, search="pla\x00") == []
+        assert store.list_code_summaries(conn, alice, search="\x00") == []
+        assert store.count_codes(conn, alice, search="\x00") == 0
+    scan_store = store.SqlAlchemyScanStore(db.engine)
+    assert scan_store.find_target(code.slug) == (code.id, code.destination, "active")
+    assert scan_store.find_target(code.slug + "\x00") is None and scan_store.find_logo("\x00") is None
+
+
+def test_scan_store_fits_header_text_to_the_scan_log_columns(db, alice):
+    """What visitors' headers put in a scan row must not fail the batch: NUL goes, over-long text is cut."""
+    code = gen_code(db, alice)
+    long_os = "Android " + "9" * 200
+    row = {"code_id": code.id, "ts": 1_776_254_400, "country": "FR", "city": "Par\x00is", "device": "Android",
+           "os": long_os, "browser": "Chrome\x00", "is_bot": False, "referrer_host": "news\x00.example",
+           "user_agent": "Mozilla/5.0\x00" + "x" * 600, "visitor": "v"}
+    store.SqlAlchemyScanStore(db.engine).write([row, {**row, "os": "iOS 17.5"}])
+    with db.read() as conn:
+        stored = conn.execute(select(scans.c.city, scans.c.os, scans.c.browser, scans.c.referrer_host,
+                                     scans.c.user_agent).order_by(scans.c.id)).all()
+        assert store.get_full_code_by_slug(conn, code.slug).scan_count == 2
+    assert stored[0] == ("Paris", long_os[:64], "Chrome", "news.example", ("Mozilla/5.0" + "x" * 600)[:512])
+    assert stored[1].os == "iOS 17.5"
