@@ -135,7 +135,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("INSTANCE_PATH", "", _parse_text,
             "Folder for the database, rate-limit counters, logos and cached images. Empty: ./instance."),
     Setting("DATABASE_URL", "", _parse_text,
-            "SQLAlchemy URL. Empty: SQLite file qrtrack.db in the instance folder."),
+            "SQLAlchemy URL. Empty: SQLite file qrtrack.db in the instance folder. For PostgreSQL: "
+            "postgresql+psycopg://user:password@host/database, after pip install 'psycopg[binary]'."),
     Setting("SQLITE_WAL", "true", _parse_bool,
             "Use SQLite's WAL journal (fast, concurrent readers). Set false when the instance folder "
             "sits on a network filesystem (NFS), where WAL is unsafe."),
