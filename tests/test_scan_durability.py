@@ -61,13 +61,18 @@ def hammer(port: int, slug: str, until: float, acknowledged: list[int]) -> None:
     acknowledged.append(count)
 
 
-def test_no_acknowledged_scan_is_lost_when_workers_are_killed(services, db, alice):
+@pytest.mark.parametrize("threads, synchronous", [
+    ("1", "NORMAL"),  # what gunicorn.conf.py ships: sync workers
+    ("4", "NORMAL"),  # gthread: group commit shares transactions among a worker's threads
+    ("1", "FULL"),    # the store syncs the WAL itself, after the writer lock
+])
+def test_no_acknowledged_scan_is_lost_when_workers_are_killed(services, db, alice, threads, synchronous):
     code = gen_code(db, alice)
     port = free_port()
     env = {**env_without_settings(), "INSTANCE_PATH": str(services.settings.INSTANCE_PATH),
-           "SECRET_KEY": services.settings.SECRET_KEY}
+           "SECRET_KEY": services.settings.SECRET_KEY, "SQLITE_SYNCHRONOUS": synchronous}
     server = subprocess.Popen([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-                               "--threads", "4", "--graceful-timeout", "1", "app:app"],
+                               "--threads", threads, "--graceful-timeout", "1", "app:app"],
                               env=env, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
     acknowledged: list[int] = []
