@@ -240,14 +240,19 @@ def _total_shown_by_page(page_length: int, *, limit: int | None, offset: int) ->
 
 
 def save_logo(logo_dir: Path, png_bytes: bytes) -> str:
-    """Store sanitised logo PNG bytes under their content hash; returns the hash (the codes.logo value)."""
+    """Store sanitised logo PNG bytes under their content hash; returns the hash (the codes.logo value).
+
+    A file already there is touched, so remove_unused_logos counts its grace period from this upload.
+    """
     digest = hashlib.sha256(png_bytes).hexdigest()
     path = logo_dir / f"{digest}.png"
-    if not path.exists():
-        logo_dir.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".tmp")
-        temporary.write_bytes(png_bytes)
-        temporary.replace(path)
+    if path.exists():
+        os.utime(path)
+        return digest
+    logo_dir.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_bytes(png_bytes)
+    temporary.replace(path)
     return digest
 
 

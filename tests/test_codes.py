@@ -162,6 +162,15 @@ def test_unused_logo_files_older_than_the_grace_period_are_removed(db, alice, tm
     assert codes.remove_unused_logos(db, tmp_path / "missing") == 0
 
 
+def test_uploading_an_old_unused_logo_again_restarts_its_grace_period(db, tmp_path):
+    logo = codes.save_logo(tmp_path, b"uploaded twice")
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(codes.logo_path(tmp_path, logo), (two_days_ago, two_days_ago))
+    assert codes.save_logo(tmp_path, b"uploaded twice") == logo
+    assert codes.remove_unused_logos(db, tmp_path) == 0
+    assert stored_logos(tmp_path) == {logo}
+
+
 def test_replaced_logo_file_is_deleted(db, alice, tmp_path):
     code = with_logo(db, alice, tmp_path)
     new_logo = codes.save_logo(tmp_path, b"logo B")
