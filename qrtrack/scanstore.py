@@ -15,6 +15,9 @@ from .useragent import ClientInfo, classify_user_agent
 
 SCAN_COLUMNS = ("code_id", "ts", "country", "city", "device", "os", "browser", "is_bot", "referrer_host",
                 "user_agent", "visitor")
+SCAN_TEXT_LENGTHS = {"country": 2, "city": 100, "device": 32, "os": 64, "browser": 64, "referrer_host": 255,
+                     "user_agent": 512, "visitor": 32}
+"""The scan log's text columns and their lengths in schema.py (a test holds the two equal)."""
 TYPE_CHECKING = False  # not typing's: importing typing costs a CGI scan several milliseconds
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
@@ -27,6 +30,19 @@ COUNT_SCANS_SQL = "UPDATE codes SET scan_count = scan_count + :added WHERE id = 
 FIND_IMAGE_SOURCE_SQL = "SELECT logo FROM codes WHERE slug = :slug"
 BUSY_TIMEOUT_SECONDS = 10
 WRITER_LOCK_SUFFIX = "-writer.lock"
+
+
+def fit_scan_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The row's SCAN_COLUMNS as every database stores them alike: a visitor's headers (User-Agent,
+    Referer, a CDN's city) may carry NUL or parse into an over-long OS version, which PostgreSQL refuses,
+    failing the whole batch, and SQLite would store as it came."""
+    return {column: _fit_text(row.get(column), SCAN_TEXT_LENGTHS.get(column)) for column in SCAN_COLUMNS}
+
+
+def _fit_text(value: Any, length: int | None) -> Any:
+    if not isinstance(value, str):
+        return value
+    return value.replace("\x00", "")[:length]
 
 
 def scans_per_code(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, int]]:
@@ -146,7 +162,7 @@ class SqliteScanStore:
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany(INSERT_SCAN_SQL, rows)
+                conn.executemany(INSERT_SCAN_SQL, [fit_scan_row(row) for row in rows])
                 conn.executemany(COUNT_SCANS_SQL, scans_per_code(rows))
             except BaseException:
                 conn.execute("ROLLBACK")

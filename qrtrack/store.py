@@ -9,7 +9,6 @@ from sqlalchemy import (
     Engine,
     Row,
     Select,
-    String,
     delete,
     false,
     func,
@@ -41,9 +40,6 @@ USER_COLUMNS = (users.c.id, users.c.username, users.c.password_hash, users.c.is_
                 users.c.created_at)
 KEY_COLUMNS = (api_keys.c.id, api_keys.c.user_id, api_keys.c.name, api_keys.c.prefix, api_keys.c.created_at,
                api_keys.c.last_used_at, api_keys.c.revoked_at)
-SCAN_TEXT_LENGTHS = {column.name: column.type.length for column in scans.c
-                     if isinstance(column.type, String) and column.type.length}
-"""The scan log's bounded text columns: PostgreSQL refuses a longer value where SQLite stores it whole."""
 SORTABLE_CODE_COLUMNS = {"created": codes.c.created_at, "scans": codes.c.scan_count, "label": codes.c.label,
                          "updated": codes.c.updated_at}
 
@@ -231,17 +227,8 @@ def insert_scans(conn: Connection, rows: list[Mapping[str, Any]]) -> None:
     """Insert scan rows and keep each code's scan_count in step, in the caller's transaction."""
     if not rows:
         return
-    conn.execute(text(scanstore.INSERT_SCAN_SQL), [{column: _fit_scan_value(column, row.get(column))
-                                                    for column in scanstore.SCAN_COLUMNS} for row in rows])
+    conn.execute(text(scanstore.INSERT_SCAN_SQL), [scanstore.fit_scan_row(row) for row in rows])
     conn.execute(text(scanstore.COUNT_SCANS_SQL), scanstore.scans_per_code(rows))
-
-
-def _fit_scan_value(column: str, value: Any) -> Any:
-    """The value as its column can hold it: a visitor's headers (User-Agent, Referer, a CDN's city) can carry
-    NUL or parse into an over-long OS version, which would fail the whole batch of scans on PostgreSQL."""
-    if not isinstance(value, str):
-        return value
-    return value.replace("\x00", "")[:SCAN_TEXT_LENGTHS.get(column)]
 
 
 class SqlAlchemyScanStore:

@@ -151,3 +151,24 @@ def test_under_full_without_wal_sqlite_syncs_as_it_does(tmp_path):
         assert scan_store._connection().execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
     finally:
         scan_store.close()
+
+
+def test_the_scan_paths_column_lengths_are_the_schemas():
+    from sqlalchemy import String
+
+    from qrtrack.scanstore import SCAN_TEXT_LENGTHS
+    from qrtrack.schema import scans
+
+    assert SCAN_TEXT_LENGTHS == {column.name: column.type.length for column in scans.c
+                                 if isinstance(column.type, String) and column.type.length}
+
+
+def test_sqlite_scan_rows_are_fitted_as_on_every_database(services, db, alice):
+    code = gen_code(db, alice)
+    scan_store = SqliteScanStore(services.settings.sqlite_path)
+    try:
+        scan_store.write([{**SCAN_ROW, "code_id": code.id, "os": "Android " + "9" * 200, "city": "Par\x00is"}])
+    finally:
+        scan_store.close()
+    with db.read() as conn:
+        assert conn.exec_driver_sql("SELECT os, city FROM scans").one() == ("Android " + "9" * 56, "Paris")
