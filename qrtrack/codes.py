@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import secrets
 import time
 import uuid as uuid_module
@@ -20,13 +19,12 @@ from . import store
 from .clock import now_epoch
 from .db import Database
 from .errors import NotFound, ValidationError
+from .text import has_control_characters
 
 CODE_TYPES = ("url",)
 STATUSES = ("active", "paused", "archived")
 MAX_DESTINATION_LENGTH = 2048
 MAX_LABEL_LENGTH = 200
-# Control characters that str.split() does not treat as whitespace (and so would keep in a label).
-LABEL_CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]")
 SLUG_ALPHABET = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 SLUG_LENGTH = 7
 SLUG_ATTEMPTS = 8
@@ -84,8 +82,7 @@ def validate_label(value: Any) -> str:
     if len(value) > MAX_LABEL_LENGTH:
         raise ValidationError(f"label is longer than {MAX_LABEL_LENGTH} characters",
                               code="invalid_label", field="label")
-    # PostgreSQL cannot store NUL, and no other control character belongs in a label.
-    if LABEL_CONTROL_CHARACTERS.search(value):
+    if has_control_characters(value):
         raise ValidationError("label must not contain control characters", code="invalid_label", field="label")
     return " ".join(value.split())
 

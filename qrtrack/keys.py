@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,14 +14,13 @@ from . import store
 from .clock import now_epoch
 from .db import Database
 from .errors import NotFound, Unauthorized, ValidationError
+from .text import has_control_characters
 
 KEY_PREFIX = "qrt_"
 KEY_RANDOM_BYTES = 20
 DISPLAY_PREFIX_LENGTH = len(KEY_PREFIX) + 8
 MAX_KEY_NAME_LENGTH = 100
 MAX_PRESENTED_KEY_LENGTH = 200
-# Control characters that str.split() does not treat as space: PostgreSQL cannot store NUL, and none belongs in a name.
-NAME_CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]")
 LAST_USED_RESOLUTION_SECONDS = 60
 API_CALLS_KEPT_PER_USER = 1000
 """How much of each user's API call log is kept. Only the latest calls are ever shown (the Live Console's
@@ -57,7 +55,7 @@ def validate_key_name(name: object) -> str:
     if len(cleaned) > MAX_KEY_NAME_LENGTH:
         raise ValidationError(f"key name is longer than {MAX_KEY_NAME_LENGTH} characters", code="invalid_name",
                               field="name")
-    if NAME_CONTROL_CHARACTERS.search(cleaned):
+    if has_control_characters(cleaned):
         raise ValidationError("key name must not contain control characters", code="invalid_name", field="name")
     return cleaned
 
