@@ -209,10 +209,8 @@ def list_codes(db: Database, *, owner_id: int, search: str | None = None, status
     with db.read() as conn:
         rows = store.list_codes(conn, owner_id, search=search, statuses=statuses, sort=sort,
                                 descending=descending, limit=limit, offset=offset)
-        total = _total_shown_by_page(len(rows), limit=limit, offset=offset)
-        if total is None:
-            total = store.count_codes(conn, owner_id, search=search, statuses=statuses)
-    return rows, total
+        return rows, _total(conn, owner_id, search=search, statuses=statuses, shown=len(rows), limit=limit,
+                            offset=offset)
 
 
 def list_code_summaries(db: Database, *, owner_id: int, search: str | None = None,
@@ -222,18 +220,17 @@ def list_code_summaries(db: Database, *, owner_id: int, search: str | None = Non
     with db.read() as conn:
         rows = store.list_code_summaries(conn, owner_id, search=search, statuses=statuses, limit=limit,
                                          offset=offset)
-        total = _total_shown_by_page(len(rows), limit=limit, offset=offset)
-        if total is None:
-            total = store.count_codes(conn, owner_id, search=search, statuses=statuses)
-    return rows, total
+        return rows, _total(conn, owner_id, search=search, statuses=statuses, shown=len(rows), limit=limit,
+                            offset=offset)
 
 
-def _total_shown_by_page(page_length: int, *, limit: int | None, offset: int) -> int | None:
-    """The total when the page itself tells it (a last page that is not past the end): no count query needed."""
-    is_last_page = limit is None or page_length < limit
-    if is_last_page and (page_length > 0 or offset == 0):
-        return offset + page_length
-    return None
+def _total(conn, owner_id: int, *, search: str | None, statuses: tuple[str, ...] | None, shown: int,
+           limit: int | None, offset: int) -> int:
+    """How many codes match: told by the page itself when it is a last page not past the end, else counted."""
+    is_last_page = limit is None or shown < limit
+    if is_last_page and (shown > 0 or offset == 0):
+        return offset + shown
+    return store.count_codes(conn, owner_id, search=search, statuses=statuses)
 
 
 def save_logo(logo_dir: Path, png_bytes: bytes) -> str:
