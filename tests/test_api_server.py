@@ -73,6 +73,7 @@ const r = await fetch('https://qr.yoursite.com/api.php', {
 const data = await r.json();
 """
 CLIENT_TIMEOUT = 30
+WORKERS = 2
 needs_php = needs_tool("php", install="the Debian packages php-cli and php-curl")
 needs_node = needs_tool("node", install="node 18+ (Debian package nodejs)")
 
@@ -121,16 +122,20 @@ def flask_cli(env: dict[str, str], *args: str) -> str:
 
 
 def wait_until_serving(url: str, process: subprocess.Popen, log: Path, seconds: float = 30) -> None:
+    """Until both workers are up: one answering is not enough, as a burst would then meet only it (each
+    worker warms up in gunicorn.conf.py's post_worker_init and logs a line when ready)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"gunicorn exited early:\n{log.read_text()}")
         try:
             requests.get(url + "/api/openapi.json", timeout=5)
-            return
+            if log.read_text().count("ready (gunicorn.conf.py)") >= WORKERS:
+                return
         except (requests.ConnectionError, requests.Timeout):
-            time.sleep(0.2)
-    raise AssertionError(f"gunicorn did not answer on {url}:\n{log.read_text()}")
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"gunicorn did not answer on {url} with {WORKERS} workers:\n{log.read_text()}")
 
 
 @contextmanager
@@ -146,7 +151,7 @@ def api_server(tmp_path: Path, *, rate_limit: str, key_names: tuple[str, ...]) -
     log, access_log = tmp_path / "gunicorn.log", tmp_path / "access.log"
     with log.open("w") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(WORKERS),
              "--access-logfile", str(access_log), "--access-logformat", "%(p)s %(s)s %(m)s %(U)s", "app:app"],
             cwd=PROJECT_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
     try:
