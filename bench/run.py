@@ -12,7 +12,8 @@ Cases, in the order they run (default: all):
   api-list    GET /api.php for a user with 10,000 codes vs json.dumps of the same payload, in-process
   api-create  sustained POST /api.php creations/s, rate limit raised (reported, no target)
   analytics   API scan log (and the dashboard page, when it exists) of a code with 1,000,000 scans vs COUNT(*)
-  cgi         app.cgi and python app.py as real CGI processes vs a minimal Flask CGI app
+  cgi         app.cgi and python app.py as real CGI processes vs a minimal Flask CGI app, and a
+              standard-library CGI scan (bench/baseline_cgi_scan.py) vs python -c pass as the floor
 
 Every run builds its data in a fresh temporary instance folder (the full data set is cached between runs),
 starts gunicorn on 127.0.0.1 with the same settings for QR Track and the baselines (the worker type and
