@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 
-from . import imagecache
+from . import imagecache, links
 from .config import Settings
 from .errors import QrTrackError
 from .geo import GeoLocator
@@ -145,7 +145,7 @@ class FastPath:
         base_url = self.base_url or request_base_url(environ)
         if base_url is None:
             return None
-        data = f"{base_url}/p/{slug}"
+        data = links.short_url(base_url, slug)
         return self.images.get(imagecache.image_key(slug, kind=kind, size=size, data=data, logo=found[0]))
 
     def _image_response(self, environ: Mapping[str, Any], start_response: Callable, content: bytes, *,

@@ -7,6 +7,7 @@ from pathlib import Path
 from flask import current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
+from . import links
 from .config import Settings
 from .db import Database
 from .errors import QrTrackError, error_body
@@ -53,7 +54,8 @@ def public_base_url() -> str:
 
 
 def short_url(slug: str) -> str:
-    return f"{public_base_url()}/p/{slug}"
+    """The short URL of the code with this slug on this site (public_base_url)."""
+    return links.short_url(public_base_url(), slug)
 
 
 def as_sentence(message: str) -> str:
