@@ -1,6 +1,8 @@
 """Render QR codes as PNG or SVG bytes and vet uploaded logos (the disk cache is imagecache.py).
 
 Pure module: no Flask, no database. Callers pass plain values and get bytes back.
+qrcode and Pillow are imported by the functions that use them, not here: the app imports this module
+at start, and under CGI each request is a fresh start, most of which (dashboard pages, API calls) render nothing.
 """
 
 from __future__ import annotations
@@ -9,12 +11,7 @@ import base64
 import functools
 import io
 import warnings
-from typing import NamedTuple
-
-import qrcode
-import qrcode.constants
-import qrcode.util
-from PIL import Image, ImageOps
+from typing import TYPE_CHECKING, NamedTuple
 
 from .imagecache import DEFAULT_SIZE, MAX_SIZE, MIN_SIZE, clamp_size  # noqa: F401 - part of this module's interface
 
@@ -29,6 +26,10 @@ SVG_MODULE_PX = 10  # intrinsic width and height of an SVG, in pixels per module
 FINDER_LOOK_ALIKES = ("10111010000", "00001011101")
 _BIT_DIGITS = bytes.maketrans(b"\x00\x01", b"01")  # bytes of 0 and 1 to the digits int(..., 2) reads
 
+if TYPE_CHECKING:
+    import qrcode
+    from PIL import Image
+
 
 class InvalidLogo(ValueError):
     """An uploaded logo was refused; str(exc) is a message fit to show the user."""
@@ -39,6 +40,9 @@ def _module_matrix(data: str, *, has_logo: bool) -> list[list[bool]]:
 
     Error correction is M, or H when a logo will cover the centre.
     """
+    import qrcode
+    import qrcode.constants
+
     level = qrcode.constants.ERROR_CORRECT_H if has_logo else qrcode.constants.ERROR_CORRECT_M
     qr = qrcode.QRCode(error_correction=level, box_size=1, border=QUIET_ZONE)
     qr.add_data(data)
@@ -113,6 +117,9 @@ def _mask_flips(version: int, count: int) -> tuple[int, ...]:
     Function patterns and format and version information are never masked;
     they are found by laying them out with qrcode's own methods.
     """
+    import qrcode
+    import qrcode.util
+
     layout = qrcode.QRCode(version=version)
     layout.modules_count = count
     layout.modules = [[None] * count for _ in range(count)]
@@ -188,6 +195,8 @@ def render_png(data: str, *, size: int = DEFAULT_SIZE, logo: bytes | None = None
     logo must be bytes returned by sanitize_logo; it is drawn centred on a
     white pad, the two together at most LOGO_RATIO of the width, and EC is H.
     """
+    from PIL import Image
+
     size = clamp_size(size)
     matrix = _module_matrix(data, has_logo=logo is not None)
     count = len(matrix)
@@ -205,6 +214,8 @@ def render_png(data: str, *, size: int = DEFAULT_SIZE, logo: bytes | None = None
 
 def _paste_logo(image: Image.Image, logo: bytes) -> None:
     """Draw the logo, on its white pad, at the centre of a square RGB image."""
+    from PIL import Image
+
     with Image.open(io.BytesIO(logo)) as opened:
         rgba = opened.convert("RGBA")
     # Flattened onto the pad's white before scaling: the same picture as scaling with alpha and then
@@ -265,6 +276,8 @@ def _svg_path(matrix: list[list[bool]]) -> str:
 
 def _svg_logo(logo: bytes, edge: int) -> str:
     """Return SVG elements for the white pad and the embedded logo, centred in edge units."""
+    from PIL import Image
+
     with Image.open(io.BytesIO(logo)) as opened:
         logo_size = opened.size
     width, height, pad = _logo_box(logo_size, edge)
@@ -286,6 +299,8 @@ def sanitize_logo(raw: bytes, *, max_bytes: int = 2_000_000, max_pixels: int = 2
     empty or oversize uploads, other formats, corrupt or truncated files, and
     images over max_pixels (decompression bombs).
     """
+    from PIL import Image, ImageOps
+
     if not raw:
         raise InvalidLogo("The logo file is empty")
     if len(raw) > max_bytes:
@@ -303,6 +318,8 @@ def sanitize_logo(raw: bytes, *, max_bytes: int = 2_000_000, max_pixels: int = 2
 
 def _open_logo(raw: bytes, *, max_pixels: int) -> Image.Image:
     """Open raw as a PNG, JPEG or WebP no larger than max_pixels, without decoding it yet."""
+    from PIL import Image
+
     try:
         # Pillow warns (rather than raises) between MAX_IMAGE_PIXELS and twice that;
         # a warning would let the bomb through, so it is raised here and refused below.

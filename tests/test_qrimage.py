@@ -6,6 +6,7 @@ import shutil
 import string
 import struct
 import subprocess
+import sys
 import zlib
 from xml.etree import ElementTree
 
@@ -28,7 +29,7 @@ from qrtrack.qrimage import (
     sanitize_logo,
 )
 
-from .conftest import needs_tool
+from .conftest import PROJECT_ROOT, env_without_settings, needs_tool
 
 URL = "https://qr.example.com/p/Ab3dE9"
 RSVG = shutil.which("rsvg-convert")
@@ -396,3 +397,20 @@ def test_sanitize_logo_refuses_a_decompression_bomb_without_a_warning(width, hei
 def test_sanitize_logo_honours_a_smaller_max_pixels():
     with pytest.raises(InvalidLogo, match="too many pixels"):
         sanitize_logo(gen_image_bytes("PNG", size=(100, 100)), max_pixels=9_999)
+
+
+# start-up cost
+
+
+def test_starting_the_app_loads_neither_qrcode_nor_pillow_until_an_image_is_rendered(tmp_path):
+    """Under CGI every dashboard page and API call starts the app afresh, and most of them render no image."""
+    code = (
+        "import sys\n"
+        "from qrtrack import create_app, qrimage\n"
+        f"create_app({{'TESTING': True, 'ENV_FILE': None, 'INSTANCE_PATH': {str(tmp_path)!r}}})\n"
+        "assert not {'qrcode', 'PIL'} & set(sys.modules), 'loaded at start'\n"
+        f"assert qrimage.render_png({URL!r}).startswith(bytes.fromhex('89504e47'))\n"
+        "assert {'qrcode', 'PIL'} <= set(sys.modules)\n"
+    )
+    subprocess.run([sys.executable, "-W", "error", "-c", code], cwd=PROJECT_ROOT, env=env_without_settings(),
+                   check=True, timeout=60)
