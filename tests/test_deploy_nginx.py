@@ -6,17 +6,20 @@ openssl and python3-venv (manage.py test installs them), and root to run the ser
 """
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import secrets
 import shutil
+import socket
 import sqlite3
+import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import pytest
 
@@ -33,10 +36,13 @@ from .deploy.site import (
     require,
     run_flask,
 )
+from .test_public import decode_png
 
 pytestmark = [pytest.mark.server, needs_tool(NGINX, install="nginx"), needs_tool(OPENSSL, install="openssl")]
 HOST = "qr.example.com"             # server_name in deploy/nginx.conf
 FOLDER_HOST = "example.com"         # the site its sub-folder variant goes into
+SITES = {"root": f"https://{HOST}", "sub-folder": f"http://{FOLDER_HOST}/qr"}  # as a visitor types them
+DEFAULT_PORTS = {"https": 443, "http": 80}
 FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:130.0) Gecko/20100101 Firefox/130.0"
 PRIVATE_PATHS = ("/TiCore/.env", "/instance/qrtrack.db", "/app.py", "/gunicorn.conf.py", "/static/../TiCore/.env",
                  "/static/..%2fTiCore/.env", "/static../TiCore/.env", "/qrtrack/static/../../TiCore/.env")
@@ -51,12 +57,61 @@ class Vps:
 
     def fetch(self, url: str, method: str = "GET", *, headers: dict[str, str] | None = None,
               body: bytes | None = None, source: str | None = None) -> Response:
-        """A request to a public address (https://qr.example.com/…, http://example.com/qr/…) sent to our nginx."""
+        """A request to a public address (https://qr.example.com/…, http://example.com/qr/…) sent to our nginx.
+
+        nginx's port for the address's scheme and host stands in for the standard 80 or 443. The address may
+        name that port (a site on a port of its own) or the standard one; Host is its host and port as given.
+        """
         parts = urlsplit(url)
-        port = {("https", HOST): self.nginx.tls_port, ("http", HOST): self.nginx.port,
-                ("http", FOLDER_HOST): self.nginx.folder_port}[parts.scheme, parts.hostname]
+        port = self.nginx_port(url)
+        assert parts.port in (None, port, DEFAULT_PORTS[parts.scheme]), url
         local = f"{parts.scheme}://127.0.0.1:{port}{parts.path}" + (f"?{parts.query}" if parts.query else "")
-        return fetch(local, method, headers={"Host": parts.hostname, **(headers or {})}, body=body, source=source)
+        return fetch(local, method, headers={"Host": parts.netloc, **(headers or {})}, body=body, source=source)
+
+    def fetch_without_host(self, url: str, *, headers: dict[str, str]) -> Response:
+        """A GET of url's path as an HTTP/1.0 client may send it: with no Host header (HTTP/1.1 requires one)."""
+        parts = urlsplit(url)
+        sock = socket.create_connection(("127.0.0.1", self.nginx_port(url)), timeout=60)
+        if parts.scheme == "https":
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            sock = context.wrap_socket(sock)
+        with sock:
+            fields = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+            sock.sendall(f"GET {parts.path}?{parts.query} HTTP/1.0\r\n{fields}\r\n".encode())
+            reply = http.client.HTTPResponse(sock)
+            reply.begin()
+            return Response(reply.status, {k.lower(): v for k, v in reply.getheaders()}, reply.read())
+
+    def nginx_port(self, url: str) -> int:
+        """The port our nginx serves url's scheme and host on: random, so never the standard one."""
+        parts = urlsplit(url)
+        return {("https", HOST): self.nginx.tls_port, ("http", HOST): self.nginx.port,
+                ("http", FOLDER_HOST): self.nginx.folder_port}[parts.scheme, parts.hostname]
+
+    def on_own_port(self, base: str) -> str:
+        """base as on a site served on a port other than 80 and 443 (https://qr.example.com:8443/): nginx's."""
+        parts = urlsplit(base)
+        return parts._replace(netloc=f"{parts.hostname}:{self.nginx_port(base)}").geturl()
+
+    def sign_in(self, base: str, path: str) -> Response:
+        """Open base + path signed out and sign in as alice where it redirects to, as a browser would.
+
+        The sign-in's reply; on the way, checks that the redirect to the login page stays on base.
+        """
+        to_login = self.fetch(base + path)
+        self.expect(to_login, 302)
+        login_url = urljoin(base + path, to_login.header("Location"))
+        assert login_url.startswith(f"{base}/login?next="), login_url
+        page = self.fetch(login_url)
+        self.expect(page, 200)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.body.decode()).group(1)
+        form = urlencode({"csrf_token": token, "username": "alice", "password": PASSWORD}).encode()
+        # Over https Flask-WTF also checks that the Referer is this host, port included.
+        return self.fetch(login_url, "POST", body=form, headers={
+            "Cookie": page.header("Set-Cookie").split(";")[0], "Referer": login_url,
+            "Content-Type": "application/x-www-form-urlencoded"})
 
     def api(self, base: str, method: str = "GET", query: str = "", *,
             body: dict[str, Any] | None = None) -> Response:
@@ -166,23 +221,55 @@ def test_scans_redirect_and_tell_visitors_apart_by_the_address_nginx_forwards(vp
     assert vps.visitors(code["uuid"]) == (3, 2)
 
 
-@pytest.mark.parametrize("base", [f"https://{HOST}", f"http://{FOLDER_HOST}/qr"], ids=["root", "sub-folder"])
-def test_static_files_are_served_by_nginx_not_gunicorn(vps: Vps, base: str):
+@pytest.mark.parametrize("base", SITES.values(), ids=SITES.keys())
+def test_static_files_are_served_by_nginx_and_cached_an_hour(vps: Vps, base: str):
     vps.expect(vps.fetch(f"{base}/api.php"), 401)
     response = vps.fetch(f"{base}/static/app.css")
     vps.expect(response, 200)
     assert response.body == (vps.folder / "qrtrack" / "static" / "app.css").read_bytes()
     assert response.header("Content-Type").startswith("text/css")
     assert response.header("Content-Security-Policy") is None, "the app answered, not nginx"
+    assert response.header("Cache-Control") == "max-age=3600"
+    assert response.header("Expires") is not None
     log = vps.gunicorn_log()
     assert "/api.php" in log, "gunicorn's access log is not where the test reads it"
     assert "/static/" not in log
 
 
-def test_static_files_at_the_root_are_cached_an_hour(vps: Vps):
-    response = vps.fetch(f"https://{HOST}/static/app.css")
-    vps.expect(response, 200)
-    assert response.header("Cache-Control") == "max-age=3600"
+@pytest.mark.parametrize("site", SITES.values(), ids=SITES.keys())
+def test_a_site_on_its_own_port_keeps_the_port_in_every_link(vps: Vps, site: str):
+    base = vps.on_own_port(site)
+    created = vps.expect(vps.api(base, "POST", body={"destination": "https://example.org/port"}), 201)
+    assert created["short_url"] == f"{base}/p/{created['slug']}"
+    assert created["qr_image_url"] == f"{base}/img/{created['slug']}.png"
+    image = vps.fetch(created["qr_image_url"])
+    vps.expect(image, 200)
+    assert decode_png(image.body) == created["short_url"]
+    page = f"/codes/{created['uuid']}"
+    signed_in = vps.sign_in(base, page)
+    vps.expect(signed_in, 302)
+    assert urljoin(f"{base}/login", signed_in.header("Location")) == base + page
+    detail = vps.fetch(base + page, headers={"Cookie": signed_in.header("Set-Cookie").split(";")[0]})
+    vps.expect(detail, 200)
+    assert f">{created['short_url']}</code>" in detail.body.decode()
+
+
+@pytest.mark.parametrize("site", SITES.values(), ids=SITES.keys())
+def test_the_standard_port_named_in_host_is_left_out_of_links(vps: Vps, site: str):
+    parts = urlsplit(site)
+    named = parts._replace(netloc=f"{parts.hostname}:{DEFAULT_PORTS[parts.scheme]}").geturl()
+    created = vps.expect(vps.api(named, "POST", body={"destination": "https://example.org/standard"}), 201)
+    assert created["short_url"] == f"{site}/p/{created['slug']}"
+
+
+@pytest.mark.parametrize("site", SITES.values(), ids=SITES.keys())
+def test_a_request_without_host_gets_links_to_the_name_and_port_nginx_answered_on(vps: Vps, site: str):
+    base = vps.on_own_port(site)
+    created = vps.expect(vps.api(base, "POST", body={"destination": "https://example.org/no-host"}), 201)
+    got = vps.expect(vps.fetch_without_host(f"{site}/api.php?uuid={created['uuid']}",
+                                            headers={"X-Api-Key": vps.key}), 200)
+    assert got["short_url"] == f"{base}/p/{created['slug']}"
+    assert got["qr_image_url"] == f"{base}/img/{created['slug']}.png"
 
 
 def test_plain_http_gives_plain_http_links(vps: Vps):
