@@ -255,6 +255,15 @@ def test_a_site_on_its_own_port_keeps_the_port_in_every_link(vps: Vps, site: str
 
 
 @pytest.mark.parametrize("site", SITES.values(), ids=SITES.keys())
+def test_a_body_the_size_of_the_largest_logo_reaches_the_app(vps: Vps, site: str):
+    """nginx refuses bodies over 1 MB unless told; a logo may be MAX_LOGO_BYTES (2 MB by default)."""
+    body = b"x" * (2_000_000 + 64 * 1024)
+    response = vps.fetch(f"{site}/api.php", "POST", headers={"Content-Type": "application/json"}, body=body)
+    assert response.status != 413, "nginx refused the body"
+    assert vps.expect(response, 401)["error"]["code"] == "missing_api_key"
+
+
+@pytest.mark.parametrize("site", SITES.values(), ids=SITES.keys())
 def test_the_standard_port_named_in_host_is_left_out_of_links(vps: Vps, site: str):
     parts = urlsplit(site)
     named = parts._replace(netloc=f"{parts.hostname}:{DEFAULT_PORTS[parts.scheme]}").geturl()
