@@ -80,7 +80,8 @@ def main() -> None:
     db = app.extensions["qrtrack"].db
     upgrade_schema(db)
     user_id = accounts.create_user(db, username="bench", password="bench-password")
-    code = codes.create_code(db, owner_id=user_id, destination="https://example.com/", label="Busy code")
+    code = codes.create_code(db, owner_id=user_id, destination="https://example.com/", label="Busy code",
+                             logo_dir=app.extensions["qrtrack"].logo_dir)
     now = now_epoch()
     started = time.perf_counter()
     rows = make_scans(code.id, args.scans, args.days, now, random.Random(1))

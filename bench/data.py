@@ -154,13 +154,17 @@ def build_instance(instance: Path, size: DataSize) -> Dataset:
         poster = accounts.create_user(db, username="poster", password=PASSWORD)
         api_key = keys.issue_api_key(db, user_id=owner, name="bench")[0]
         creator_key = keys.issue_api_key(db, user_id=creator, name="bench api-create")[0]
-        scan_code = codes.create_code(db, owner_id=poster, destination=SCAN_DESTINATION, label="Poster")
-        logo = codes.save_logo(services.logo_dir, qrimage.sanitize_logo(logo_png()))
-        image_code = codes.create_code(db, owner_id=poster, destination=SCAN_DESTINATION, label="Logo", logo=logo)
-        big = codes.create_code(db, owner_id=owner, destination="https://example.com/tv-ad", label="TV ad")
+        logo_dir = services.logo_dir
+        scan_code = codes.create_code(db, owner_id=poster, destination=SCAN_DESTINATION, label="Poster",
+                                      logo_dir=logo_dir)
+        logo = codes.save_logo(logo_dir, qrimage.sanitize_logo(logo_png()))
+        image_code = codes.create_code(db, owner_id=poster, destination=SCAN_DESTINATION, label="Logo", logo=logo,
+                                       logo_dir=logo_dir)
+        big = codes.create_code(db, owner_id=owner, destination="https://example.com/tv-ad", label="TV ad",
+                                logo_dir=logo_dir)
         for number in range(1, size.codes):
             codes.create_code(db, owner_id=owner, destination=f"https://example.com/products/{number}",
-                              label=f"Product {number}")
+                              label=f"Product {number}", logo_dir=logo_dir)
     finally:
         db.dispose()
     dataset = Dataset(instance=instance, username="bench", password=PASSWORD, api_key=api_key,

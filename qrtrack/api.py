@@ -162,7 +162,7 @@ def get_code(principal: keys.ApiPrincipal, uuid: str, page: PageArgs) -> dict[st
 
 def create_code(principal: keys.ApiPrincipal, body: dict[str, Any]) -> dict[str, Any]:
     code = codes.create_code(services().db, owner_id=principal.user_id, destination=body.get("destination"),
-                             label=body.get("label"), code_type=body.get("type"))
+                             label=body.get("label"), code_type=body.get("type"), logo_dir=services().logo_dir)
     return code_summary(code)
 
 
@@ -179,7 +179,8 @@ def update_code(principal: keys.ApiPrincipal, uuid: str, body: dict[str, Any]) -
         codes.validate_status(None)
     label = "" if "label" in body and body["label"] is None else body.get("label")
     changes = codes.CodeChanges(destination=body.get("destination"), label=label, status=body.get("status"))
-    code = codes.update_code(services().db, owner_id=principal.user_id, uuid=uuid, changes=changes)
+    code = codes.update_code(services().db, owner_id=principal.user_id, uuid=uuid, changes=changes,
+                             logo_dir=services().logo_dir)
     return code_summary(code)
 
 

@@ -103,10 +103,10 @@ def validate_status(value: Any) -> str:
 
 
 def create_code(db: Database, *, owner_id: int, destination: Any, label: Any = None, code_type: Any = None,
-                logo: str | None = None, logo_dir: Path | None = None) -> Row:
+                logo: str | None = None, logo_dir: Path) -> Row:
     """Validate and insert a new active code with a fresh uuid4 and a unique random slug.
 
-    With logo_dir, a logo whose file is gone (see remove_logo_if_unused) is refused.
+    A logo whose file is not in logo_dir (see remove_logo_if_unused) is refused.
     """
     values = {
         "uuid": str(uuid_module.uuid4()),
@@ -152,12 +152,11 @@ def _is_uuid(value: str) -> bool:
     return len(value) == 36
 
 
-def update_code(db: Database, *, owner_id: int, uuid: Any, changes: CodeChanges,
-                logo_dir: Path | None = None) -> Row:
+def update_code(db: Database, *, owner_id: int, uuid: Any, changes: CodeChanges, logo_dir: Path) -> Row:
     """Apply the changes that are set; the next scan already follows a new destination.
 
-    With logo_dir, a new logo whose file is gone is refused, and the file of a logo replaced or removed
-    is deleted once no code uses it.
+    A new logo whose file is not in logo_dir is refused, and the file of a logo replaced or removed is
+    deleted once no code uses it.
     """
     code = get_code(db, owner_id=owner_id, uuid=uuid)
     values = _changed_values(changes)
@@ -168,7 +167,7 @@ def update_code(db: Database, *, owner_id: int, uuid: Any, changes: CodeChanges,
         _check_logo_file(logo_dir, values.get("logo"))
         store.update_code(conn, code.id, values)
         updated = store.get_code_by_uuid(conn, uuid=code.uuid, owner_id=owner_id)
-    if logo_dir is not None and code.logo and code.logo != updated.logo:
+    if code.logo and code.logo != updated.logo:
         remove_logo_if_unused(db, logo_dir, code.logo)
     return updated
 
@@ -186,15 +185,15 @@ def _changed_values(changes: CodeChanges) -> dict[str, Any]:
     return values
 
 
-def delete_code(db: Database, *, owner_id: int, uuid: Any, logo_dir: Path | None = None) -> Row:
+def delete_code(db: Database, *, owner_id: int, uuid: Any, logo_dir: Path) -> Row:
     """Delete the code and its scan log for good; returns the row as it was.
 
-    With logo_dir, the code's logo file is deleted too once no code uses it.
+    The code's logo file in logo_dir is deleted too once no code uses it.
     """
     code = get_code(db, owner_id=owner_id, uuid=uuid)
     with db.write() as conn:
         store.delete_code(conn, code.id)
-    if logo_dir is not None and code.logo:
+    if code.logo:
         remove_logo_if_unused(db, logo_dir, code.logo)
     return code
 
@@ -297,8 +296,8 @@ def remove_unused_logos(db: Database, logo_dir: Path, *, older_than_seconds: int
     return removed
 
 
-def _check_logo_file(logo_dir: Path | None, logo: str | None) -> None:
-    if logo_dir is not None and logo and not logo_path(logo_dir, logo).is_file():
+def _check_logo_file(logo_dir: Path, logo: str | None) -> None:
+    if logo and not logo_path(logo_dir, logo).is_file():
         raise ValidationError("this logo is no longer on the server; upload it again", code="invalid_logo",
                               field="logo")
 

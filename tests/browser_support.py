@@ -246,7 +246,7 @@ def seed_showcase(live: LiveServer, tmp_path: Path) -> dict:
         for age_days, (label, destination) in reversed(list(enumerate(SEED_CODES, start=31))):
             patch.setattr(codes, "now_epoch", lambda age_days=age_days: now - age_days * 86400)
             made.append(codes.create_code(db, owner_id=admin, destination=destination, label=label,
-                                          logo=logo if age_days == 31 else None))
+                                          logo=logo if age_days == 31 else None, logo_dir=live.services.logo_dir))
     rng = random.Random(4)
     for rank, code in enumerate(reversed(made)):
         count = 240 if rank == 0 else rng.randint(0, 40)

@@ -165,8 +165,14 @@ def gen_key(db: Database, user_id: int, name: str = "test key") -> str:
     return keys.issue_api_key(db, user_id=user_id, name=name)[0]
 
 
+# gen_code has only a database, not the app, and its codes have no logo, so create_code never looks in the
+# logo folder. The null device is no folder: a logo given through it would be refused, not pass silently.
+NO_LOGO_DIR = Path(os.devnull)
+
+
 def gen_code(db: Database, owner_id: int, destination: str = "https://example.com/", label: str = ""):
-    return codes.create_code(db, owner_id=owner_id, destination=destination, label=label)
+    """A code without a logo; for one with a logo, call codes.create_code with the app's logo_dir."""
+    return codes.create_code(db, owner_id=owner_id, destination=destination, label=label, logo_dir=NO_LOGO_DIR)
 
 
 @pytest.fixture

@@ -260,10 +260,10 @@ def test_the_overview_counts_only_the_owners_codes_and_ranks_them(db, alice, cod
     assert {row.uuid for row in report.latest} == {busy.uuid, code.uuid}
 
 
-def test_a_deleted_code_takes_its_rollups_with_it(db, alice, code):
+def test_a_deleted_code_takes_its_rollups_with_it(services, db, alice, code):
     gen_scans(db, [scan(code.id, NOW - DAY)])
     rollups.refresh_rollups(db, now=NOW)
-    codes.delete_code(db, owner_id=alice, uuid=code.uuid)
+    codes.delete_code(db, owner_id=alice, uuid=code.uuid, logo_dir=services.logo_dir)
     with db.read() as conn:
         assert conn.execute(text("SELECT COUNT(*) FROM scan_rollup_days")).scalar_one() == 0
         assert conn.execute(text("SELECT COUNT(*) FROM scan_rollup_values")).scalar_one() == 0

@@ -222,8 +222,8 @@ def test_delete_removes_the_code_its_log_and_its_short_url(client, api_headers):
 
 def test_delete_removes_the_logo_file_no_other_code_uses(client, services, alice, api_headers):
     logo = codes.save_logo(services.logo_dir, b"logo bytes")
-    made = [codes.create_code(services.db, owner_id=alice, destination="https://example.com/", logo=logo)
-            for _ in range(2)]
+    made = [codes.create_code(services.db, owner_id=alice, destination="https://example.com/", logo=logo,
+                              logo_dir=services.logo_dir) for _ in range(2)]
     logo_file = codes.logo_path(services.logo_dir, logo)
 
     client.delete(f"/api.php?uuid={made[0].uuid}", headers=api_headers)

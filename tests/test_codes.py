@@ -64,31 +64,34 @@ def test_only_url_type_is_offered():
         codes.validate_type("vcard")
 
 
-def test_create_code_gives_uuid4_slug_and_timestamps(db, alice):
-    code = codes.create_code(db, owner_id=alice, destination="https://example.com/a", label="A")
+def test_create_code_gives_uuid4_slug_and_timestamps(services, db, alice):
+    code = codes.create_code(db, owner_id=alice, destination="https://example.com/a", label="A",
+                             logo_dir=services.logo_dir)
     assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", code.uuid)
     assert code.status == "active" and code.scan_count == 0 and code.created_at == code.updated_at
 
 
-def test_update_changes_only_what_is_given(db, alice):
+def test_update_changes_only_what_is_given(services, db, alice):
     code = gen_code(db, alice, label="keep me")
-    updated = codes.update_code(db, owner_id=alice, uuid=code.uuid,
+    updated = codes.update_code(db, owner_id=alice, uuid=code.uuid, logo_dir=services.logo_dir,
                                 changes=codes.CodeChanges(destination="https://example.org/new"))
     assert updated.destination == "https://example.org/new" and updated.label == "keep me"
-    paused = codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=codes.CodeChanges(status="paused"))
+    paused = codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=codes.CodeChanges(status="paused"),
+                               logo_dir=services.logo_dir)
     assert paused.status == "paused"
     with pytest.raises(ValidationError):
-        codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=codes.CodeChanges(status="deleted"))
+        codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=codes.CodeChanges(status="deleted"),
+                          logo_dir=services.logo_dir)
 
 
-def test_other_users_code_is_not_found_like_an_unknown_one(db, alice):
+def test_other_users_code_is_not_found_like_an_unknown_one(services, db, alice):
     bob = gen_user(db, "bob")
     code = gen_code(db, alice)
     for uuid in (code.uuid, "00000000-0000-4000-8000-000000000000", "not-a-uuid", None):
         with pytest.raises(NotFound):
             codes.get_code(db, owner_id=bob, uuid=uuid)
     with pytest.raises(NotFound):
-        codes.delete_code(db, owner_id=bob, uuid=code.uuid)
+        codes.delete_code(db, owner_id=bob, uuid=code.uuid, logo_dir=services.logo_dir)
     assert codes.get_code(db, owner_id=alice, uuid=code.uuid).id == code.id
 
 
@@ -123,9 +126,9 @@ def test_a_last_page_needs_no_count_query(db, alice, monkeypatch):
     assert codes.list_codes(db, owner_id=alice, limit=5)[1] == 1
 
 
-def test_delete_removes_the_code(db, alice):
+def test_delete_removes_the_code(services, db, alice):
     code = gen_code(db, alice)
-    codes.delete_code(db, owner_id=alice, uuid=code.uuid)
+    codes.delete_code(db, owner_id=alice, uuid=code.uuid, logo_dir=services.logo_dir)
     with pytest.raises(NotFound):
         codes.get_code(db, owner_id=alice, uuid=code.uuid)
 

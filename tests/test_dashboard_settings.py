@@ -205,7 +205,7 @@ def test_removing_a_user_deletes_their_older_logo_files_that_no_one_else_uses(ap
     logo_dir = app.extensions["qrtrack"].logo_dir
     logos = {name: codes.save_logo(logo_dir, name.encode()) for name in ("bob's", "shared")}
     for owner, name in ((bob, "bob's"), (bob, "shared"), (admin, "shared")):
-        codes.create_code(db, owner_id=owner, destination="https://example.com/", logo=logos[name])
+        codes.create_code(db, owner_id=owner, destination="https://example.com/", logo=logos[name], logo_dir=logo_dir)
     a_day_ago = time.time() - 25 * 3600
     for logo in logos.values():
         os.utime(codes.logo_path(logo_dir, logo), (a_day_ago, a_day_ago))

@@ -83,7 +83,8 @@ def test_cgi_scan_records_the_same_row_and_prints_a_302(services, db, alice):
 
 def test_cgi_scan_leaves_unknown_and_paused_codes_to_the_full_app(services, db, alice):
     code = gen_code(db, alice)
-    codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=codes.CodeChanges(status="paused"))
+    codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=codes.CodeChanges(status="paused"),
+                      logo_dir=services.logo_dir)
     for slug in ("nosuch1", code.slug):
         out = io.BytesIO()
         assert serve_cgi(cgi_environ(services, slug), out=out) is False

@@ -41,9 +41,10 @@ def test_scan_records_and_redirects_with_302_no_store(client, db, alice):
     assert codes.get_code(db, owner_id=alice, uuid=code.uuid).scan_count == 1
 
 
-def test_scan_follows_a_new_destination_at_once(client, db, alice):
+def test_scan_follows_a_new_destination_at_once(client, services, db, alice):
     code = gen_code(db, alice, destination="https://example.com/old")
-    codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=codes.CodeChanges(destination="https://new.example/"))
+    codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=codes.CodeChanges(destination="https://new.example/"),
+                      logo_dir=services.logo_dir)
     assert client.get(f"/p/{code.slug}").headers["Location"] == "https://new.example/"
 
 
@@ -53,9 +54,10 @@ def test_unknown_slug_gets_a_friendly_404_page(client):
     assert "does not lead anywhere" in response.text and response.mimetype == "text/html"
 
 
-def test_paused_code_gets_a_friendly_410_and_is_not_counted(client, db, alice):
+def test_paused_code_gets_a_friendly_410_and_is_not_counted(client, services, db, alice):
     code = gen_code(db, alice)
-    codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=codes.CodeChanges(status="paused"))
+    codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=codes.CodeChanges(status="paused"),
+                      logo_dir=services.logo_dir)
     response = client.get(f"/p/{code.slug}")
     assert response.status_code == 410 and "paused" in response.text
     assert scans_of(db, code.id) == []
@@ -154,7 +156,7 @@ def test_png_uses_base_url_and_logo(tmp_path):
     Image.new("RGB", (200, 200), (220, 30, 90)).save(logo, "PNG")
     digest = codes.save_logo(services.logo_dir, qrimage.sanitize_logo(logo.getvalue()))
     code = codes.create_code(services.db, owner_id=gen_user(services.db, "user"), destination="https://e.com",
-                             logo=digest)
+                             logo=digest, logo_dir=services.logo_dir)
     client = app.test_client()
     assert decode_png(client.get(f"/img/{code.slug}.png").data) == f"https://qr.example.com/sub/p/{code.slug}"
     with client.get(f"/logo/{digest}.png") as logo_response:

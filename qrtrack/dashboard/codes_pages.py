@@ -183,7 +183,7 @@ def _read_logo() -> tuple[str, str | None]:
 def code_status(uuid: str):
     status = "paused" if request.form.get("status") == "paused" else "active"
     code = codes.update_code(services().db, owner_id=current_user.user_id, uuid=uuid,
-                             changes=codes.CodeChanges(status=status))
+                             changes=codes.CodeChanges(status=status), logo_dir=services().logo_dir)
     if status == "paused":
         flash("Paused. Anyone scanning it now sees a notice instead of your page, and no scan is counted.", "info")
     else:
