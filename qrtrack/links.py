@@ -13,3 +13,8 @@ def short_url(base_url: str, slug: str) -> str:
 def qr_image_url(base_url: str, slug: str) -> str:
     """The PNG of a code's QR image (also served as .svg). base_url has no trailing slash."""
     return f"{base_url}/img/{slug}.png"
+
+
+def logo_url(base_url: str, logo: str) -> str:
+    """The PNG of a code's logo, named by its content hash. base_url has no trailing slash."""
+    return f"{base_url}/logo/{logo}.png"

@@ -1,0 +1,34 @@
+"""qrtrack/links.py: the public URLs the API hands out are the ones the app answers."""
+import io
+from urllib.parse import urlsplit
+
+from PIL import Image
+
+from qrtrack import codes, links
+
+
+def a_logo_png() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (64, 64), "#c0392b").save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_every_public_url_of_a_code_is_answered_by_the_app(client, services, alice, api_headers):
+    logo = codes.save_logo(services.logo_dir, a_logo_png())
+    code = codes.create_code(services.db, owner_id=alice, destination="https://example.com/landing", logo=logo,
+                             logo_dir=services.logo_dir)
+    listed = client.get("/api.php", headers=api_headers).get_json()["codes"][0]
+
+    assert client.get(urlsplit(listed["short_url"]).path).headers["Location"] == "https://example.com/landing"
+    image = client.get(urlsplit(listed["qr_image_url"]).path)
+    assert image.status_code == 200 and image.mimetype == "image/png"
+    with client.get(urlsplit(listed["logo"]).path) as served:  # a file response: closed when read
+        assert served.data == codes.logo_path(services.logo_dir, logo).read_bytes()
+    assert listed["short_url"] == links.short_url("http://localhost", code.slug)
+
+
+def test_urls_keep_the_folder_of_the_base_url():
+    base = "https://example.com/qr"
+    assert links.short_url(base, "AbC12") == "https://example.com/qr/p/AbC12"
+    assert links.qr_image_url(base, "AbC12") == "https://example.com/qr/img/AbC12.png"
+    assert links.logo_url(base, "0f" * 32) == f"https://example.com/qr/logo/{'0f' * 32}.png"
