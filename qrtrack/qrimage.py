@@ -24,6 +24,7 @@ ACCEPTED_FORMATS = frozenset(LOGO_FORMATS) | {"MPO"}
 SVG_MODULE_PX = 10  # intrinsic width and height of an SVG, in pixels per module
 # Penalty rule 3 of ISO/IEC 18004: a 1:1:3:1:1 finder look-alike with four light modules on one side.
 FINDER_LOOK_ALIKES = ("10111010000", "00001011101")
+WARM_UP_DATA = "https://qr.example.com/p/warm"
 _BIT_DIGITS = bytes.maketrans(b"\x00\x01", b"01")  # bytes of 0 and 1 to the digits int(..., 2) reads
 
 if TYPE_CHECKING:
@@ -185,6 +186,11 @@ def _logo_box(logo_size: tuple[int, int], edge: float) -> tuple[float, float, fl
     pad = box / 12
     scale = (box - 2 * pad) / max(logo_size)
     return logo_size[0] * scale, logo_size[1] * scale, pad
+
+
+def warm_up() -> None:
+    """For long-running servers: import qrcode and Pillow and render once now, not on a visitor's first image."""
+    render_png(WARM_UP_DATA, size=MIN_SIZE)
 
 
 def render_png(data: str, *, size: int = DEFAULT_SIZE, logo: bytes | None = None) -> bytes:

@@ -37,11 +37,13 @@ class AppServices:
     logo_dir: Path
 
     def warm_up(self) -> None:
-        """For long-running servers: pay the parsers' and geo data's load time before serving."""
+        """For long-running servers: pay the parsers', geo data's and image renderer's load time before serving."""
+        from . import qrimage
         from .useragent import warm_up as warm_up_user_agents
 
         warm_up_user_agents()
         self.geo.warm_up()
+        qrimage.warm_up()
 
 
 def services() -> AppServices:

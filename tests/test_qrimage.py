@@ -414,3 +414,16 @@ def test_starting_the_app_loads_neither_qrcode_nor_pillow_until_an_image_is_rend
     )
     subprocess.run([sys.executable, "-W", "error", "-c", code], cwd=PROJECT_ROOT, env=env_without_settings(),
                    check=True, timeout=60)
+
+
+def test_warm_up_loads_qrcode_and_pillow_before_the_first_image():
+    """gunicorn's workers call it (through AppServices.warm_up) so no visitor's image waits for the imports."""
+    code = (
+        "import sys\n"
+        "from qrtrack import qrimage\n"
+        "assert not {'qrcode', 'PIL'} & set(sys.modules)\n"
+        "qrimage.warm_up()\n"
+        "assert {'qrcode', 'PIL.PngImagePlugin'} <= set(sys.modules)\n"
+    )
+    subprocess.run([sys.executable, "-W", "error", "-c", code], cwd=PROJECT_ROOT, env=env_without_settings(),
+                   check=True, timeout=60)
