@@ -177,6 +177,17 @@ def test_pagination_stays_quick_with_ten_thousand_codes(browser, db, alice):
     assert "Code 00000" in by_label
 
 
+@pytest.mark.parametrize("page", ["9223372036854775807", "99999999999999999999", "1e9", "-3", "0"])
+def test_a_huge_or_odd_page_number_leads_to_a_page_that_exists(browser, db, alice, page):
+    for number in range(30):
+        gen_code(db, alice, label=f"Code {number}")
+    response = browser.get(f"/codes?page={page}")
+    if response.status_code == 302:
+        assert response.headers["Location"] == "/codes?page=2"
+    else:
+        assert response.status_code == 200 and "1–25 of 30" in text(response)
+
+
 # --- create ------------------------------------------------------------------------------------
 
 def test_creating_a_code_with_a_logo_stores_the_sanitised_logo(browser, services, alice):

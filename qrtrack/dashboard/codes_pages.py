@@ -17,6 +17,8 @@ from . import bp
 from .charts import scans_chart
 
 PAGE_SIZE = 25
+# Far past any real list; it keeps the offset of a typed-in page number within the database's integers.
+MAX_PAGE = 10_000_000
 SORT_LABELS = {"created": "Created", "updated": "Updated", "scans": "Scans", "label": "Label"}
 DOWNLOAD_SIZES = (256, 512, 1024, 2048)
 LOGO_DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -58,7 +60,7 @@ def codes_list():
     sort = request.args.get("sort") if request.args.get("sort") in SORT_LABELS else "created"
     descending = request.args.get("order", "asc" if sort == "label" else "desc") != "asc"
     status = request.args.get("status") if request.args.get("status") in codes.STATUSES else ""
-    page = max(1, request.args.get("page", 1, type=int) or 1)
+    page = min(max(1, request.args.get("page", 1, type=int) or 1), MAX_PAGE)
     rows, total = codes.list_codes(services().db, owner_id=current_user.user_id, search=search or None,
                                    statuses=(status,) if status else None, sort=sort, descending=descending,
                                    limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
