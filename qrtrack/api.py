@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
 DEFAULT_SCAN_PAGE = 100
 WRONG_METHODS = ("PUT", "PATCH")  # the mistakes clients make; answered 405 and logged like other calls
+ALLOWED_METHODS = ("GET", "HEAD", "POST", "DELETE", "OPTIONS")
 INTEGER_ARG = re.compile(r"[+-]?[0-9]{1,25}")
 # The secret part of anything shaped like one of our keys, wherever a client put it (?api_key=, even
 # percent-encoded), never reaches the call log.
@@ -86,17 +87,22 @@ def logged_path() -> str:
     return KEY_SECRET.sub("[redacted]", request.full_path.rstrip("?"))
 
 
-@bp.route("/api.php", methods=["GET", "POST", "DELETE", *WRONG_METHODS])
+@bp.route("/api.php", methods=[*ALLOWED_METHODS, *WRONG_METHODS], provide_automatic_options=False)
 def api_endpoint():
+    """HEAD is GET without the body (Flask routes it here with request.method "HEAD", and drops the body)."""
     if request.method in WRONG_METHODS:
         raise wrong_method()
+    if request.method == "OPTIONS":
+        return Response(status=204, headers={"Allow": ", ".join(ALLOWED_METHODS)})
     principal = current_principal()
     uuid = request.args.get("uuid")
-    if request.method == "GET":
+    if uuid is not None or request.method == "DELETE":
+        _required_uuid(uuid)  # ?uuid= with no value names no code, whatever the method
+    if request.method in ("GET", "HEAD"):
         page = _page_args()
         return jsonify(get_code(principal, uuid, page)) if uuid is not None else list_codes(principal, page)
     if request.method == "DELETE":
-        return jsonify(delete_code(principal, _required_uuid(uuid)))
+        return jsonify(delete_code(principal, uuid))
     body = _json_body()
     if uuid is None:
         return jsonify(create_code(principal, body)), 201
@@ -137,7 +143,7 @@ def wrong_method() -> MethodNotAllowed:
         current_principal()
     except QrTrackError:
         pass
-    return MethodNotAllowed(valid_methods=["GET", "HEAD", "POST", "DELETE", "OPTIONS"])
+    return MethodNotAllowed(valid_methods=ALLOWED_METHODS)
 
 
 def list_codes(principal: keys.ApiPrincipal, page: PageArgs) -> Response:

@@ -49,7 +49,10 @@ def new_slug() -> str:
 
 
 def validate_destination(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
+    if value is not None and not isinstance(value, str):
+        raise ValidationError("destination must be a string: an absolute http or https URL",
+                              code="invalid_destination", field="destination")
+    if not value or not value.strip():
         raise ValidationError("destination is required: an absolute http or https URL",
                               code="invalid_destination", field="destination")
     # Not stripped: a URL with spaces around it is refused like one with spaces inside, as the API spec says.

@@ -67,7 +67,10 @@ def as_sentence(message: str) -> str:
 
 
 def wants_json() -> bool:
-    return request.blueprint == "api" or request.path.endswith("/api.php") or request.path.startswith("/api/")
+    """API errors are JSON, also on paths that miss its routes only by case or what follows (/API.PHP, /api.php/)."""
+    path = request.path.lower()
+    return (request.blueprint == "api" or path.rstrip("/").endswith("/api.php")
+            or path.startswith(("/api/", "/api.php/")))
 
 
 def error_response(status: int, code: str, message: str, *, field: str | None = None):

@@ -545,6 +545,56 @@ def test_uuid_is_matched_case_insensitively(client, api_headers):
 
 # --- HTTP-level errors -------------------------------------------------------------------------
 
+@pytest.mark.parametrize("query", ["", "?uuid={uuid}"], ids=["create", "update"])
+def test_head_with_a_body_changes_nothing(shared, query):
+    """HEAD is GET without the body; it once ran the POST branch and created or changed codes."""
+    body = {"destination": "https://made-by-head.example/", "label": "made by HEAD"}
+    response = shared.client.head("/api.php" + query.format(uuid=shared.code["uuid"]), headers=shared.headers,
+                                  json=body)
+    assert response.status_code == 200 and response.data == b""
+    assert_unchanged(shared)
+
+
+@pytest.mark.parametrize("query", ["", "?uuid={uuid}", "?limit=1&offset=0"])
+def test_head_answers_as_get_does_without_the_body(shared, query):
+    path = "/api.php" + query.format(uuid=shared.code["uuid"])
+    got = shared.client.get(path, headers=shared.headers)
+    head = shared.client.head(path, headers=shared.headers)
+    assert (head.status_code, head.mimetype, head.data) == (200, "application/json", b"")
+    assert head.headers["Content-Length"] == got.headers["Content-Length"]
+
+
+def test_head_without_a_key_is_401(shared):
+    response = shared.client.head("/api.php")
+    assert (response.status_code, response.mimetype) == (401, "application/json")
+
+
+def test_options_names_the_methods_that_answer(shared):
+    response = shared.client.options("/api.php")
+    assert (response.status_code, response.data) == (204, b"")
+    assert [method.strip() for method in response.headers["Allow"].split(",")] == [
+        "GET", "HEAD", "POST", "DELETE", "OPTIONS"]
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
+def test_an_empty_uuid_is_a_missing_uuid_for_every_method(shared, method):
+    response = shared.client.open("/api.php?uuid=", method=method, headers=shared.headers,
+                                  json={"destination": "https://e.com/"} if method == "POST" else None)
+    assert assert_error(response, 400, "missing_uuid")["field"] == "uuid"
+    assert_unchanged(shared)
+
+
+@pytest.mark.parametrize("path", ["/API.PHP", "/api.php/", "/api.php/codes", "/Api.php?uuid=x"])
+def test_paths_near_the_api_answer_json_errors(shared, path):
+    assert_error(shared.client.get(path, headers=shared.headers), 404, "not_found")
+
+
+def test_a_destination_that_is_not_a_string_is_named_as_such(shared):
+    response = shared.client.post("/api.php", headers=shared.headers, json={"destination": 123})
+    assert "must be a string" in assert_error(response, 400, "invalid_destination")["message"]
+    assert_unchanged(shared)
+
+
 @pytest.mark.parametrize("method", ["PUT", "PATCH"])
 def test_unsupported_method_is_405_with_allow_and_json(shared, method):
     response = shared.client.open("/api.php", method=method, headers=shared.headers,
