@@ -153,7 +153,8 @@ class FastPath:
         etag = imagecache.etag_for(content)
         headers = [("ETag", etag), ("Cache-Control", imagecache.IMAGE_CACHE_CONTROL),
                    ("X-Content-Type-Options", "nosniff")]
-        if etag in environ.get("HTTP_IF_NONE_MATCH", ""):
+        if_none_match = environ.get("HTTP_IF_NONE_MATCH", "")
+        if etag in if_none_match or if_none_match.strip() == "*":
             start_response("304 Not Modified", headers)
             return [b""]
         start_response("200 OK", [("Content-Type", imagecache.MIMETYPES[kind]),

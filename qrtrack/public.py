@@ -1,7 +1,7 @@
 """Blueprint for what a QR code's readers reach: /p/<slug> (scan and redirect), /img/<slug>.png|svg, logos."""
 from __future__ import annotations
 
-from flask import Blueprint, Response, abort, redirect, render_template, request, send_file
+from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, send_file
 
 from . import imagecache, qrimage, store
 from .codes import logo_path
@@ -14,13 +14,15 @@ SLUG_MAX_LENGTH = 16
 
 @bp.get("/p/<slug>")
 def scan_redirect(slug: str):
+    """Every answer is no-store: a paused code may be resumed, an unknown slug taken, at any time."""
     try:
         destination = services().recorder.record(slug[:SLUG_MAX_LENGTH], request.environ)
     except NotFound:
-        return render_template("errors/unknown_code.html"), 404
+        response = current_app.make_response((render_template("errors/unknown_code.html"), 404))
     except Gone:
-        return render_template("errors/paused_code.html"), 410
-    response = redirect(destination, 302)
+        response = current_app.make_response((render_template("errors/paused_code.html"), 410))
+    else:
+        response = redirect(destination, 302)
     response.headers["Cache-Control"] = "no-store"
     return response
 

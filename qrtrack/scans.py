@@ -78,9 +78,13 @@ class ScanRecorder:
     def record(self, slug: str, environ: Mapping[str, Any]) -> str:
         """Record the scan (committed before returning) and give the destination.
 
-        A failure to store the scan is logged and does not stop the visitor being redirected.
+        A HEAD request is answered but not recorded: link checkers and mail scanners send HEAD to see
+        where a link goes, a person's browser or camera app never does. A failure to store the scan is
+        logged and does not stop the visitor being redirected.
         """
         target = self.resolve(slug)
+        if environ.get("REQUEST_METHOD") == "HEAD":
+            return target.destination
         try:
             self.scan_store.write([self.scan_row(target, environ, now=now_epoch())])
         except Exception:

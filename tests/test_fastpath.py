@@ -81,6 +81,14 @@ def test_cgi_scan_records_the_same_row_and_prints_a_302(services, db, alice):
     assert codes.get_code(db, owner_id=alice, uuid=code.uuid).scan_count == 1
 
 
+def test_cgi_head_of_a_scan_address_redirects_without_recording(services, db, alice):
+    code = gen_code(db, alice, destination="https://example.com/cgi")
+    out = io.BytesIO()
+    assert serve_cgi(cgi_environ(services, code.slug, REQUEST_METHOD="HEAD"), out=out) is True
+    assert out.getvalue().startswith(b"Status: 302 Found\r\nLocation: https://example.com/cgi\r\n")
+    assert codes.get_code(db, owner_id=alice, uuid=code.uuid).scan_count == 0
+
+
 def test_cgi_scan_leaves_unknown_and_paused_codes_to_the_full_app(services, db, alice):
     code = gen_code(db, alice)
     codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=codes.CodeChanges(status="paused"),
@@ -188,6 +196,8 @@ def test_cached_image_is_served_without_flask_with_etag_and_304(client, db, alic
     assert again.mimetype == "image/png" and "max-age" in again.headers["Cache-Control"]
     not_modified = client.get(f"/img/{code.slug}.png?size=128", headers={"If-None-Match": first.headers["ETag"]})
     assert not_modified.status_code == 304 and not_modified.data == b""
+    any_version = client.get(f"/img/{code.slug}.png?size=128", headers={"If-None-Match": "*"})
+    assert any_version.status_code == 304 and any_version.data == b""
     head = client.head(f"/img/{code.slug}.png?size=128")
     assert head.status_code == 200 and head.data == b""
 

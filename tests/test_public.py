@@ -52,6 +52,7 @@ def test_unknown_slug_gets_a_friendly_404_page(client):
     response = client.get("/p/nosuch1")
     assert response.status_code == 404
     assert "does not lead anywhere" in response.text and response.mimetype == "text/html"
+    assert response.headers["Cache-Control"] == "no-store"  # the slug may lead somewhere tomorrow
 
 
 def test_paused_code_gets_a_friendly_410_and_is_not_counted(client, services, db, alice):
@@ -60,6 +61,7 @@ def test_paused_code_gets_a_friendly_410_and_is_not_counted(client, services, db
                       logo_dir=services.logo_dir)
     response = client.get(f"/p/{code.slug}")
     assert response.status_code == 410 and "paused" in response.text
+    assert response.headers["Cache-Control"] == "no-store"  # a browser must see the code once it is resumed
     assert scans_of(db, code.id) == []
     assert codes.get_code(db, owner_id=alice, uuid=code.uuid).scan_count == 0
 
@@ -185,3 +187,14 @@ def test_unknown_image_is_404(client):
     assert client.get("/img/nosuch1.svg").status_code == 404
     assert client.get("/logo/" + "0" * 64 + ".png").status_code == 404
     assert client.get("/logo/../../etc.png").status_code == 404
+
+
+def test_head_of_a_scan_address_is_redirected_but_not_counted(client, db, alice):
+    """Link checkers and mail scanners send HEAD to see where a link goes; people's browsers never do."""
+    code = gen_code(db, alice, destination="https://example.com/landing")
+    response = client.head(f"/p/{code.slug}", headers={"User-Agent": "Mozilla/5.0 Chrome/125.0"})
+    assert (response.status_code, response.headers["Location"]) == (302, "https://example.com/landing")
+    assert scans_of(db, code.id) == []
+    assert codes.get_code(db, owner_id=alice, uuid=code.uuid).scan_count == 0
+    assert client.get(f"/p/{code.slug}").status_code == 302
+    assert len(scans_of(db, code.id)) == 1
