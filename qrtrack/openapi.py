@@ -12,9 +12,12 @@ _UUID_PARAM = {"name": "uuid", "in": "query", "schema": {"type": "string", "form
                "description": "The code's uuid. Without it: list (GET) or create (POST)."}
 # What validate_destination accepts, as far as a pattern can say it: http(s), a host, then no whitespace
 # (as str.isspace() has it, spelt out: regex engines disagree on \s) and no control characters.
-_NOT_SPACE_OR_CONTROL = r"[^\u0000-\u0020\u007f\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
-DESTINATION_PATTERN = (r"^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9._~%!$&'()*+,;=-]+(:[0-9]{0,4})?"
-                       rf"([/?#]{_NOT_SPACE_OR_CONTROL}*)?$")
+_SPACE_OR_CONTROL = r"\u0000-\u0020\u007f\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_NOT_SPACE_OR_CONTROL = f"[^{_SPACE_OR_CONTROL}]"
+# The authority: optional user info, then a host (a name, IDN ones too, or a bracketed IPv6 literal), then a port.
+_AUTHORITY = (rf"([^{_SPACE_OR_CONTROL}/?#@]+@)?"
+              rf"(\[[0-9A-Fa-f:.]+\]|[^{_SPACE_OR_CONTROL}/?#@:\[\]]+)(:[0-9]{{0,5}})?")
+DESTINATION_PATTERN = rf"^[Hh][Tt][Tt][Pp][Ss]?://{_AUTHORITY}([/?#]{_NOT_SPACE_OR_CONTROL}*)?$"
 # The control characters validate_label refuses (those str.split() does not count as whitespace).
 LABEL_PATTERN = r"^[^\u0000-\u0008\u000e-\u001b\u007f-\u0084\u0086-\u009f]*$"
 RATE_LIMIT_HEADERS = {

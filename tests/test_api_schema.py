@@ -144,7 +144,17 @@ def test_spec_and_service_agree_on_every_character(name, validate, template):
 
 @pytest.mark.parametrize("destination", [
     "https://example.com", "HTTP://a.b:8080/p?q=1#f", "https://x.y/" + "a" * 2000, "http://0?x", "https://e.com#",
+    "https://bücher.de/", "https://例え.jp/パス", "https://a.b:10443/", "https://a.b:65535", "http://[::1]:8080/",
+    "https://[2001:db8::1]/x", "https://user@host.example/", "https://user:pass@host.example:8443/p",
 ])
 def test_destinations_the_spec_allows_are_accepted(destination):
     assert BODY_SCHEMAS["create"].is_valid({"destination": destination})
     assert codes.validate_destination(destination) == destination
+
+
+@pytest.mark.parametrize("destination", [
+    "https://", "https://:80/", "https://user@/", "https://a b/", "https://a.b:8080x/", "ftp://a.b/", "https:/a.b",
+])
+def test_destinations_the_spec_refuses_are_refused_by_the_service(destination):
+    assert not BODY_SCHEMAS["create"].is_valid({"destination": destination})
+    assert not accepts(codes.validate_destination, destination)
