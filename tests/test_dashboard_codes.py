@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
 import re
 import uuid as uuid_module
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
 from PIL import Image
@@ -121,7 +123,7 @@ def test_the_list_shows_each_codes_qr_short_url_destination_and_scans(browser, d
     code = gen_code(db, alice, destination="https://example.com/a/very/long/path?with=query", label="Table cards")
     add_scans(db, [scan_row(code.id), scan_row(code.id, visitor="w")])
     page = text(browser.get("/codes"))
-    assert f'src="/img/{code.slug}.png?size=96"' in page
+    assert re.search(rf'src="/img/{code.slug}\.png\?size=96&amp;v=[0-9a-f]{{16}}"', page)
     assert f'<span class="url-base">http://localhost/p/</span><span class="url-slug">{code.slug}</span>' in page
     assert f'data-copy-target="url-{code.slug}"' in page
     assert 'title="https://example.com/a/very/long/path?with=query"' in page
@@ -324,6 +326,32 @@ def test_deleting_a_code_deletes_its_logo_file_unless_another_code_uses_it(brows
         assert codes.logo_path(services.logo_dir, code.logo).exists() is is_kept
 
 
+def image_urls(page: str) -> list[str]:
+    return re.findall(r'(?:src|href)="(/img/[^"]+)"', page)
+
+
+def test_the_pages_qr_image_urls_change_with_the_logo_so_no_browser_shows_a_cached_old_one(browser, services, alice):
+    code = gen_code(services.db, alice, label="Menu")
+    pages = ("/codes", f"/codes/{code.uuid}", f"/codes/{code.uuid}/edit", f"/codes/{code.uuid}/delete")
+    before = {path: image_urls(text(browser.get(path))) for path in pages}
+    assert all(before.values())
+    assert before == {path: image_urls(text(browser.get(path))) for path in pages}  # stable while nothing changes
+    browser.post(f"/codes/{code.uuid}/edit", data={"destination": code.destination, "label": "Menu",
+                                                   "logo": (io.BytesIO(png_bytes()), "logo.png")})
+    after = {path: image_urls(text(browser.get(path))) for path in pages}
+    for path in pages:
+        assert len(after[path]) == len(before[path]) and set(after[path]).isdisjoint(before[path]), path
+    for url in after[f"/codes/{code.uuid}"]:
+        image = browser.get(url)
+        parts = urlsplit(html.unescape(url))
+        query = urlencode([(name, value) for name, value in parse_qsl(parts.query) if name != "v"])
+        plain = browser.get(parts.path + (f"?{query}" if query else ""))
+        assert image.status_code == 200 and image.data == plain.data, url
+    # What the image encodes is the short URL, so a page served under another address names another image.
+    elsewhere = image_urls(text(browser.get(f"/codes/{code.uuid}", base_url="https://qr.example.org")))
+    assert set(elsewhere).isdisjoint(after[f"/codes/{code.uuid}"])
+
+
 def test_pause_and_resume(browser, services, alice):
     code = gen_code(services.db, alice)
     response = browser.post(f"/codes/{code.uuid}/status", data={"status": "paused"})
@@ -370,8 +398,9 @@ def test_the_detail_page_offers_downloads_and_the_short_url(browser, db, alice):
     code = gen_code(db, alice, label="Menu")
     page = text(browser.get(f"/codes/{code.uuid}"))
     for size in (256, 512, 1024, 2048):
-        assert f'href="/img/{code.slug}.png?size={size}" download="qr-{code.slug}-{size}.png"' in page
-    assert f'href="/img/{code.slug}.svg" download="qr-{code.slug}.svg"' in page
+        url = rf"/img/{code.slug}\.png\?size={size}&amp;v=[0-9a-f]{{16}}"
+        assert re.search(rf'href="{url}" download="qr-{code.slug}-{size}.png"', page)
+    assert re.search(rf'href="/img/{code.slug}\.svg\?v=[0-9a-f]{{16}}" download="qr-{code.slug}.svg"', page)
     assert f'<code id="short-url-{code.slug}" class="copy-value">http://localhost/p/{code.slug}</code>' in page
     assert browser.get(f"/img/{code.slug}.png?size=1024").status_code == 200
 

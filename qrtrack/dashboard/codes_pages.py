@@ -10,7 +10,7 @@ from flask import Response, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from .. import analytics, codes, qrimage
+from .. import analytics, codes, imagecache, qrimage
 from ..errors import ValidationError
 from ..web import as_sentence, services, short_url
 from . import bp
@@ -26,6 +26,17 @@ FORM_FIELDS = ("type", "destination", "label")
 PRESETS = ((7, "7 days"), (30, "30 days"), (90, "90 days"), (365, "12 months"))
 
 bp.add_app_template_global(short_url, "code_short_url")
+
+
+@bp.app_template_global("qr_image_url")
+def qr_image_url(code, *, size: int | None = None, kind: str = "png") -> str:
+    """The dashboard's URL of a code's QR image: v names what the image shows (its short URL and logo).
+
+    /img/ serves images with a few minutes' public caching; a new v after a logo change makes the
+    browser fetch the new image at once instead of showing the one it cached. /img/ ignores v.
+    """
+    version = imagecache.image_fingerprint(short_url(code.slug), code.logo)[:16]
+    return url_for("public.qr_svg" if kind == "svg" else "public.qr_png", slug=code.slug, size=size, v=version)
 
 
 @dataclass(frozen=True)
