@@ -10,9 +10,11 @@ from limits.errors import ConfigurationError as LimitsConfigurationError
 from sqlalchemy.exc import ArgumentError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import IntegerConverter
 
 from .config import DEFAULT_ENV_FILE, PROJECT_ROOT, ConfigError, Settings, load_settings
 from .fastpath import FastPath
+from .schema import MAX_INTEGER
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -23,12 +25,23 @@ SECURITY_HEADERS = {
 }
 
 
+class DatabaseIntegerConverter(IntegerConverter):
+    """`<int:...>` in every route: Werkzeug's, but a number past MAX_INTEGER matches no route (a 404), as
+    no row can have it; the database driver would otherwise fail on it with a 500."""
+
+    def __init__(self, map, fixed_digits: int = 0, min: int | None = None, max: int | None = MAX_INTEGER,
+                 signed: bool = False) -> None:
+        super().__init__(map, fixed_digits=fixed_digits, min=min, max=max, signed=signed)
+
+
 def build_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app. test_config overrides settings; its ENV_FILE key picks another .env (None: none)."""
     overrides = dict(test_config or {})
     env_file = overrides.pop("ENV_FILE", DEFAULT_ENV_FILE)
     settings = load_settings(env_file=env_file or None, overrides=overrides)
     app = Flask(__name__, template_folder=str(Path(PROJECT_ROOT, "templates")), instance_path=settings.INSTANCE_PATH)
+    # Before any route is added: a rule picks its converter when it is added to the map.
+    app.url_map.converters["int"] = DatabaseIntegerConverter
     _configure_flask(app, settings)
     _build_services(app, settings)
     _register_blueprints(app, settings)

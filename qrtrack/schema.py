@@ -18,6 +18,10 @@ from sqlalchemy import (
     Text,
 )
 
+MAX_INTEGER = 2**63 - 1
+"""The largest integer SQLite's INTEGER and PostgreSQL's BIGINT hold: no id or count can be larger, and a
+larger number given to a query makes SQLite's driver raise OverflowError instead of finding nothing."""
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",

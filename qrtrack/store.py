@@ -5,6 +5,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
     Connection,
     Engine,
     Row,
@@ -13,6 +15,7 @@ from sqlalchemy import (
     false,
     func,
     insert,
+    literal,
     or_,
     select,
     text,
@@ -21,7 +24,7 @@ from sqlalchemy import (
 )
 
 from . import scanstore
-from .schema import api_calls, api_keys, codes, scans, users
+from .schema import MAX_INTEGER, api_calls, api_keys, codes, scans, users
 
 CODE_COLUMNS = (
     codes.c.id, codes.c.uuid, codes.c.slug, codes.c.owner_id, codes.c.type, codes.c.destination,
@@ -52,6 +55,18 @@ def is_storable(value: str) -> bool:
     return "\x00" not in value
 
 
+def has_id(column: ColumnElement, value: int) -> ColumnElement[bool]:
+    """column = value, for an id that came from outside (a URL, a form, a query string): never an error.
+
+    The value is bound as a 64-bit integer: PostgreSQL's id columns are 32-bit, and bound as their own type a
+    larger id fails as out of range instead of matching nothing. Past 64 bits no database stores it (SQLite's
+    driver raises OverflowError), so it matches nothing without being sent.
+    """
+    if not -MAX_INTEGER - 1 <= value <= MAX_INTEGER:
+        return false()
+    return column == literal(value, BigInteger)
+
+
 # --- users -------------------------------------------------------------------------------------
 
 def insert_user(conn: Connection, *, username: str, password_hash: str, is_admin: bool, now: int) -> int:
@@ -61,7 +76,7 @@ def insert_user(conn: Connection, *, username: str, password_hash: str, is_admin
 
 
 def get_user_by_id(conn: Connection, user_id: int) -> Row | None:
-    return conn.execute(select(*USER_COLUMNS).where(users.c.id == user_id)).first()
+    return conn.execute(select(*USER_COLUMNS).where(has_id(users.c.id, user_id))).first()
 
 
 def get_user_by_username(conn: Connection, username: str) -> Row | None:
@@ -113,7 +128,7 @@ def get_active_key_for_user(conn: Connection, *, key_id: int, user_id: int) -> R
     query = (
         select(api_keys.c.id, api_keys.c.user_id, api_keys.c.name, api_keys.c.last_used_at)
         .join(users, users.c.id == api_keys.c.user_id)
-        .where(api_keys.c.id == key_id, api_keys.c.user_id == user_id, api_keys.c.revoked_at.is_(None),
+        .where(has_id(api_keys.c.id, key_id), api_keys.c.user_id == user_id, api_keys.c.revoked_at.is_(None),
                users.c.is_active.is_(True))
     )
     return conn.execute(query).first()
@@ -130,7 +145,7 @@ def touch_api_key(conn: Connection, key_id: int, now: int) -> None:
 
 def revoke_api_key(conn: Connection, *, key_id: int, user_id: int, now: int) -> int:
     query = (update(api_keys)
-             .where(api_keys.c.id == key_id, api_keys.c.user_id == user_id, api_keys.c.revoked_at.is_(None))
+             .where(has_id(api_keys.c.id, key_id), api_keys.c.user_id == user_id, api_keys.c.revoked_at.is_(None))
              .values(revoked_at=now))
     return conn.execute(query).rowcount
 
@@ -268,7 +283,7 @@ def list_scans(conn: Connection, code_id: int, *, limit: int, before_id: int | N
     """
     filters = _scan_filters(code_id, start=start, end=end, include_bots=include_bots)
     if before_id is not None:
-        cursor = select(scans.c.ts, scans.c.id).where(scans.c.id == before_id, scans.c.code_id == code_id)
+        cursor = select(scans.c.ts, scans.c.id).where(has_id(scans.c.id, before_id), scans.c.code_id == code_id)
         position = conn.execute(cursor).first()
         if position is None:
             return []

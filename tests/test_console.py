@@ -196,6 +196,11 @@ def test_a_disabled_users_console_session_is_over(console, db, alice, key_id):
 @pytest.mark.parametrize(("payload", "field"), [
     ({"key_id": "x", "method": "GET"}, "key_id"),
     ({"key_id": True, "method": "GET"}, "key_id"),
+    ({"key_id": 99999999999999999999, "method": "GET"}, "key_id"),
+    ({"key_id": 2**63, "method": "GET"}, "key_id"),
+    ({"key_id": "99999999999999999999", "method": "GET"}, "key_id"),
+    ({"key_id": -1, "method": "GET"}, "key_id"),
+    ({"key_id": "\u00b2", "method": "GET"}, "key_id"),
     ({"method": "GET"}, "key_id"),
     ({"key_id": 1, "method": "PUT"}, "method"),
     ({"key_id": 1, "method": "GET", "query": "a=1\r\nX-Api-Key: x"}, "query"),

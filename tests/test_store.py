@@ -70,3 +70,16 @@ def test_scan_store_fits_header_text_to_the_scan_log_columns(db, alice):
         assert store.get_full_code_by_slug(conn, code.slug).scan_count == 2
     assert stored[0] == ("Paris", long_os[:64], "Chrome", "news.example", ("Mozilla/5.0" + "x" * 600)[:512])
     assert stored[1].os == "iOS 17.5"
+
+
+@pytest.mark.parametrize("outside_id", [2**31, 2**63 - 1, 2**63, -(2**63) - 1, 10**30])
+def test_a_lookup_by_an_id_no_row_can_have_finds_nothing_instead_of_failing(db, alice, outside_id):
+    """PostgreSQL's id columns are 32-bit and SQLite's driver refuses integers past 64 bits; an id from a URL,
+    a form or a query string may be anything."""
+    code = gen_code(db, alice)
+    with db.write() as conn:
+        assert store.get_user_by_id(conn, outside_id) is None
+        assert store.get_active_key_for_user(conn, key_id=outside_id, user_id=alice) is None
+        assert store.revoke_api_key(conn, key_id=outside_id, user_id=alice, now=1) == 0
+        assert store.list_scans(conn, code.id, limit=10, before_id=outside_id) == []
+        assert store.get_user_by_id(conn, alice).username == "alice"

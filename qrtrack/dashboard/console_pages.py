@@ -20,6 +20,7 @@ from werkzeug.test import Client
 
 from .. import keys
 from ..errors import Unauthorized, ValidationError, error_body
+from ..schema import MAX_INTEGER
 from ..web import CONSOLE_PRINCIPAL_ENVIRON_KEY, services
 from . import bp
 
@@ -110,11 +111,7 @@ def parse_console_call(payload: Any) -> ConsoleCall:
     """The call the browser asks for; ValidationError when it is not one the console makes."""
     if not isinstance(payload, dict):
         raise ValidationError("send a JSON object: {key_id, method, query, body}", code="invalid_json")
-    key_id = payload.get("key_id")
-    if isinstance(key_id, str) and key_id.isdigit():
-        key_id = int(key_id)
-    if not isinstance(key_id, int) or isinstance(key_id, bool):
-        raise ValidationError("choose one of your API keys", code="invalid_key", field="key_id")
+    key_id = _parse_key_id(payload.get("key_id"))
     method = str(payload.get("method", "")).upper()
     if method not in CONSOLE_METHODS:
         raise ValidationError(f"method must be one of {', '.join(CONSOLE_METHODS)}", code="invalid_method",
@@ -128,6 +125,15 @@ def parse_console_call(payload: Any) -> ConsoleCall:
         raise ValidationError(f"the body must be text of at most {MAX_CONSOLE_BODY_BYTES} bytes",
                               code="invalid_body", field="body")
     return ConsoleCall(key_id=key_id, method=method, query=query, body=body if method == "POST" else "")
+
+
+def _parse_key_id(value: Any) -> int:
+    """A key id as a JSON number or a string of digits; ValidationError for anything no key can have."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= MAX_INTEGER:
+        raise ValidationError("choose one of your API keys", code="invalid_key", field="key_id")
+    return value
 
 
 def dispatch_api_call(call: ConsoleCall, principal: keys.ApiPrincipal) -> dict[str, Any]:
