@@ -124,9 +124,15 @@ def deploy_venv() -> Path:
 
 
 def copy_app(folder: Path, venv: Path) -> None:
-    """What a user uploads: the working tree without history, venvs, caches or site data; .venv links to venv."""
+    """What a user uploads: the working tree without history, venvs, caches or site data; .venv links to venv.
+
+    Then the README's set-up step that compiles the app's bytecode, which the web user could not write.
+    """
     shutil.copytree(PROJECT_ROOT, folder, ignore=_not_uploaded)
     (folder / ".venv").symlink_to(venv)
+    subprocess.run([folder / ".venv" / "bin" / "python", "-m", "compileall", "-q", "hosting.py", "app.py", "qrtrack"],
+                   cwd=folder, env={"PATH": CLEAN_PATH, "LANG": "C.UTF-8"}, check=True, capture_output=True,
+                   timeout=120)
 
 
 def _not_uploaded(directory: str, names: list[str]) -> set[str]:
