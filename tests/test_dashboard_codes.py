@@ -291,6 +291,62 @@ def test_editing_changes_the_code_and_drops_its_cached_images(browser, services,
     assert "Changes saved" in text(browser.get(f"/codes/{code.uuid}"))
 
 
+def edit_form_fields(page: str) -> dict[str, str]:
+    """The values the edit form would post as it was rendered: every input with a value, unescaped."""
+    inputs = re.findall(r'<input type="(?:hidden|text|url)"[^>]* name="(\w+)" value="([^"]*)"', page)
+    return {name: html.unescape(value) for name, value in inputs if name != "csrf_token"}
+
+
+def test_an_edit_applies_only_the_fields_changed_in_the_form_keeping_a_change_made_meanwhile(browser, services,
+                                                                                             alice):
+    code = gen_code(services.db, alice, destination="https://example.com/old", label="Menu & drinks")
+    fields = edit_form_fields(text(browser.get(f"/codes/{code.uuid}/edit")))
+    assert (fields["destination"], fields["label"]) == ("https://example.com/old", "Menu & drinks")
+    codes.update_code(services.db, owner_id=alice, uuid=code.uuid, logo_dir=services.logo_dir,
+                      changes=codes.CodeChanges(destination="https://example.com/from-the-api"))
+    response = browser.post(f"/codes/{code.uuid}/edit", data={**fields, "label": "Summer menu"})
+    assert response.status_code == 302
+    saved = codes.get_code(services.db, owner_id=alice, uuid=code.uuid)
+    assert (saved.destination, saved.label) == ("https://example.com/from-the-api", "Summer menu")
+    page = text(browser.get(f"/codes/{code.uuid}"))
+    assert "Changes saved" in page
+    assert "The destination was changed elsewhere since you opened the form" in page and "that change is kept" in page
+
+
+def test_a_field_changed_both_elsewhere_and_in_the_form_takes_the_forms_value_and_says_so(browser, services, alice):
+    code = gen_code(services.db, alice, label="Menu")
+    fields = edit_form_fields(text(browser.get(f"/codes/{code.uuid}/edit")))
+    codes.update_code(services.db, owner_id=alice, uuid=code.uuid, logo_dir=services.logo_dir,
+                      changes=codes.CodeChanges(label="From the API"))
+    browser.post(f"/codes/{code.uuid}/edit", data={**fields, "label": "From the form"})
+    assert codes.get_code(services.db, owner_id=alice, uuid=code.uuid).label == "From the form"
+    page = text(browser.get(f"/codes/{code.uuid}"))
+    assert "The label was changed elsewhere since you opened the form; yours replaced that change." in page
+
+
+def test_an_edit_with_nothing_changed_elsewhere_says_only_that_it_was_saved(browser, services, alice):
+    code = gen_code(services.db, alice, label="Menu")
+    fields = edit_form_fields(text(browser.get(f"/codes/{code.uuid}/edit")))
+    browser.post(f"/codes/{code.uuid}/edit", data={**fields, "destination": "https://example.com/new"})
+    assert codes.get_code(services.db, owner_id=alice, uuid=code.uuid).destination == "https://example.com/new"
+    page = text(browser.get(f"/codes/{code.uuid}"))
+    assert "Changes saved" in page and "elsewhere" not in page
+
+
+def test_a_refused_edit_keeps_the_values_the_form_was_opened_with(browser, services, alice):
+    code = gen_code(services.db, alice, label="Menu")
+    fields = edit_form_fields(text(browser.get(f"/codes/{code.uuid}/edit")))
+    codes.update_code(services.db, owner_id=alice, uuid=code.uuid, logo_dir=services.logo_dir,
+                      changes=codes.CodeChanges(destination="https://example.com/from-the-api"))
+    refused = browser.post(f"/codes/{code.uuid}/edit", data={**fields, "destination": "nope", "label": "New"})
+    assert refused.status_code == 400
+    again = edit_form_fields(text(refused))
+    assert again["original_destination"] == "https://example.com/"
+    browser.post(f"/codes/{code.uuid}/edit", data={**again, "destination": "https://example.com/"})
+    saved = codes.get_code(services.db, owner_id=alice, uuid=code.uuid)
+    assert (saved.destination, saved.label) == ("https://example.com/from-the-api", "New")
+
+
 def test_an_edit_refused_keeps_what_was_typed(browser, services, alice):
     code = gen_code(services.db, alice, label="Old")
     response = browser.post(f"/codes/{code.uuid}/edit", data={"destination": "ftp://files.example/", "label": "Newer"})

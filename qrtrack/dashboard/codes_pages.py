@@ -23,6 +23,8 @@ SORT_LABELS = {"created": "Created", "updated": "Updated", "scans": "Scans", "la
 DOWNLOAD_SIZES = (256, 512, 1024, 2048)
 LOGO_DIGEST = re.compile(r"[0-9a-f]{64}")
 FORM_FIELDS = ("type", "destination", "label")
+# What the edit form posts back as it showed it (original_<name>), so a save sends only the fields changed.
+OPENED_FIELDS = ("destination", "label", "logo")
 PRESETS = ((7, "7 days"), (30, "30 days"), (90, "90 days"), (365, "12 months"))
 
 bp.add_app_template_global(short_url, "code_short_url")
@@ -123,19 +125,60 @@ def code_new():
 @login_required
 def code_edit(uuid: str):
     code = _owned_code(uuid)
+    opened = _opened_values(code)
     form, errors = {"type": code.type, "destination": code.destination, "label": code.label, "logo": ""}, {}
     if request.method == "POST":
         form, errors = _read_code_form(form)
+        changes = None if errors else _edited_changes(form, opened)
         updated = None if errors else _saved(errors, lambda: codes.update_code(
-            services().db, owner_id=current_user.user_id, uuid=code.uuid, changes=codes.CodeChanges(
-                destination=form["destination"], label=form["label"], logo=form["logo"] or None,
-                remove_logo=form["remove_logo"] and not form["logo"]), logo_dir=services().logo_dir))
+            services().db, owner_id=current_user.user_id, uuid=code.uuid, changes=changes,
+            logo_dir=services().logo_dir))
         if updated is not None:
             if (updated.logo, updated.destination) != (code.logo, code.destination):
                 services().images.discard_prefix(code.slug + "-")
             flash("Changes saved. The next scan already follows them.", "success")
+            for note in _changed_elsewhere_notes(code, opened, changes):
+                flash(note, "info")
             return redirect(url_for("dashboard.code_detail", uuid=code.uuid))
-    return _render_form(code, form, errors)
+    shown_opened = {name: _current_value(code, name) if value is None else value for name, value in opened.items()}
+    return _render_form(code, form, errors, opened=shown_opened)
+
+
+def _current_value(code, name: str) -> str:
+    return getattr(code, name) or ""
+
+
+def _opened_values(code) -> dict[str, str | None]:
+    """The code's values as its edit form showed them: now for a GET, else as the form posts them back.
+
+    None for a value the form did not post (a page from before the form carried them): taken as changed.
+    """
+    if request.method == "GET":
+        return {name: _current_value(code, name) for name in OPENED_FIELDS}
+    try:
+        return {name: request.form.get(f"original_{name}") for name in OPENED_FIELDS}
+    except RequestEntityTooLarge:  # _read_code_form says so beside the logo field
+        return dict.fromkeys(OPENED_FIELDS)
+
+
+def _edited_changes(form: dict, opened: dict[str, str | None]) -> codes.CodeChanges:
+    """Only what the user changed in the form, so a change made meanwhile elsewhere (the API) to another field stays."""
+    return codes.CodeChanges(
+        destination=form["destination"] if form["destination"] != opened["destination"] else None,
+        label=form["label"] if form["label"] != opened["label"] else None,
+        logo=form["logo"] or None, remove_logo=form["remove_logo"] and not form["logo"])
+
+
+def _changed_elsewhere_notes(code, opened: dict[str, str | None], changes: codes.CodeChanges) -> list[str]:
+    """A sentence per field changed elsewhere between opening the form and saving it, saying whose value stands."""
+    notes = []
+    for name in OPENED_FIELDS:
+        if opened[name] is None or opened[name] == _current_value(code, name):
+            continue
+        is_replaced = getattr(changes, name) is not None or (name == "logo" and changes.remove_logo)
+        outcome = "yours replaced that change" if is_replaced else "that change is kept"
+        notes.append(f"The {name} was changed elsewhere since you opened the form; {outcome}.")
+    return notes
 
 
 def _saved(errors: dict, save):
@@ -147,8 +190,8 @@ def _saved(errors: dict, save):
         return None
 
 
-def _render_form(code, form: dict, errors: dict):
-    return render_template("dashboard/codes/form.html", code=code, form=form, errors=errors,
+def _render_form(code, form: dict, errors: dict, *, opened: dict | None = None):
+    return render_template("dashboard/codes/form.html", code=code, form=form, errors=errors, opened=opened or {},
                            code_types=codes.CODE_TYPES, max_logo_bytes=services().settings.MAX_LOGO_BYTES), (
         400 if errors else 200)
 
