@@ -252,6 +252,41 @@ def test_a_new_key_is_shown_once_with_a_copy_button_and_works(app, admin_client)
     assert key[:keys.DISPLAY_PREFIX_LENGTH] in text(later)
 
 
+def generate_form(client) -> dict[str, str]:
+    """The "Generate a key" form as the keys page renders it, hidden fields and all."""
+    page = text(client.get("/settings/api-keys"))
+    return dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', page))
+
+
+def test_sending_the_same_generate_form_again_makes_no_second_key_and_says_so(app, admin_client, db, admin):
+    form = {**generate_form(admin_client), "name": "build server"}
+    first = admin_client.post("/settings/api-keys", data=form)
+    assert first.status_code == 201
+    key = shown_key(first)
+    again = admin_client.post("/settings/api-keys", data=form)  # what a browser's reload does
+    assert again.status_code == 200
+    assert [k.name for k in keys.list_api_keys(db, user_id=admin)] == ["build server"]
+    body = text(again)
+    assert "No new key: this form was already sent" in body and "“build server”" in body
+    assert key not in body and key[keys.DISPLAY_PREFIX_LENGTH:] not in body
+    assert 'value="build server"' not in body
+    # Nor is the key in the session, which is signed, not encrypted.
+    with admin_client.session_transaction() as session:
+        assert key[keys.DISPLAY_PREFIX_LENGTH:] not in json.dumps(dict(session))
+    # The form the first answer shows is a new one: it makes another key.
+    fresh = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', text(first)))
+    assert fresh["form_token"] != form["form_token"]
+    assert admin_client.post("/settings/api-keys", data={**fresh, "name": "build server"}).status_code == 201
+    assert len(keys.list_api_keys(db, user_id=admin)) == 2
+
+
+def test_a_generate_form_refused_can_be_sent_again_once_fixed(admin_client, db, admin):
+    form = generate_form(admin_client)
+    assert admin_client.post("/settings/api-keys", data={**form, "name": " "}).status_code == 400
+    assert admin_client.post("/settings/api-keys", data={**form, "name": "ci"}).status_code == 201
+    assert [k.name for k in keys.list_api_keys(db, user_id=admin)] == ["ci"]
+
+
 def test_a_key_needs_a_name(admin_client, db, admin):
     response = create_key(admin_client, name="   ")
     assert response.status_code == 400
