@@ -5,7 +5,7 @@ import functools
 import re
 import secrets
 
-from sqlalchemy import Row
+from sqlalchemy import Connection, Row
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -37,19 +37,53 @@ def validate_password(password: object) -> str:
 
 def create_user(db: Database, *, username: object, password: object, is_admin: bool = False,
                 only_if_first: bool = False) -> int:
-    """Create a user; with only_if_first, refuse (Conflict) unless the database has no user yet."""
+    """Create a user; Conflict when the name is taken in any case ("Admin" when "admin" exists), and with
+    only_if_first, unless the database has no user yet.
+
+    Names are unique regardless of case by this check, made in the write transaction with other user
+    creations held off (store.lock_users_for_insert), rather than by a unique index on lower(username):
+    databases from before may hold names that differ only in case, and a migration could then neither
+    build the index nor rename someone's login on a host where the app upgrades itself at start.
+    (MySQL's usual case-insensitive collations make the plain unique constraint enough there too.)
+    """
     clean_name = validate_username(username)
     password_hash = generate_password_hash(validate_password(password))
     try:
         with db.write() as conn:
+            store.lock_users_for_insert(conn)
             if only_if_first and store.count_users(conn):
                 raise Conflict("the first account exists already; log in instead", code="setup_done")
-            if store.get_user_by_username(conn, clean_name) is not None:
-                raise Conflict(f"user {clean_name!r} already exists", code="user_exists", field="username")
+            _refuse_taken_username(conn, clean_name)
             return store.insert_user(conn, username=clean_name, password_hash=password_hash, is_admin=is_admin,
                                      now=now_epoch())
     except IntegrityError:
         raise Conflict(f"user {clean_name!r} already exists", code="user_exists", field="username") from None
+
+
+def _refuse_taken_username(conn: Connection, username: str) -> None:
+    taken = store.list_users_by_lowercase_username(conn, username.lower())
+    if any(user.username == username for user in taken):
+        raise Conflict(f"user {username!r} already exists", code="user_exists", field="username")
+    if taken:
+        raise Conflict(f"user {taken[0].username!r} already exists, and user names ignore case",
+                       code="user_exists", field="username")
+
+
+def _user_named(conn: Connection, username: str) -> Row | None:
+    """The user a name typed at login or on the command line means, in any case.
+
+    A database from before names were unique regardless of case may hold, say, "sam" and "Sam": each is
+    then reached by its exact name only, and a spelling matching both ("SAM") reaches neither, so nobody is
+    let into the other's account by a guess of which one a spelling picks.
+    """
+    username = username.strip()
+    if not username.isascii():  # usernames are ASCII; Python's lower() would fold the Kelvin sign to "k"
+        return None
+    matches = store.list_users_by_lowercase_username(conn, username.lower())
+    exact = [user for user in matches if user.username == username]
+    if exact:
+        return exact[0]
+    return matches[0] if len(matches) == 1 else None
 
 
 def generate_password() -> str:
@@ -66,9 +100,10 @@ def _dummy_password_hash() -> str:
 
 
 def authenticate_user(db: Database, *, username: str, password: str) -> Row | None:
-    """The enabled user with these credentials, or None; takes the same time for unknown users."""
+    """The enabled user with these credentials, the name in any case, or None; takes the same time for
+    unknown users."""
     with db.read() as conn:
-        user = store.get_user_by_username(conn, username.strip())
+        user = _user_named(conn, username)
     if user is None:
         check_password_hash(_dummy_password_hash(), password)
         return None
@@ -83,8 +118,9 @@ def get_user(db: Database, user_id: int) -> Row | None:
 
 
 def find_user(db: Database, username: str) -> Row:
+    """The user with this name, in any case (see _user_named); NotFound when none or not one."""
     with db.read() as conn:
-        user = store.get_user_by_username(conn, username.strip())
+        user = _user_named(conn, username)
     if user is None:
         raise NotFound(f"no user named {username!r}", code="user_not_found")
     return user

@@ -79,10 +79,21 @@ def get_user_by_id(conn: Connection, user_id: int) -> Row | None:
     return conn.execute(select(*USER_COLUMNS).where(has_id(users.c.id, user_id))).first()
 
 
-def get_user_by_username(conn: Connection, username: str) -> Row | None:
-    if not is_storable(username):
-        return None
-    return conn.execute(select(*USER_COLUMNS).where(users.c.username == username)).first()
+def list_users_by_lowercase_username(conn: Connection, lowercase_username: str) -> list[Row]:
+    """The users whose name, lowercased, is this (more than one only in databases from before names were
+    unique regardless of case). Usernames are ASCII, which lower() folds alike on every database."""
+    if not is_storable(lowercase_username):
+        return []
+    query = select(*USER_COLUMNS).where(func.lower(users.c.username) == lowercase_username).order_by(users.c.id)
+    return list(conn.execute(query))
+
+
+def lock_users_for_insert(conn: Connection) -> None:
+    """Make other transactions that add users wait until this one ends, so a check for a name and the insert
+    of it are one step. SQLite's write transactions (BEGIN IMMEDIATE) already wait for each other; on
+    PostgreSQL this lock does not hold up reads, only other writes to users."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE")
 
 
 def list_users(conn: Connection) -> list[Row]:

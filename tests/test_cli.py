@@ -42,6 +42,7 @@ def test_errors_exit_non_zero_with_one_clear_line(tmp_path):
     runner = app.test_cli_runner()
     runner.invoke(args=["create-user", "alice", "--password", "long enough pw"])
     for args, message in ((["create-user", "alice", "--password", "long enough pw"], "already exists"),
+                          (["create-user", "Alice", "--password", "long enough pw"], "user names ignore case"),
                           (["create-user", "bob", "--password", "short"], "at least 8"),
                           (["create-api-key", "nobody"], "no user named 'nobody'")):
         result = runner.invoke(args=args)

@@ -73,6 +73,11 @@ def test_login_with_a_wrong_password_says_so_and_keeps_the_username(client, admi
     assert client.get("/settings/account").status_code == 302
 
 
+def test_login_takes_the_username_in_any_case(client, admin):
+    assert log_in(client, "ALICE").status_code == 302
+    assert client.get("/settings/account").status_code == 200
+
+
 def test_a_disabled_user_cannot_log_in(client, db, admin):
     bob = gen_user(db, "bob")
     accounts.set_user_active(db, user_id=bob, is_active=False)

@@ -118,7 +118,7 @@ def test_a_failed_write_transaction_leaves_nothing_behind(tmp_path, empty_databa
         store.insert_user(conn, username="ghost", password_hash="x", is_admin=False, now=1)
         raise RuntimeError("boom")
     with db.read() as conn:
-        assert store.get_user_by_username(conn, "ghost") is None
+        assert store.list_users_by_lowercase_username(conn, "ghost") == []
     db.dispose()
 
 
