@@ -324,3 +324,39 @@ def test_screenshots_of_the_main_pages(showcase_server: LiveServer, new_page, br
     assert len(shots) == 9 * 4 + 1
     assert all(path.stat().st_size > 10_000 for path in shots)
 
+
+
+def test_console_shows_no_earlier_answer_beside_a_new_call_or_a_refusal(live_server: LiveServer, new_page,
+                                                                        browser_errors: BrowserErrors):
+    base, db = live_server.url, live_server.services.db
+    keys.issue_api_key(db, user_id=gen_user(db, "alice"), name="console")
+    page = new_page()
+    log_in(page, base, "alice")
+    page.goto(base + "/console")
+    response, meta = page.locator("#console-response"), page.locator("#console-response-meta")
+
+    page.get_by_label("Endpoint").select_option("create")
+    page.get_by_role("button", name="Send request").click()
+    expect(page.locator("#console-status")).to_have_text("201 Created")
+
+    # Refused in the page: no uuid. The 201 goes; the placeholder says nothing has been sent.
+    page.get_by_label("Endpoint").select_option("update")
+    page.get_by_label("Code uuid").fill("")
+    page.get_by_role("button", name="Send request").click()
+    expect(page.locator("#console-uuid-error")).to_be_visible()
+    expect(response).to_be_hidden()
+    expect(meta).to_be_hidden()
+    expect(page.locator("#console-placeholder")).to_contain_text("Send a request")
+
+    # Refused by the server: a query longer than the console sends. Only its error shows.
+    page.get_by_label("Endpoint").select_option("list")
+    page.get_by_role("button", name="Send request").click()
+    expect(page.locator("#console-status")).to_have_text("200 OK")
+    page.get_by_label("Query parameters").fill("label=" + "x" * 1200)
+    page.get_by_role("button", name="Send request").click()
+    expect(page.locator("#console-error")).to_contain_text("too long")
+    expect(response).to_be_hidden()
+    expect(meta).to_be_hidden()
+    expect(page.locator("#console-placeholder")).to_be_hidden()
+    refused = [text for text in browser_errors.messages if "status of 400" in text and "/console/send" in text]
+    assert browser_errors.messages == refused and len(refused) == 1

@@ -21,6 +21,7 @@
   };
   const csrfToken = form.querySelector("input[name=csrf_token]").value;
   const drafts = {};
+  const idlePlaceholder = ui.placeholder.textContent;
   let shownOperation = null;
 
   function operation() {
@@ -82,6 +83,15 @@
     ui.error.textContent = message;
     ui.error.hidden = false;
     ui.placeholder.hidden = true;
+  }
+
+  // The panel shows one call's answer or nothing: the last answer goes as soon as another call starts or is refused.
+  function clearResponse(placeholder) {
+    ui.meta.hidden = true;
+    ui.response.hidden = true;
+    ui.error.hidden = true;
+    ui.placeholder.textContent = placeholder;
+    ui.placeholder.hidden = false;
   }
 
   function statusClass(status) {
@@ -151,11 +161,13 @@
     event.preventDefault();
     const op = operation();
     if (op.needsUuid && !ui.uuid.value.trim()) {
+      clearResponse(idlePlaceholder);
       ui.uuidError.hidden = false;
       ui.uuid.focus();
       return;
     }
     ui.uuidError.hidden = true;
+    clearResponse("Waiting for the answer…");
     ui.send.disabled = true;
     ui.send.textContent = "Sending…";
     fetch(form.action, {
