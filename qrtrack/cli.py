@@ -68,7 +68,10 @@ def register_commands(app: Flask) -> None:
         """Copy the live SQLite database to PATH safely, even while the app serves requests."""
         if not services().settings.is_sqlite:
             raise click.ClickException("backup works on SQLite; use your database server's own tools")
-        backup_sqlite(services().db, path)
+        try:
+            backup_sqlite(services().db, path)
+        except QrTrackError as error:
+            _fail(error)
         click.echo(f"Backed up to {path}")
 
     @app.cli.command("remove-unused-logos")

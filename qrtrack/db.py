@@ -11,12 +11,16 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from .config import Settings
+from .errors import ValidationError
+from .scanstore import WRITER_LOCK_SUFFIX
 
 MIGRATIONS_PATH = Path(__file__).resolve().parent / "migrations"
 SCHEMA_REVISION = "0003"
 """The newest migration. Kept here so start-up can check the schema without importing Alembic;
 tests/test_db.py fails when a new migration is added without updating it."""
 BUSY_TIMEOUT_MS = 10_000
+LIVE_DATABASE_SUFFIXES = ("", "-journal", "-wal", "-shm", WRITER_LOCK_SUFFIX)
+"""The database file and the files SQLite and the scan writer keep beside it."""
 
 
 class Database:
@@ -102,11 +106,11 @@ def upgrade_schema(db: Database) -> None:
 
 def ensure_schema(db: Database) -> None:
     """Upgrade the schema at start-up when it is behind, so replacing the files is a whole upgrade."""
-    try:
-        with db.engine.connect() as conn:
+    with db.engine.connect() as conn:  # outside the try: a database that cannot be reached is an error here
+        try:
             current = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
-    except (OperationalError, ProgrammingError):  # no such table: SQLite says the first, PostgreSQL the second
-        current = None
+        except (OperationalError, ProgrammingError):  # no such table: SQLite says the first, PostgreSQL the second
+            current = None
     if current != SCHEMA_REVISION:
         upgrade_schema(db)
 
@@ -129,13 +133,41 @@ def is_schema_current(db: Database) -> bool:
 
 
 def backup_sqlite(db: Database, target: str | os.PathLike) -> None:
-    """Copy the live SQLite database to target with SQLite's online backup API (safe while serving)."""
+    """Copy the live SQLite database to target with SQLite's online backup API (safe while serving).
+
+    ValidationError, and nothing written, when target is the live database or one of the files beside it
+    (journal, WAL, shared memory, the scan writer's lock: writing a database over them would damage it), by
+    any path to them, or when it cannot be written.
+    """
+    target = os.fspath(target)
+    _refuse_live_database_files(db.engine.url.database, target)
+    folder = os.path.dirname(os.path.abspath(target))
+    if not os.path.isdir(folder):
+        raise ValidationError(f"cannot back up to {target}: there is no folder {folder}", code="invalid_path")
     raw = db.engine.raw_connection()
     try:
-        destination = sqlite3.connect(os.fspath(target))
+        destination = sqlite3.connect(target)
         try:
             raw.driver_connection.backup(destination)
         finally:
             destination.close()
+    except sqlite3.Error as error:
+        raise ValidationError(f"cannot back up to {target}: {error}", code="invalid_path") from None
     finally:
         raw.close()
+
+
+def _refuse_live_database_files(database: str, target: str) -> None:
+    live = os.path.realpath(database)
+    live_files = [live + suffix for suffix in LIVE_DATABASE_SUFFIXES]
+    if os.path.realpath(target) in live_files or any(_is_same_file(target, path) for path in live_files):
+        raise ValidationError(f"cannot back up to {target}: that is the live database {live} or a file beside it; "
+                              "choose a path outside it", code="invalid_path")
+
+
+def _is_same_file(first: str, second: str) -> bool:
+    """Also true for two hard links to one file."""
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return False

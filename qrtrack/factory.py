@@ -7,12 +7,13 @@ from typing import Any
 
 from flask import Flask
 from limits.errors import ConfigurationError as LimitsConfigurationError
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, OperationalError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
 from .config import DEFAULT_ENV_FILE, PROJECT_ROOT, ConfigError, Settings, load_settings
+from .db import Database, ensure_schema, make_engine
 from .fastpath import FastPath
 from .schema import MAX_INTEGER
 
@@ -85,24 +86,49 @@ def _configure_flask(app: Flask, settings: Settings) -> None:
 
 
 def _build_services(app: Flask, settings: Settings) -> None:
-    from .db import Database, ensure_schema, make_engine
     from .fastpath import make_recorder
     from .geo import GeoLocator
     from .imagecache import instance_image_cache
     from .web import AppServices
 
     instance = Path(settings.INSTANCE_PATH)
-    instance.mkdir(parents=True, exist_ok=True)
     try:
-        db = Database(make_engine(settings))
-    except ArgumentError as error:
-        raise ConfigError(f"DATABASE_URL is not a database URL SQLAlchemy understands: {error}") from None
-    ensure_schema(db)
+        instance.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"INSTANCE_PATH: cannot create the folder {str(instance)!r}: {error.strerror}") from None
+    db = _open_database(settings)
     geo = GeoLocator(mmdb_paths=settings.GEOIP_DB, trust_cdn=settings.TRUST_CDN)
     recorder = make_recorder(settings, geo=geo)
     app.extensions["qrtrack"] = AppServices(
         settings=settings, db=db, geo=geo, recorder=recorder,
         images=instance_image_cache(settings.INSTANCE_PATH), logo_dir=instance / "logos")
+
+
+def _open_database(settings: Settings) -> Database:
+    """The database with its schema current; ConfigError naming the setting when it cannot be used."""
+    name = _database_setting_name(settings)
+    try:
+        db = Database(make_engine(settings))
+    except ArgumentError as error:
+        raise ConfigError(f"DATABASE_URL is not a database URL SQLAlchemy understands: {error}") from None
+    except ImportError as error:
+        raise ConfigError(f"DATABASE_URL needs a database driver that is not installed: {error}") from None
+    except OSError as error:
+        raise ConfigError(f"{name}: cannot create the database's folder {error.filename!r}: {error.strerror}") from None
+    try:
+        ensure_schema(db)
+    except OperationalError as error:  # cannot connect or open the file; any other failure is a bug to show
+        where = db.engine.url.render_as_string(hide_password=True)
+        db.dispose()
+        reason = " ".join(str(error.orig).split())
+        raise ConfigError(f"{name}: cannot open the database {where}: {reason}") from None
+    return db
+
+
+def _database_setting_name(settings: Settings) -> str:
+    """The setting to fix when the database cannot be opened: INSTANCE_PATH holds the default SQLite file."""
+    default_url = "sqlite:///" + str(Path(settings.INSTANCE_PATH, "qrtrack.db"))
+    return "INSTANCE_PATH" if settings.DATABASE_URL == default_url else "DATABASE_URL"
 
 
 def _register_blueprints(app: Flask, settings: Settings) -> None:

@@ -1,8 +1,11 @@
 """Operator commands: they work on a fresh instance folder and fail with one clear line."""
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
+
+import pytest
 
 from qrtrack import accounts, keys
 
@@ -100,3 +103,36 @@ def test_remove_unused_logos_reports_what_it_removed(tmp_path):
     assert removed.exit_code == 0 and "Removed 1 unused logo file." in removed.output
     assert not codes.logo_path(services.logo_dir, logo).exists()
     services.db.dispose()
+
+
+def test_backup_to_a_folder_that_does_not_exist_fails_with_one_clear_line(tmp_path):
+    app = cli_app(tmp_path)
+    missing = tmp_path / "nonexistent"
+    result = app.test_cli_runner().invoke(args=["backup", str(missing / "copy.db")])
+    assert result.exit_code != 0
+    assert result.output.strip().splitlines() == [
+        f"Error: cannot back up to {missing / 'copy.db'}: there is no folder {missing}"]
+    app.extensions["qrtrack"].db.dispose()
+
+
+@pytest.mark.parametrize("target", ["fresh/qrtrack.db", "fresh/../fresh/qrtrack.db", "link-to-instance/qrtrack.db",
+                                    "hard-link.db", "fresh/qrtrack.db-wal", "fresh/qrtrack.db-shm",
+                                    "fresh/qrtrack.db-journal", "fresh/qrtrack.db-writer.lock"])
+def test_backup_refuses_to_write_over_the_live_database_or_the_files_beside_it(tmp_path, target):
+    app = cli_app(tmp_path)
+    runner = app.test_cli_runner()
+    runner.invoke(args=["create-user", "alice", "--password", "long enough pw"])
+    live = tmp_path / "fresh" / "qrtrack.db"
+    (tmp_path / "link-to-instance").symlink_to(tmp_path / "fresh")
+    os.link(live, tmp_path / "hard-link.db")
+    result = runner.invoke(args=["backup", str(tmp_path / target)])
+    assert result.exit_code != 0
+    [line] = result.output.strip().splitlines()
+    assert "is the live database" in line and "Traceback" not in result.output
+    assert accounts.find_user(app.extensions["qrtrack"].db, "alice")
+    app.extensions["qrtrack"].db.dispose()
+    check = sqlite3.connect(live)
+    try:
+        assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        check.close()

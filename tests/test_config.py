@@ -1,6 +1,7 @@
 """Settings: load order, parsing, clear one-line errors, and .env.example kept in step with the table."""
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -150,3 +151,33 @@ def test_rate_limits_read_without_the_limits_library_are_ones_it_accepts(value, 
     assert is_simple_rate_limit(value) is simple
     if simple:
         assert parse_many(value)
+
+
+def run_init_db(tmp_path: Path, **settings: str) -> subprocess.CompletedProcess:
+    env = {**env_without_settings(), "SECRET_KEY": "s", "INSTANCE_PATH": str(tmp_path / "instance"), **settings}
+    return subprocess.run([sys.executable, "-m", "flask", "--app", "app", "init-db"], cwd=PROJECT_ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+START_UP_FAILURES = [
+    ({"INSTANCE_PATH": "TMP/a-file/instance"}, "INSTANCE_PATH: cannot create the folder"),
+    ({"DATABASE_URL": "sqlite:///TMP/a-file/instance/qrtrack.db"}, "DATABASE_URL: cannot create the database's folder"),
+    ({"DATABASE_URL": "sqlite:///TMP"}, "DATABASE_URL: cannot open the database sqlite:///TMP: "),
+    ({"DATABASE_URL": "postgresql+psycopg://qrtrack:secret-pw@127.0.0.1:1/qrtrack"},
+     "DATABASE_URL: cannot open the database postgresql+psycopg://qrtrack:***@127.0.0.1:1/qrtrack: "),
+    pytest.param({"DATABASE_URL": "mysql://x/y"},
+                 "DATABASE_URL needs a database driver that is not installed: No module named 'MySQLdb'",
+                 marks=pytest.mark.skipif(importlib.util.find_spec("MySQLdb") is not None,
+                                          reason="needs MySQLdb not to be installed")),
+]
+
+
+@pytest.mark.parametrize("settings, message", START_UP_FAILURES)
+def test_a_folder_or_database_that_cannot_be_used_stops_a_command_with_one_line(tmp_path, settings, message):
+    """TMP stands for tmp_path, where a-file is a file, not a folder."""
+    (tmp_path / "a-file").write_text("not a folder")
+    result = run_init_db(tmp_path, **{name: value.replace("TMP", str(tmp_path)) for name, value in settings.items()})
+    assert result.returncode != 0
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("QR Track cannot start: " + message.replace("TMP", str(tmp_path))), line
+    assert "secret-pw" not in result.stderr
