@@ -59,20 +59,32 @@ def _parse_base_url(name: str, raw: str) -> str | None:
 
 
 def _parse_rate_limit(name: str, raw: str) -> str:
-    """A bare integer means per minute; anything else must be a flask-limiter string."""
+    """A bare integer means per minute; anything else must be a flask-limiter string. Each limit in it must
+    allow at least one request: a 0 does not turn limiting off, it refuses every API call."""
     value = raw.strip()
     if _is_number(value):
-        return f"{int(value)} per minute"
+        value = f"{int(value)} per minute"
     if is_simple_rate_limit(value):
-        return value
+        amounts = [int(value.replace("/", " ").split()[0])]
+    else:
+        amounts = _parse_rate_limit_amounts(name, raw, value)
+    if min(amounts) < 1:
+        raise ConfigError(f"{name} must allow at least 1 request in each period (0 would refuse every API call), "
+                          f"got {raw!r}")
+    return value
+
+
+def _parse_rate_limit_amounts(name: str, raw: str, value: str) -> list[int]:
+    """The request counts of the limits in value, by the limits library, the authority on what it accepts."""
     from limits import parse_many
 
     try:
-        if not parse_many(value):
+        amounts = [item.amount for item in parse_many(value)]
+        if not amounts:
             raise ValueError
     except ValueError:
         raise ConfigError(f"{name} must be a number per minute or a limit like '100/hour', got {raw!r}") from None
-    return value
+    return amounts
 
 
 def is_simple_rate_limit(value: str) -> bool:
@@ -143,7 +155,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SQLITE_SYNCHRONOUS", "NORMAL", _parse_synchronous,
             "NORMAL survives a crash of the app; FULL also survives a power cut, at some speed."),
     Setting("API_RATE_LIMIT", "60", _parse_rate_limit,
-            "Requests allowed per API key: a bare number means per minute, or a string like '100/hour'."),
+            "Requests allowed per API key, at least 1: a bare number means per minute, or a string like "
+            "'100/hour'."),
     Setting("RATELIMIT_STORAGE_URI", "", _parse_text,
             "Where rate-limit counters live. Empty: a SQLite file in the instance folder, shared by all "
             "processes. For big sites: redis://host:6379 or memcached://host:11211."),

@@ -37,7 +37,8 @@ def test_environment_overrides_env_file_and_overrides_win(tmp_path):
 
 
 @pytest.mark.parametrize("raw, expected", [("60", "60 per minute"), ("100/hour", "100/hour"),
-                                           ("5 per second", "5 per second")])
+                                           ("5 per second", "5 per second"), ("1", "1 per minute"),
+                                           ("1000/hour;10/second", "1000/hour;10/second")])
 def test_api_rate_limit_accepts_numbers_and_limiter_strings(tmp_path, raw, expected):
     assert settings_from(tmp_path, f"SECRET_KEY=s\nAPI_RATE_LIMIT={raw}\n").API_RATE_LIMIT == expected
 
@@ -56,6 +57,14 @@ def test_api_rate_limit_accepts_numbers_and_limiter_strings(tmp_path, raw, expec
 def test_invalid_setting_is_refused_with_its_name(tmp_path, line, named):
     with pytest.raises(ConfigError, match=named):
         settings_from(tmp_path, f"SECRET_KEY=s\n{line}\n")
+
+
+@pytest.mark.parametrize("raw", ["0", "00", "0/hour", "0 per 2 minutes", "1000/hour;0/second", "10/day, 0 per hour",
+                                 "-5"])
+def test_an_api_rate_limit_that_allows_no_request_is_refused(tmp_path, raw):
+    """0 would not turn limiting off: every API call would be answered 429."""
+    with pytest.raises(ConfigError, match=r"API_RATE_LIMIT must (allow at least 1 request|be a number)"):
+        settings_from(tmp_path, f"SECRET_KEY=s\nAPI_RATE_LIMIT={raw}\n")
 
 
 def test_missing_secret_key_stops_start_up_outside_tests(tmp_path):
