@@ -15,8 +15,10 @@ import pytest
 import zxingcpp
 from PIL import Image
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
+from sqlalchemy import update
 
-from qrtrack import codes, keys
+from qrtrack import codes, keys, schema
+from qrtrack.clock import now_epoch
 
 from .browser_support import (
     CHROMIUM,
@@ -360,3 +362,36 @@ def test_console_shows_no_earlier_answer_beside_a_new_call_or_a_refusal(live_ser
     expect(page.locator("#console-placeholder")).to_be_hidden()
     refused = [text for text in browser_errors.messages if "status of 400" in text and "/console/send" in text]
     assert browser_errors.messages == refused and len(refused) == 1
+
+
+def test_key_and_user_rows_read_as_label_and_value_lines_on_a_phone(live_server: LiveServer, new_page,
+                                                                     browser_errors: BrowserErrors):
+    base, db = live_server.url, live_server.services.db
+    alice_id = gen_user(db, "alice", is_admin=True)
+    keys.issue_api_key(db, user_id=alice_id, name="build server")
+    with db.write() as conn:
+        conn.execute(update(schema.api_keys).values(created_at=now_epoch() - 6 * 60, last_used_at=now_epoch() - 300))
+        conn.execute(update(schema.users).values(created_at=now_epoch() - 14 * 60))
+    page = new_page(viewport=VIEWPORTS["phone"])
+    log_in(page, base, "alice")
+    for path in ("/settings/api-keys", "/settings/users"):
+        page.goto(base + path)
+        cells = page.locator("table.table-stack td[data-label]")
+        expect(cells.first).to_be_visible()
+        for index in range(cells.count()):
+            cell = cells.nth(index)
+            # Each value starts on its label's line, beside it, and "6 minutes ago" stays on one line.
+            layout = cell.evaluate("""td => {
+                const box = td.getBoundingClientRect();
+                const range = document.createRange();
+                range.selectNodeContents(td);
+                const lines = [...range.getClientRects()].filter(r => r.width > 0 && r.left > box.left + 90);
+                const ago = td.querySelector("time.when");
+                return {first: lines.length ? lines[0].top - box.top : null,
+                        agoLines: ago ? ago.getClientRects().length : 1,
+                        agoHeight: ago ? ago.getBoundingClientRect().height : 0};
+            }""")
+            label = cell.get_attribute("data-label")
+            assert layout["first"] is not None and layout["first"] < 12, (path, label, layout)
+            assert layout["agoLines"] == 1 and layout["agoHeight"] < 30, (path, label, layout)
+    assert browser_errors.messages == []
