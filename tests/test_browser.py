@@ -19,6 +19,7 @@ from sqlalchemy import update
 
 from qrtrack import codes, keys, schema
 from qrtrack.clock import now_epoch
+from qrtrack.scans import ScanTarget
 
 from .browser_support import (
     CHROMIUM,
@@ -362,6 +363,37 @@ def test_console_shows_no_earlier_answer_beside_a_new_call_or_a_refusal(live_ser
     expect(page.locator("#console-placeholder")).to_be_hidden()
     refused = [text for text in browser_errors.messages if "status of 400" in text and "/console/send" in text]
     assert browser_errors.messages == refused and len(refused) == 1
+
+
+LONG_LABELS = ("shop.example.com/collections/summer-2026-promo-table-cards", "L" * 200)
+
+
+def test_long_labels_and_destinations_wrap_on_every_page_at_phone_and_desktop_width(
+        live_server: LiveServer, new_page, browser_errors: BrowserErrors, tmp_path: Path):
+    base, db = live_server.url, live_server.services.db
+    alice_id = gen_user(db, "alice", is_admin=True)
+    made = [gen_code(db, alice_id, destination="https://example.com/" + "d" * 400, label=label)
+            for label in LONG_LABELS]
+    keys.issue_api_key(db, user_id=alice_id, name="k" * 100)
+    recorder = live_server.services.recorder
+    recorder.scan_store.write([recorder.scan_row(ScanTarget(code_id=code.id, destination=code.destination),
+                                                 {"HTTP_USER_AGENT": "Mozilla/5.0", "REMOTE_ADDR": "203.0.113.9"},
+                                                 now=now_epoch() - 60) for code in made])
+    page = new_page()
+    log_in(page, base, "alice")
+    key_id = keys.list_api_keys(db, user_id=alice_id)[0].id
+    paths = ["/codes", "/analytics", "/settings/api-keys", f"/settings/api-keys/{key_id}/revoke", "/console",
+             "/settings/users", "/codes?q=" + "L" * 150]
+    for code in made:
+        paths += [f"/codes/{code.uuid}", f"/codes/{code.uuid}/edit", f"/codes/{code.uuid}/delete"]
+    for path in paths:
+        page.goto(base + path)
+        for viewport in VIEWPORTS.values():
+            page.set_viewport_size(viewport)
+            scroll_width = page.evaluate("document.documentElement.scrollWidth")
+            assert scroll_width <= viewport["width"], (path, viewport["width"], scroll_width)
+        page.set_viewport_size(VIEWPORTS["desktop"])
+    assert browser_errors.messages == []
 
 
 def test_key_and_user_rows_read_as_label_and_value_lines_on_a_phone(live_server: LiveServer, new_page,
