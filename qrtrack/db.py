@@ -1,4 +1,4 @@
-"""Database access: the engine, SQLite pragmas, read and write transactions, migrations."""
+"""Database access: the engine, SQLite pragmas and functions, read and write transactions, migrations."""
 from __future__ import annotations
 
 import contextlib
@@ -7,8 +7,10 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, String, create_engine, event
 from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from .config import Settings
 from .errors import ValidationError
@@ -19,8 +21,36 @@ SCHEMA_REVISION = "0003"
 """The newest migration. Kept here so start-up can check the schema without importing Alembic;
 tests/test_db.py fails when a new migration is added without updating it."""
 BUSY_TIMEOUT_MS = 10_000
+SQLITE_LOWER_FUNCTION = "unicode_lower"
 LIVE_DATABASE_SUFFIXES = ("", "-journal", "-wal", "-shm", WRITER_LOCK_SUFFIX)
 """The database file and the files SQLite and the scan writer keep beside it."""
+
+
+class UnicodeLower(FunctionElement):
+    """lower(text) that folds every letter with a case, for case-insensitive search.
+
+    SQLite's own lower() and LIKE fold ASCII only, so on SQLite this calls Python's str.lower, which every
+    connection registers (make_engine). Elsewhere it is lower(), which PostgreSQL applies to all of Unicode
+    in a database with a UTF-8 locale (LC_CTYPE C folds ASCII only there too).
+    """
+
+    type = String()
+    name = "lower"
+    inherit_cache = True
+
+
+@compiles(UnicodeLower)
+def _compile_lower(element: UnicodeLower, compiler, **kw) -> str:
+    return f"lower({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(UnicodeLower, "sqlite")
+def _compile_sqlite_lower(element: UnicodeLower, compiler, **kw) -> str:
+    return f"{SQLITE_LOWER_FUNCTION}({compiler.process(element.clauses, **kw)})"
+
+
+def _unicode_lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
 
 
 class Database:
@@ -66,6 +96,8 @@ def make_engine(settings: Settings) -> Engine:
         cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+        # Deterministic, so SQLite folds a search pattern once per query rather than once per row.
+        dbapi_connection.create_function(SQLITE_LOWER_FUNCTION, 1, _unicode_lower, deterministic=True)
 
     @event.listens_for(engine, "begin")
     def begin_sqlite(conn: Connection) -> None:

@@ -24,6 +24,7 @@ from sqlalchemy import (
 )
 
 from . import scanstore
+from .db import UnicodeLower
 from .schema import MAX_INTEGER, api_calls, api_keys, codes, scans, users
 
 CODE_COLUMNS = (
@@ -189,9 +190,9 @@ def _code_filters(owner_id: int, *, search: str | None, statuses: Iterable[str] 
     if search and not is_storable(search):
         filters.append(false())
     elif search:
-        pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        filters.append(or_(codes.c.label.ilike(pattern, escape="\\"),
-                           codes.c.destination.ilike(pattern, escape="\\"),
+        pattern = UnicodeLower("%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+        filters.append(or_(UnicodeLower(codes.c.label).like(pattern, escape="\\"),
+                           UnicodeLower(codes.c.destination).like(pattern, escape="\\"),
                            codes.c.slug == search))
     return filters
 

@@ -83,3 +83,22 @@ def test_a_lookup_by_an_id_no_row_can_have_finds_nothing_instead_of_failing(db, 
         assert store.revoke_api_key(conn, key_id=outside_id, user_id=alice, now=1) == 0
         assert store.list_scans(conn, code.id, limit=10, before_id=outside_id) == []
         assert store.get_user_by_id(conn, alice).username == "alice"
+
+
+@pytest.mark.parametrize("search, found", [
+    ("bücher", ["Bücher", "BÜCHER-Regal"]), ("BÜCHER", ["Bücher", "BÜCHER-Regal"]), ("Café", ["café", "CAFÉ"]),
+    ("ÉCOLE", ["école.example"]), ("ΣΟΦΊΑ", ["σοφία"]), ("plain", ["PLAIN ascii"]), ("50%", ["50% off"]),
+    ("a_b", ["A_B"]), ("\\", ["back\\slash"]),
+])
+def test_search_ignores_case_for_every_letter_and_takes_wildcards_literally(db, alice, search, found):
+    labels = ["Bücher", "BÜCHER-Regal", "café", "CAFÉ", "σοφία", "PLAIN ascii", "50% off", "500 off", "A_B", "AxB",
+              "back\\slash", "Buecher"]
+    for label in labels:
+        gen_code(db, alice, label=label)
+    gen_code(db, alice, destination="https://école.example/")
+    with db.read() as conn:
+        listed = {row.label or row.destination for row in store.list_codes(conn, alice, search=search)}
+        summaries = {row.label or row.destination for row in store.list_code_summaries(conn, alice, search=search)}
+        count = store.count_codes(conn, alice, search=search)
+    expected = {"https://école.example/" if label == "école.example" else label for label in found}
+    assert listed == summaries == expected and count == len(expected)
