@@ -4,9 +4,10 @@ from __future__ import annotations
 from typing import Any
 
 from .codes import CODE_TYPES, MAX_DESTINATION_LENGTH, MAX_LABEL_LENGTH, STATUSES
+from .schema import MAX_INTEGER
 
 MAX_PAGE_SIZE = 1000
-MAX_QUERY_INTEGER = 2**63 - 1  # the largest integer SQL databases store; larger offsets and ids mean nothing
+MAX_QUERY_INTEGER = MAX_INTEGER  # larger offsets and ids mean nothing to the database
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _UUID_PARAM = {"name": "uuid", "in": "query", "schema": {"type": "string", "format": "uuid"},
                "description": "The code's uuid. Without it: list (GET) or create (POST)."}
@@ -14,9 +15,21 @@ _UUID_PARAM = {"name": "uuid", "in": "query", "schema": {"type": "string", "form
 # (as str.isspace() has it, spelt out: regex engines disagree on \s) and no control characters.
 _SPACE_OR_CONTROL = r"\u0000-\u0020\u007f\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 _NOT_SPACE_OR_CONTROL = f"[^{_SPACE_OR_CONTROL}]"
-# The authority: optional user info, then a host (a name, IDN ones too, or a bracketed IPv6 literal), then a port.
-_AUTHORITY = (rf"([^{_SPACE_OR_CONTROL}/?#@]+@)?"
-              rf"(\[[0-9A-Fa-f:.]+\]|[^{_SPACE_OR_CONTROL}/?#@:\[\]]+)(:[0-9]{{0,5}})?")
+_H16 = "[0-9A-Fa-f]{1,4}"
+# An IPv6 address in hex groups, "::" in any one place (RFC 4291 2.2, without the dotted-IPv4 tail).
+_IPV6 = "|".join([
+    f"({_H16}:){{7}}{_H16}", f"({_H16}:){{1,7}}:", f":(:{_H16}){{1,7}}", "::",
+    *(f"({_H16}:){{1,{before}}}(:{_H16}){{1,{7 - before}}}" for before in range(1, 7)),
+])
+_PORT = "([0-9]{0,4}|[0-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+# Characters Python's URL parser refuses in a host or user info because NFKC turns them into one of /?#@:
+# (fullwidth solidus, small commercial at, ...): all of them, as tests/test_api_schema.py checks.
+NFKC_DELIMITERS = (r"\u2047-\u2049\u2100\u2101\u2105\u2106\u2a74\ufe13\ufe16\ufe55\ufe56\ufe5f\ufe6b"
+                   r"\uff03\uff0f\uff1a\uff1f\uff20")
+_NOT_IN_AUTHORITY = rf"{_SPACE_OR_CONTROL}{NFKC_DELIMITERS}/?#@\[\]"
+# The authority: optional user info, then a host (a name, IDN ones too, or a bracketed IPv6 address), then a
+# port up to 65535.
+_AUTHORITY = rf"([^{_NOT_IN_AUTHORITY}]+@)?(\[({_IPV6})\]|[^{_NOT_IN_AUTHORITY}:]+)(:{_PORT})?"
 DESTINATION_PATTERN = rf"^[Hh][Tt][Tt][Pp][Ss]?://{_AUTHORITY}([/?#]{_NOT_SPACE_OR_CONTROL}*)?$"
 # The control characters validate_label refuses (those str.split() does not count as whitespace).
 LABEL_PATTERN = r"^[^\u0000-\u0008\u000e-\u001b\u007f-\u0084\u0086-\u009f]*$"

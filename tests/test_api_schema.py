@@ -8,6 +8,8 @@ The run is derandomized, so it is the same on every machine and quick (well unde
 """
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass, field
 
 import jsonschema_rs
@@ -18,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from qrtrack import codes
+from qrtrack import codes, openapi
 from qrtrack.openapi import SCHEMAS
 
 from .conftest import gen_code, gen_key, gen_user, make_app
@@ -158,3 +160,11 @@ def test_destinations_the_spec_allows_are_accepted(destination):
 def test_destinations_the_spec_refuses_are_refused_by_the_service(destination):
     assert not BODY_SCHEMAS["create"].is_valid({"destination": destination})
     assert not accepts(codes.validate_destination, destination)
+
+
+def test_the_characters_nfkc_turns_into_url_delimiters_are_all_listed():
+    listed = re.sub(r"\\u([0-9a-f]{4})", lambda match: chr(int(match[1], 16)), openapi.NFKC_DELIMITERS)
+    listed = re.sub(r"(.)-(.)", lambda match: "".join(map(chr, range(ord(match[1]), ord(match[2]) + 1))), listed)
+    found = "".join(chr(point) for point in range(0x80, 0x110000)
+                    if any(delimiter in unicodedata.normalize("NFKC", chr(point)) for delimiter in "/?#@:"))
+    assert listed == found
