@@ -44,7 +44,8 @@ def measure_scan(bench: Bench) -> list[Row]:
             ratio(unloaded["ours"], unloaded["bare"]), "≤ 0.5 ms", met(unloaded["ours"] <= 0.5),
             f"wrk -t 1 -c 1, {unloaded['requests']:,} requests each, " + (
                 "a new TCP connection per request (sync workers close)" if bench.threads <= 1 else "keep-alive")
-            + f"; through Python's http.client {unloaded['client_ours']:.2f} ms (bare {unloaded['client_bare']:.2f} ms)"),
+            + f"; through Python's http.client {unloaded['client_ours']:.2f} ms"
+              f" (bare {unloaded['client_bare']:.2f} ms)"),
         Row("scan", "requests/s, SQLITE_SYNCHRONOUS=FULL", f"{full['rps']:,.0f}", f"{bare['rps']:,.0f} bare 302",
             ratio(full["rps"], bare["rps"]), "≥ 0.3×", met(full["rps"] >= 0.3 * bare["rps"]),
             f"p99 {full['p99']:.1f} ms"),
