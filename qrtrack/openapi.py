@@ -9,8 +9,8 @@ from .schema import MAX_INTEGER
 MAX_PAGE_SIZE = 1000
 MAX_QUERY_INTEGER = MAX_INTEGER  # larger offsets and ids mean nothing to the database
 _ERROR = {"$ref": "#/components/schemas/Error"}
-_UUID_PARAM = {"name": "uuid", "in": "query", "schema": {"type": "string", "format": "uuid"},
-               "description": "The code's uuid. Without it: list (GET) or create (POST)."}
+_UUID_PARAM = {"name": "uuid", "in": "query", "schema": {"type": "string", "format": "uuid", "minLength": 1},
+               "description": "The code's uuid. Without it: list (GET) or create (POST); empty, it is refused."}
 # What validate_destination accepts, as far as a pattern can say it: http(s), a host, then no whitespace
 # (as str.isspace() has it, spelt out: regex engines disagree on \s) and no control characters.
 _SPACE_OR_CONTROL = r"\u0000-\u0020\u007f\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"

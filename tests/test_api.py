@@ -532,7 +532,7 @@ def test_another_users_code_is_404_exactly_like_an_unknown_one(client, api_heade
     assert scan(client, slug_of(theirs)).headers["Location"] == "https://bob.example/"
 
 
-@pytest.mark.parametrize("uuid", ["not-a-uuid", "", UNKNOWN_UUID.upper().replace("-", ""), "' OR 1=1 --"])
+@pytest.mark.parametrize("uuid", ["not-a-uuid", UNKNOWN_UUID.upper().replace("-", ""), "' OR 1=1 --"])
 def test_malformed_uuid_is_404_too(shared, uuid):
     assert_error(shared.client.get("/api.php", query_string={"uuid": uuid}, headers=shared.headers), 404,
                  "code_not_found")
