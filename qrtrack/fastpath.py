@@ -81,20 +81,32 @@ def make_recorder(settings: Settings, *, classify: Callable[[str], ClientInfo] =
 
 
 def image_request(environ: Mapping[str, Any]) -> tuple[str, str, int | None] | None:
-    """(slug, kind, size) for a GET or HEAD of /img/<slug>.png|svg with no query but ?size=N, else None."""
+    """(slug, kind, size) for a GET or HEAD of /img/<slug>.png|svg with no query but ?size=N, else None.
+
+    The dashboard's ?v=<image version> may come with it: a name for what the image shows, so a browser
+    fetches the new image after a logo change; the image itself does not depend on it.
+    """
     path = environ.get("PATH_INFO", "")
     if environ.get("REQUEST_METHOD") not in ("GET", "HEAD") or not path.startswith("/img/"):
         return None
     slug, dot, kind = path[5:].rpartition(".")
     if not (dot and kind in IMAGE_KINDS and is_slug(slug)):
         return None
-    query = environ.get("QUERY_STRING", "")
+    query = _without_image_version(environ.get("QUERY_STRING", ""))
     if not query:
         return slug, kind, None if kind == "svg" else imagecache.DEFAULT_SIZE
     digits = query[5:] if query.startswith("size=") else ""
     if kind != "png" or not (0 < len(digits) <= MAX_SIZE_DIGITS and digits.isascii() and digits.isdigit()):
         return None
     return slug, kind, imagecache.clamp_size(int(digits))
+
+
+def _without_image_version(query: str) -> str:
+    """The query string without a last parameter v=<image version>; unchanged when it has none."""
+    head, separator, version = query.rpartition("v=")
+    if not (separator and imagecache.is_image_version(version) and (head == "" or head.endswith("&"))):
+        return query
+    return head[:-1]
 
 
 def request_base_url(environ: Mapping[str, Any]) -> str | None:

@@ -15,6 +15,8 @@ _NAME_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 _KINDS = frozenset({"png", "svg"})
 IMAGE_CACHE_CONTROL = "public, max-age=300"
 MIMETYPES = {"png": "image/png", "svg": "image/svg+xml"}
+VERSION_LENGTH = 16
+LOWER_HEX_DIGITS = frozenset("0123456789abcdef")
 
 
 def clamp_size(size: int | None) -> int:
@@ -27,6 +29,15 @@ def clamp_size(size: int | None) -> int:
 def image_fingerprint(data: str, logo: str | None) -> str:
     """What a code's image depends on: the encoded URL and the logo's content hash."""
     return hashlib.sha256(f"{data}|{logo or ''}".encode()).hexdigest()
+
+
+def image_version(data: str, logo: str | None) -> str:
+    """A short name of what a code's image shows, for URLs that must change when the image does (?v=...)."""
+    return image_fingerprint(data, logo)[:VERSION_LENGTH]
+
+
+def is_image_version(text: str) -> bool:
+    return len(text) == VERSION_LENGTH and all(character in LOWER_HEX_DIGITS for character in text)
 
 
 def image_key(slug: str, *, kind: str, size: int | None, data: str, logo: str | None) -> str:

@@ -42,6 +42,13 @@ def test_scan_slug_matches_only_gets_of_scan_paths():
     ("/img/Ab3dE9x.png", "size=1", ("Ab3dE9x", "png", 64)),
     ("/img/Ab3dE9x.svg", "size=128", None),
     ("/img/Ab3dE9x.png", "size=128&x=1", None),
+    ("/img/Ab3dE9x.png", "size=512&v=0123456789abcdef", ("Ab3dE9x", "png", 512)),
+    ("/img/Ab3dE9x.png", "v=0123456789abcdef", ("Ab3dE9x", "png", 400)),
+    ("/img/Ab3dE9x.svg", "v=0123456789abcdef", ("Ab3dE9x", "svg", None)),
+    ("/img/Ab3dE9x.png", "v=0123456789ABCDEF", None),
+    ("/img/Ab3dE9x.png", "v=0123456789abcde", None),
+    ("/img/Ab3dE9x.png", "size=512&xv=0123456789abcdef", None),
+    ("/img/Ab3dE9x.png", "v=0123456789abcdef&size=512", None),
     ("/img/Ab3dE9x.png", "size=", None),
     ("/img/Ab3dE9x.png", "size=123456", None),
     ("/img/Ab3dE9x.png", "size=\u0661\u0662\u0668", None),
@@ -222,3 +229,18 @@ def test_lean_base_url_matches_werkzeugs_url_root():
         assert request_base_url(environ) == Request(environ).url_root.rstrip("/")
     for base in ("http://example.com/qr%20codes/", "http://example.com/caf%C3%A9/", "http://example.com/a%25b/"):
         assert request_base_url(EnvironBuilder(path="/img/x.png", base_url=base).get_environ()) is None
+
+
+@pytest.mark.parametrize(("size", "kind", "expected_size"),
+                         [(512, "png", 512), (None, "png", 400), (None, "svg", None)])
+def test_the_dashboards_versioned_image_urls_take_the_lean_path(app, db, alice, size, kind, expected_size):
+    """Under CGI an image Flask answers costs a whole app start (~1 s): a codes list shows one per code."""
+    from urllib.parse import urlsplit
+
+    from qrtrack.dashboard.codes_pages import qr_image_url
+
+    code = gen_code(db, alice)
+    with app.test_request_context():
+        url = urlsplit(qr_image_url(code, size=size, kind=kind))
+    request = {"REQUEST_METHOD": "GET", "PATH_INFO": url.path, "QUERY_STRING": url.query}
+    assert "v=" in url.query and image_request(request) == (code.slug, kind, expected_size)

@@ -35,9 +35,10 @@ def qr_image_url(code, *, size: int | None = None, kind: str = "png") -> str:
     """The dashboard's URL of a code's QR image: v names what the image shows (its short URL and logo).
 
     /img/ serves images with a few minutes' public caching; a new v after a logo change makes the
-    browser fetch the new image at once instead of showing the one it cached. /img/ ignores v.
+    browser fetch the new image at once instead of showing the one it cached. /img/ ignores v, and the
+    lean path (fastpath.image_request) still answers such a URL from the image cache.
     """
-    version = imagecache.image_fingerprint(short_url(code.slug), code.logo)[:16]
+    version = imagecache.image_version(short_url(code.slug), code.logo)
     return url_for("public.qr_svg" if kind == "svg" else "public.qr_png", slug=code.slug, size=size, v=version)
 
 
