@@ -74,6 +74,10 @@ def _configure_flask(app: Flask, settings: Settings) -> None:
     )
     app.json.sort_keys = False
 
+    from .web import discard_unread_body
+
+    app.after_request(discard_unread_body)
+
     @app.after_request
     def add_security_headers(response):
         # Registered before the limiter, so it runs after the limiter has added its headers:

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flask import current_app, jsonify, render_template, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from . import links
 from .config import Settings
@@ -18,6 +18,7 @@ from .scans import ScanRecorder
 CONSOLE_PRINCIPAL_ENVIRON_KEY = "qrtrack.console_principal"
 """WSGI environ key the Live Console sets to an authenticated ApiPrincipal; clients cannot set it (no HTTP_ prefix)."""
 
+DISCARD_CHUNK_BYTES = 64 * 1024
 HTTP_ERROR_CODES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
     409: "conflict", 410: "gone", 413: "payload_too_large", 415: "unsupported_media_type",
@@ -80,6 +81,25 @@ def error_response(status: int, code: str, message: str, *, field: str | None = 
         response = current_app.make_response(
             render_template("errors/error.html", status=status, message=as_sentence(message)))
     response.status_code = status
+    return response
+
+
+def discard_unread_body(response):
+    """after_request: read what is left of the request's body before the answer goes out.
+
+    An answer given without reading the body (the API's 401 for a missing key, its 413 past 64 KiB) let
+    gunicorn close the connection while nginx in front was still sending that body, and nginx then told
+    the client 502 instead of our error. Bodies are bounded by MAX_CONTENT_LENGTH, which Flask enforces;
+    a longer one was refused before any of it was read, and is left alone.
+    """
+    length, limit = request.content_length, current_app.config["MAX_CONTENT_LENGTH"]
+    if length and (limit is None or length <= limit):
+        stream = request.stream
+        try:
+            while stream.read(DISCARD_CHUNK_BYTES):
+                pass
+        except ClientDisconnected:
+            pass
     return response
 
 

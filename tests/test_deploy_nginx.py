@@ -318,3 +318,18 @@ def test_private_files_are_not_served(vps: Vps, path: str):
         assert response.status in (400, 403, 404), (base + path, response.status)
         assert secret.encode() not in response.body
         assert b"SQLite format" not in response.body
+
+
+@pytest.mark.parametrize(("size", "keyed", "status", "code"), [
+    (100 * 1024, True, 413, "payload_too_large"), (1_500_000, True, 413, "payload_too_large"),
+    (1_500_000, False, 401, "missing_api_key"), (2_064_000, False, 401, "missing_api_key")])
+def test_a_body_refused_unread_still_gets_the_apis_json_error(vps: Vps, size: int, keyed: bool, status: int,
+                                                             code: str):
+    """The API refuses an oversized body, or any body without a key, without needing to read it; nginx must pass
+    on its JSON error, not a 502 for a connection closed while it was still sending (seen once in CI before the
+    app read such bodies to the end: web.discard_unread_body)."""
+    headers = {"Content-Type": "application/json", **({"X-Api-Key": vps.key} if keyed else {})}
+    body = b'{"destination": "https://example.org/", "label": "' + b"x" * size + b'"}'
+    for _ in range(3):
+        response = vps.fetch(f"https://{HOST}/api.php", "POST", headers=headers, body=body)
+        assert vps.expect(response, status)["error"]["code"] == code

@@ -1,0 +1,34 @@
+"""qrtrack/web.py: what the HTTP layer shares."""
+import io
+
+import pytest
+
+
+@pytest.mark.parametrize(("headers", "status"), [({}, 401), ({"X-Api-Key": "qrt_" + "0" * 40}, 401)])
+def test_a_body_refused_unread_is_read_before_the_answer(client, headers, status):
+    """Behind nginx, an answer sent with the body unread let gunicorn close the connection mid-send: a 502."""
+    body = b'{"destination": "https://example.org/", "label": "' + b"x" * 300_000 + b'"}'
+    stream = io.BytesIO(body)
+    response = client.post("/api.php", input_stream=stream, content_length=len(body),
+                           headers={"Content-Type": "application/json", **headers})
+    assert response.status_code == status and response.is_json
+    assert stream.tell() == len(body)
+
+
+def test_a_body_over_the_apis_limit_is_refused_as_413_and_read(client, api_headers):
+    body = b'{"label": "' + b"x" * 100_000 + b'"}'
+    stream = io.BytesIO(body)
+    response = client.post("/api.php", input_stream=stream, content_length=len(body),
+                           headers={"Content-Type": "application/json", **api_headers})
+    assert response.status_code == 413 and response.get_json()["error"]["code"] == "payload_too_large"
+    assert stream.tell() == len(body)
+
+
+def test_a_body_over_max_content_length_is_left_unread(app, client):
+    """Flask refuses it before reading any of it; reading megabytes an attacker sends would only help them."""
+    length = app.config["MAX_CONTENT_LENGTH"] + 1
+    stream = io.BytesIO(b"x" * length)
+    response = client.post("/api.php", input_stream=stream, content_length=length,
+                           headers={"Content-Type": "application/json"})
+    assert response.status_code in (401, 413)
+    assert stream.tell() == 0
