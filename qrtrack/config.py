@@ -64,10 +64,8 @@ def _parse_rate_limit(name: str, raw: str) -> str:
     value = raw.strip()
     if _is_number(value):
         value = f"{int(value)} per minute"
-    if is_simple_rate_limit(value):
-        amounts = [int(value.replace("/", " ").split()[0])]
-    else:
-        amounts = _parse_rate_limit_amounts(name, raw, value)
+    simple_amount = simple_rate_limit_amount(value)
+    amounts = [simple_amount] if simple_amount is not None else _parse_rate_limit_amounts(name, raw, value)
     if min(amounts) < 1:
         raise ConfigError(f"{name} must allow at least 1 request in each period (0 would refuse every API call), "
                           f"got {raw!r}")
@@ -88,13 +86,18 @@ def _parse_rate_limit_amounts(name: str, raw: str, value: str) -> list[int]:
 
 
 def is_simple_rate_limit(value: str) -> bool:
-    """True for the common forms, "100/hour", "5 per 2 minutes": a subset of what the limits library
-    accepts, checked without importing it. Anything else is left to the library to accept or refuse."""
+    return simple_rate_limit_amount(value) is not None
+
+
+def simple_rate_limit_amount(value: str) -> int | None:
+    """The request count of the common forms, "100/hour", "5 per 2 minutes": a subset of what the limits
+    library accepts, read without importing it. None for anything else, left to the library to accept or refuse."""
     words = value.lower().replace("/", " per ").split()
     if len(words) == 4 and _is_number(words[2]):
         del words[2]
-    return (len(words) == 3 and _is_number(words[0]) and words[1] == "per"
-            and (words[2] in RATE_LIMIT_UNITS or (words[2].endswith("s") and words[2][:-1] in RATE_LIMIT_UNITS)))
+    is_simple = (len(words) == 3 and _is_number(words[0]) and words[1] == "per"
+                 and (words[2] in RATE_LIMIT_UNITS or (words[2].endswith("s") and words[2][:-1] in RATE_LIMIT_UNITS)))
+    return int(words[0]) if is_simple else None
 
 
 def _is_number(word: str) -> bool:
