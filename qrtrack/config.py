@@ -262,6 +262,11 @@ def load_settings(
     return _finish(values, testing=testing)
 
 
+def default_database_url(instance_path: str) -> str:
+    """The SQLite file in the instance folder: the database when DATABASE_URL is empty."""
+    return f"sqlite:///{os.path.join(instance_path, 'qrtrack.db')}"
+
+
 def _finish(values: dict[str, Any], *, testing: bool) -> Settings:
     if not values["SECRET_KEY"]:
         if not testing:
@@ -270,7 +275,7 @@ def _finish(values: dict[str, Any], *, testing: bool) -> Settings:
         values["SECRET_KEY"] = "testing-secret-key"
     instance = os.path.normpath(os.path.join(PROJECT_ROOT, values["INSTANCE_PATH"] or "instance"))
     values["INSTANCE_PATH"] = instance
-    values["DATABASE_URL"] = values["DATABASE_URL"] or f"sqlite:///{os.path.join(instance, 'qrtrack.db')}"
+    values["DATABASE_URL"] = values["DATABASE_URL"] or default_database_url(instance)
     if not values["RATELIMIT_STORAGE_URI"]:
         journal = "wal" if values["SQLITE_WAL"] else "delete"
         database = os.path.join(instance, "ratelimit.db")

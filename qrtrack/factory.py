@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
-from .config import DEFAULT_ENV_FILE, PROJECT_ROOT, ConfigError, Settings, load_settings
+from .config import DEFAULT_ENV_FILE, PROJECT_ROOT, ConfigError, Settings, default_database_url, load_settings
 from .db import Database, ensure_schema, make_engine
 from .fastpath import FastPath
 from .schema import MAX_INTEGER
@@ -131,8 +131,7 @@ def _open_database(settings: Settings) -> Database:
 
 def _database_setting_name(settings: Settings) -> str:
     """The setting to fix when the database cannot be opened: INSTANCE_PATH holds the default SQLite file."""
-    default_url = "sqlite:///" + str(Path(settings.INSTANCE_PATH, "qrtrack.db"))
-    return "INSTANCE_PATH" if settings.DATABASE_URL == default_url else "DATABASE_URL"
+    return "INSTANCE_PATH" if settings.DATABASE_URL == default_database_url(settings.INSTANCE_PATH) else "DATABASE_URL"
 
 
 def _register_blueprints(app: Flask, settings: Settings) -> None:
