@@ -9,10 +9,11 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
+
+from .deploy.site import free_port
 
 DEBIAN_SERVER_ROOT = Path("/usr/lib/postgresql")
 SUPERUSER = "postgres"
@@ -32,12 +33,6 @@ def server_bin() -> Path:
 INITDB = server_bin() / "initdb"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class PostgresServer:
     """One cluster: start() it, create_database() per test from a template, stop() it."""
 
@@ -45,7 +40,7 @@ class PostgresServer:
         self.bin = INITDB.parent
         self.folder = Path(tempfile.mkdtemp(prefix="qrtrack-pg-"))
         self.data = self.folder / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self.as_postgres_user = hasattr(os, "geteuid") and os.geteuid() == 0
         self._names = itertools.count(1)
         self._admin = None

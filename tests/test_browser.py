@@ -410,6 +410,7 @@ def test_key_and_user_rows_read_as_label_and_value_lines_on_a_phone(live_server:
         page.goto(base + path)
         cells = page.locator("table.table-stack td[data-label]")
         expect(cells.first).to_be_visible()
+        assert page.locator("table.table-stack td[data-label] time.when").count() > 0, path  # the "ago" checked below
         for index in range(cells.count()):
             cell = cells.nth(index)
             # Each value starts on its label's line, beside it, and "6 minutes ago" stays on one line.

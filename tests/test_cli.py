@@ -129,6 +129,7 @@ def test_backup_refuses_to_write_over_the_live_database_or_the_files_beside_it(t
     assert result.exit_code != 0
     [line] = result.output.strip().splitlines()
     assert "is the live database" in line and "Traceback" not in result.output
+    assert isinstance(result.exception, SystemExit), result.exception  # a clean exit, not an uncaught error
     assert accounts.find_user(app.extensions["qrtrack"].db, "alice")
     app.extensions["qrtrack"].db.dispose()
     check = sqlite3.connect(live)

@@ -13,26 +13,22 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from qrtrack import store
-from qrtrack.config import load_settings
 from qrtrack.db import (
     SCHEMA_REVISION,
     Database,
     backup_sqlite,
     head_revision,
     is_schema_current,
-    make_engine,
     upgrade_schema,
 )
 from qrtrack.schema import metadata
 
-from .conftest import close_app, gen_code, gen_user
+from .conftest import close_app, database_at, gen_code, gen_user
 
 
 def fresh_db(tmp_path, url: str = "", **overrides) -> Database:
     """A Database with no tables: a new SQLite file in tmp_path, or url (an empty database)."""
-    settings = load_settings(env_file=None, environ={}, overrides={
-        "TESTING": True, "INSTANCE_PATH": str(tmp_path), "DATABASE_URL": url, **overrides})
-    return Database(make_engine(settings))
+    return database_at(url, INSTANCE_PATH=str(tmp_path), **overrides)
 
 
 @pytest.mark.postgresql

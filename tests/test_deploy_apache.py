@@ -93,8 +93,9 @@ class Site:
 
     def assert_own_link(self, link: str) -> None:
         """link (from a page or a Location header) leads into this site: under its mount, not via an entry script."""
-        path = urlsplit(urljoin(self.url(), link)).path
-        assert path.startswith(self.mount + "/"), f"{link} is outside {self.mount}/"
+        target = urlsplit(urljoin(self.url(), link))
+        assert target.netloc == urlsplit(self.url()).netloc, f"{link} leads to another site"
+        assert target.path.startswith(self.mount + "/"), f"{link} is outside {self.mount}/"
         assert not ENTRY_SCRIPT.search(link), f"{link} names the entry script"
 
 

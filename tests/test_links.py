@@ -1,20 +1,13 @@
 """qrtrack/links.py: the public URLs the API hands out are the ones the app answers."""
-import io
 from urllib.parse import urlsplit
-
-from PIL import Image
 
 from qrtrack import codes, links
 
-
-def a_logo_png() -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (64, 64), "#c0392b").save(out, format="PNG")
-    return out.getvalue()
+from .test_dashboard_codes import png_bytes
 
 
 def test_every_public_url_of_a_code_is_answered_by_the_app(client, services, alice, api_headers):
-    logo = codes.save_logo(services.logo_dir, a_logo_png())
+    logo = codes.save_logo(services.logo_dir, png_bytes())
     code = codes.create_code(services.db, owner_id=alice, destination="https://example.com/landing", logo=logo,
                              logo_dir=services.logo_dir)
     listed = client.get("/api.php", headers=api_headers).get_json()["codes"][0]
