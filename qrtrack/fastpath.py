@@ -185,10 +185,13 @@ def serve_cgi(environ: Mapping[str, Any], *, out=None) -> bool:
     """
     if scan_slug(environ) is None and image_request(environ) is None:
         return False
-    from .config import load_settings
+    from .config import ConfigError, load_settings
     from .scanstore import ClientInfoCache
 
-    settings = load_settings(environ=environ)
+    try:
+        settings = load_settings(environ=environ)
+    except ConfigError:
+        return False  # the full app then stops with the one line naming the setting, as everywhere else
     cache = ClientInfoCache(os.path.join(settings.INSTANCE_PATH, "cache", "user-agents.db"))
     lean = FastPath(_not_answered, make_recorder(settings, classify=cache.classify),
                     images=imagecache.instance_image_cache(settings.INSTANCE_PATH), base_url=settings.BASE_URL)

@@ -96,6 +96,21 @@ def test_cgi_head_of_a_scan_address_redirects_without_recording(services, db, al
     assert codes.get_code(db, owner_id=alice, uuid=code.uuid).scan_count == 0
 
 
+def test_cgi_scan_with_a_bad_setting_leaves_it_to_the_full_app_which_names_it(services, db, alice, tmp_path):
+    """Not a traceback from the lean path: app.cgi then loads app.py, which stops with one line."""
+    code = gen_code(db, alice)
+    out = io.BytesIO()
+    assert serve_cgi(cgi_environ(services, code.slug, API_RATE_LIMIT="0"), out=out) is False
+    assert out.getvalue() == b""
+    environ = {**env_without_settings(), **cgi_environ(services, code.slug, API_RATE_LIMIT="0"),
+               "GATEWAY_INTERFACE": "CGI/1.1"}
+    run = subprocess.run([sys.executable, str(PROJECT_ROOT / "app.cgi")], env=environ, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0 and run.stdout == ""
+    assert run.stderr.strip().splitlines() == [run.stderr.strip()] and "API_RATE_LIMIT" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
 def test_cgi_scan_leaves_unknown_and_paused_codes_to_the_full_app(services, db, alice):
     code = gen_code(db, alice)
     codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=codes.CodeChanges(status="paused"),
