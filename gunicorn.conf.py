@@ -5,7 +5,7 @@ Flags on gunicorn's command line win over these; the number of workers is left t
 import gc
 
 # Workers are gunicorn's sync ones, one request at a time each, deliberately: on a 2-core machine
-# they served 20-40 % more scans/s than gthread workers with 4 threads, at half the p99 (bench/RESULTS.md,
+# they served 20-40 % more scans/s than gthread workers with 4 threads, at about 0.6x the p99 (bench/RESULTS.md,
 # cases scan and scan-threads). Threads let group commit share a transaction among
 # concurrent scans, but their switching (the GIL, which each SQLite call releases) cost more CPU
 # per scan than that saved. Set `threads` here to serve with gthread workers instead.

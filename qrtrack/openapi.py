@@ -155,7 +155,8 @@ LIST_PARAMETERS = [
     {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_QUERY_INTEGER},
      "description": "Codes to skip, for the list."},
     {"name": "label", "in": "query", "schema": {"type": "string"},
-     "description": "Only codes whose label or destination contains this text."},
+     "description": ("Only codes whose label or destination contains this text, in any case, or whose slug "
+                     "is exactly this text.")},
     {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(STATUSES)},
      "description": "Only codes with this status (default: active and paused)."},
     {"name": "before", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_QUERY_INTEGER},
@@ -168,8 +169,9 @@ def openapi_document(*, server_url: str) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "QR Track API", "version": "1.0.0",
-                 "description": "Create, list, read, retarget and delete dynamic QR codes. Every call needs an "
-                                "X-Api-Key header; keys are made in Settings → API Keys."},
+                 "description": "Create, list, read, retarget and delete dynamic QR codes. Every call except "
+                                "OPTIONS needs an X-Api-Key header; keys are made in Settings → API Keys. "
+                                "HEAD answers as GET without the body; OPTIONS answers 204 with Allow."},
         "servers": [{"url": server_url}],
         "security": [{"ApiKey": []}],
         "paths": {"/api.php": {
