@@ -63,9 +63,11 @@ def location_header(destination: str) -> str:
     return iri_to_uri(destination)
 
 
-def make_scan_store(settings: Settings) -> ScanStore:
+def make_scan_store(settings: Settings, *, group_commit: bool = True) -> ScanStore:
+    """The store scans are written through; group_commit=False for a one-shot process (see SqliteScanStore)."""
     if settings.sqlite_path is not None:
-        return SqliteScanStore(settings.sqlite_path, wal=settings.SQLITE_WAL, synchronous=settings.SQLITE_SYNCHRONOUS)
+        return SqliteScanStore(settings.sqlite_path, wal=settings.SQLITE_WAL, synchronous=settings.SQLITE_SYNCHRONOUS,
+                               group_commit=group_commit)
     from sqlalchemy import create_engine
 
     from .store import SqlAlchemyScanStore
@@ -74,9 +76,9 @@ def make_scan_store(settings: Settings) -> ScanStore:
 
 
 def make_recorder(settings: Settings, *, classify: Callable[[str], ClientInfo] = classify_user_agent,
-                  geo: GeoLocator | None = None) -> ScanRecorder:
+                  geo: GeoLocator | None = None, group_commit: bool = True) -> ScanRecorder:
     geo = geo or GeoLocator(mmdb_paths=settings.GEOIP_DB, trust_cdn=settings.TRUST_CDN)
-    return ScanRecorder(make_scan_store(settings), geo=geo, trust_proxy=settings.TRUST_PROXY,
+    return ScanRecorder(make_scan_store(settings, group_commit=group_commit), geo=geo, trust_proxy=settings.TRUST_PROXY,
                         visitor_secret=settings.SECRET_KEY, classify=classify)
 
 
@@ -193,7 +195,7 @@ def serve_cgi(environ: Mapping[str, Any], *, out=None) -> bool:
     except ConfigError:
         return False  # the full app then stops with the one line naming the setting, as everywhere else
     cache = ClientInfoCache(os.path.join(settings.INSTANCE_PATH, "cache", "user-agents.db"))
-    lean = FastPath(_not_answered, make_recorder(settings, classify=cache.classify),
+    lean = FastPath(_not_answered, make_recorder(settings, classify=cache.classify, group_commit=False),
                     images=imagecache.instance_image_cache(settings.INSTANCE_PATH), base_url=settings.BASE_URL)
     answer = []
     body = lean(environ, lambda status, headers, exc_info=None: answer.extend((status, headers)))

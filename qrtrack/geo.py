@@ -5,9 +5,9 @@ Pure: no Flask, no database. Works on a WSGI environ and plain strings.
 
 from __future__ import annotations
 
+import _thread  # threading's Lock without importing threading: a CGI scan would pay ~2 ms for it
 import ipaddress
 import os
-import threading
 from collections import namedtuple
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a CGI scan several milliseconds
@@ -103,7 +103,7 @@ class GeoLocator:
         self._mmdb_paths = tuple(mmdb_paths)
         self._trust_cdn = trust_cdn
         self._readers: tuple[Reader, ...] | None = None
-        self._open_lock = threading.Lock()
+        self._open_lock = _thread.allocate_lock()
 
     @property
     def is_dbip(self) -> bool:

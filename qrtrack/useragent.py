@@ -7,8 +7,8 @@ scan redirect does not need them; long-running servers call warm_up() at start.
 
 from __future__ import annotations
 
+import _thread  # threading's Lock without importing threading: a CGI scan would pay ~2 ms for it
 import functools
-import threading
 from collections import namedtuple
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a CGI scan several milliseconds
@@ -36,7 +36,7 @@ _UNKNOWN_BOT = ClientInfo(device=_BOT_DEVICE, os=_OTHER, browser=_OTHER, is_bot=
 
 # CrawlerDetect keeps the last match on the instance, so one instance is shared
 # per process and every call through it holds this lock.
-_crawler_lock = threading.Lock()
+_crawler_lock = _thread.allocate_lock()
 _crawler_detector = None
 
 

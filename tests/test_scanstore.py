@@ -79,15 +79,18 @@ def test_threaded_scans_through_sqlite_all_arrive(services, db, alice):
     scan_store.close()
 
 
-def test_writers_in_other_processes_wait_for_the_lock_file_and_go_as_soon_as_it_is_free(services, db, alice):
-    """Another process holding the writer lock (flock) holds back this store's writes until it lets go."""
+@pytest.mark.parametrize("group_commit", [True, False], ids=["group-commit", "one-shot"])
+def test_writers_in_other_processes_wait_for_the_lock_file_and_go_as_soon_as_it_is_free(services, db, alice,
+                                                                                       group_commit):
+    """Another process holding the writer lock (flock) holds back this store's writes until it lets go,
+    whether they go through a GroupCommit or straight to the database as a CGI scan's do."""
     import fcntl
     import os
 
     from qrtrack.scanstore import WRITER_LOCK_SUFFIX
 
     code = gen_code(db, alice)
-    scan_store = SqliteScanStore(services.settings.sqlite_path)
+    scan_store = SqliteScanStore(services.settings.sqlite_path, group_commit=group_commit)
     row = {"code_id": code.id, "ts": 1, "country": None, "city": None, "device": "Mac", "os": "", "browser": "",
            "is_bot": False, "referrer_host": None, "user_agent": "", "visitor": ""}
     other_process = os.open(services.settings.sqlite_path + WRITER_LOCK_SUFFIX, os.O_RDWR | os.O_CREAT)
