@@ -64,6 +64,8 @@ def _parse_rate_limit(name: str, raw: str) -> str:
     value = raw.strip()
     if _is_number(value):
         value = f"{int(value)} per minute"
+    if _has_a_zero_period(value):
+        raise ConfigError(f"{name} must count over periods of at least 1 (like '5 per 2 minutes'), got {raw!r}")
     simple_amount = simple_rate_limit_amount(value)
     amounts = [simple_amount] if simple_amount is not None else _parse_rate_limit_amounts(name, raw, value)
     if min(amounts) < 1:
@@ -83,6 +85,15 @@ def _parse_rate_limit_amounts(name: str, raw: str, value: str) -> list[int]:
     except ValueError:
         raise ConfigError(f"{name} must be a number per minute or a limit like '100/hour', got {raw!r}") from None
     return amounts
+
+
+def _has_a_zero_period(value: str) -> bool:
+    """True for "5 per 0 minutes", which the limits library reads as 5 per minute: a mistake to name, not guess."""
+    words = value.lower().replace("/", " per ")
+    for separator in ",;|":  # what the limits library splits several limits on
+        words = words.replace(separator, " ")
+    words = words.split()
+    return any(word == "per" and _is_number(after) and int(after) == 0 for word, after in zip(words, words[1:]))
 
 
 def is_simple_rate_limit(value: str) -> bool:

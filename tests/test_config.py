@@ -67,6 +67,13 @@ def test_an_api_rate_limit_that_allows_no_request_is_refused(tmp_path, raw):
         settings_from(tmp_path, f"SECRET_KEY=s\nAPI_RATE_LIMIT={raw}\n")
 
 
+@pytest.mark.parametrize("raw", ["5 per 0 minutes", "5/0 minutes", "5 per 00 hours", "100/hour;5 per 0 seconds"])
+def test_an_api_rate_limit_over_a_period_of_0_is_refused(tmp_path, raw):
+    """The limits library reads "5 per 0 minutes" as 5 per minute; the user meant something else."""
+    with pytest.raises(ConfigError, match=r"API_RATE_LIMIT must count over periods of at least 1"):
+        settings_from(tmp_path, f"SECRET_KEY=s\nAPI_RATE_LIMIT={raw}\n")
+
+
 def test_missing_secret_key_stops_start_up_outside_tests(tmp_path):
     with pytest.raises(ConfigError, match="SECRET_KEY"):
         settings_from(tmp_path)
