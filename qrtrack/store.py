@@ -98,7 +98,8 @@ def lock_users_for_insert(conn: Connection) -> None:
 
 
 def list_users(conn: Connection) -> list[Row]:
-    return list(conn.execute(select(*USER_COLUMNS).order_by(users.c.username)))
+    """By name regardless of case ("adam" before "Zoe"); usernames are ASCII, which lower() folds alike everywhere."""
+    return list(conn.execute(select(*USER_COLUMNS).order_by(func.lower(users.c.username), users.c.id)))
 
 
 def count_users(conn: Connection) -> int:

@@ -102,3 +102,10 @@ def test_search_ignores_case_for_every_letter_and_takes_wildcards_literally(db, 
         count = store.count_codes(conn, alice, search=search)
     expected = {"https://école.example/" if label == "école.example" else label for label in found}
     assert listed == summaries == expected and count == len(expected)
+
+
+def test_users_are_listed_by_name_regardless_of_case(db):
+    for username in ("Zoe", "adam", "carol", "Bob"):
+        gen_user(db, username)
+    with db.read() as conn:
+        assert [user.username for user in store.list_users(conn)] == ["adam", "Bob", "carol", "Zoe"]
