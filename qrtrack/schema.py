@@ -53,6 +53,10 @@ api_keys = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("last_used_at", BigInteger),
     Column("revoked_at", BigInteger),
+    # The "Generate key" form that made the key (null for keys made otherwise). Unique per user, so a form sent
+    # twice, by a reload or by a double click whose two posts race, makes one key on every database.
+    Column("form_token", String(64)),
+    Index("ix_api_keys_user_form_token", "user_id", "form_token", unique=True),
 )
 
 codes = Table(

@@ -121,10 +121,16 @@ def delete_user(conn: Connection, user_id: int) -> int:
 
 # --- api keys ----------------------------------------------------------------------------------
 
-def insert_api_key(conn: Connection, *, user_id: int, name: str, prefix: str, key_hash: str, now: int) -> int:
+def insert_api_key(conn: Connection, *, user_id: int, name: str, prefix: str, key_hash: str, now: int,
+                   form_token: str | None = None) -> int:
     result = conn.execute(insert(api_keys).values(
-        user_id=user_id, name=name, prefix=prefix, key_hash=key_hash, created_at=now))
+        user_id=user_id, name=name, prefix=prefix, key_hash=key_hash, created_at=now, form_token=form_token))
     return result.inserted_primary_key[0]
+
+
+def get_key_id_by_form_token(conn: Connection, *, user_id: int, form_token: str) -> int | None:
+    query = select(api_keys.c.id).where(api_keys.c.user_id == user_id, api_keys.c.form_token == form_token)
+    return conn.execute(query).scalar()
 
 
 def get_active_key_by_hash(conn: Connection, key_hash: str) -> Row | None:

@@ -64,6 +64,42 @@ def test_migrating_down_to_the_previous_version_and_up_again_gives_the_same_sche
     db.dispose()
 
 
+@pytest.mark.postgresql
+def test_upgrading_from_0003_gives_keys_a_form_token_and_keeps_their_call_log(tmp_path, empty_database_url):
+    """0004 adds api_keys.form_token in place: a copy of the table would unlink the call log from its keys."""
+    from alembic import command
+
+    from qrtrack.db import _alembic_config
+
+    db = fresh_db(tmp_path, empty_database_url)
+    with db.engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0003")
+    user_id = gen_user(db)
+    with db.write() as conn:
+        for number in (1, 2):
+            conn.execute(text("INSERT INTO api_keys (user_id, name, prefix, key_hash, created_at) "
+                              "VALUES (:user_id, 'old', 'qrt_', :hash, 1)"), {"user_id": user_id, "hash": str(number)})
+        key_id = conn.execute(text("SELECT MIN(id) FROM api_keys")).scalar_one()
+        store.insert_api_call(conn, {"user_id": user_id, "key_id": key_id, "ts": 1, "method": "GET",
+                                     "path": "/api.php", "status": 200, "duration_ms": 1})
+
+    def call_key_ids() -> list[int | None]:
+        with db.read() as conn:
+            return conn.execute(text("SELECT key_id FROM api_calls")).scalars().all()
+
+    upgrade_schema(db)
+    with db.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+        assert conn.execute(text("SELECT form_token FROM api_keys")).scalars().all() == [None, None]
+    assert call_key_ids() == [key_id]
+    with db.engine.begin() as conn:
+        command.downgrade(_alembic_config(conn), "0003")
+    with db.engine.connect() as conn:
+        assert "form_token" not in {column["name"] for column in inspect(conn).get_columns("api_keys")}
+    assert call_key_ids() == [key_id]
+    db.dispose()
+
+
 def test_start_up_revision_constant_names_the_newest_migration():
     assert SCHEMA_REVISION == head_revision()
 

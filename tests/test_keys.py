@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import threading
 
 import pytest
 from sqlalchemy import text
@@ -111,4 +112,72 @@ def test_call_log_keeps_each_users_newest_calls_and_prunes_the_rest(db, alice):
 def test_key_name_with_control_characters_is_refused(db, alice, name):
     with pytest.raises(ValidationError, match="control"):
         keys.issue_api_key(db, user_id=alice, name=name)
+    assert keys.list_api_keys(db, user_id=alice) == []
+
+
+# --- the "Generate key" form's token ------------------------------------------------------------------
+
+def test_a_form_token_makes_one_key_and_sending_it_again_names_that_key(db, alice):
+    token = keys.new_form_token()
+    _, key_id = keys.issue_api_key(db, user_id=alice, name="ci", form_token=token)
+    with pytest.raises(keys.FormAlreadySent, match="already generated") as resent:
+        keys.issue_api_key(db, user_id=alice, name="ci", form_token=token)
+    assert resent.value.key_id == key_id
+    assert [key.id for key in keys.list_api_keys(db, user_id=alice)] == [key_id]
+    keys.issue_api_key(db, user_id=alice, name="ci", form_token=keys.new_form_token())
+    keys.issue_api_key(db, user_id=alice, name="no form")
+    keys.issue_api_key(db, user_id=alice, name="no form either", form_token="")
+    assert len(keys.list_api_keys(db, user_id=alice)) == 4
+
+
+def test_posts_racing_with_one_form_token_make_one_key(db, alice):
+    token, barrier = keys.new_form_token(), threading.Barrier(4)
+    made: list[int] = []
+    resent: list[int] = []
+
+    def post() -> None:
+        barrier.wait(timeout=10)
+        try:
+            made.append(keys.issue_api_key(db, user_id=alice, name="ci", form_token=token)[1])
+        except keys.FormAlreadySent as error:
+            resent.append(error.key_id)
+
+    threads = [threading.Thread(target=post) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(made) == 1 and resent == made * 3
+    assert [key.id for key in keys.list_api_keys(db, user_id=alice)] == made
+
+
+def test_the_database_refuses_a_second_key_for_a_form_even_when_both_posts_passed_the_check(db, alice,
+                                                                                        monkeypatch):
+    """What PostgreSQL allows when two posts check before either commits: the unique index still holds."""
+    real_lookup, blind_checks = store.get_key_id_by_form_token, [None, None]
+
+    def lookup(conn, **kwargs):
+        return blind_checks.pop() if blind_checks else real_lookup(conn, **kwargs)
+
+    monkeypatch.setattr(store, "get_key_id_by_form_token", lookup)
+    token = keys.new_form_token()
+    _, key_id = keys.issue_api_key(db, user_id=alice, name="ci", form_token=token)
+    with pytest.raises(keys.FormAlreadySent) as resent:
+        keys.issue_api_key(db, user_id=alice, name="ci", form_token=token)
+    assert resent.value.key_id == key_id
+    assert [key.id for key in keys.list_api_keys(db, user_id=alice)] == [key_id]
+
+
+def test_one_form_token_of_two_users_is_two_keys(db, alice):
+    token = keys.new_form_token()
+    keys.issue_api_key(db, user_id=alice, name="ci", form_token=token)
+    bob = gen_user(db, "bob")
+    keys.issue_api_key(db, user_id=bob, name="ci", form_token=token)
+    assert len(keys.list_api_keys(db, user_id=bob)) == 1
+
+
+@pytest.mark.parametrize("token", ["short", "x" * 65, "has space in it ok", "nul\x00" * 5, 12345678901234567])
+def test_a_damaged_form_token_is_refused_and_makes_no_key(db, alice, token):
+    with pytest.raises(ValidationError, match="reload the page"):
+        keys.issue_api_key(db, user_id=alice, name="ci", form_token=token)
     assert keys.list_api_keys(db, user_id=alice) == []

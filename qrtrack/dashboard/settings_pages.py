@@ -1,10 +1,9 @@
 """Dashboard pages for settings: your account, the users (admins only) and your API keys."""
 from __future__ import annotations
 
-import secrets
 from datetime import UTC, datetime
 
-from flask import abort, flash, redirect, render_template, request, session, url_for
+from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, login_user
 
 from .. import accounts, codes, keys
@@ -18,9 +17,6 @@ from . import DashboardUser, admin_required, bp, console_pages, reference_pages 
 # accounts.change_password names its fields after the service's arguments; the form names them for people.
 PASSWORD_FORM_FIELDS = {"current_password": "current_password", "password": "new_password"}
 TIME_UNITS = ((86400, "day"), (3600, "hour"), (60, "minute"))
-# The session remembers which "Generate key" forms already made a key, so a reload re-posting one makes no other.
-KEY_FORMS_SESSION_KEY = "key_forms"
-REMEMBERED_KEY_FORMS = 10
 
 
 @bp.app_template_filter("utc_time")
@@ -163,41 +159,24 @@ def _other_user_or_404(user_id: int):
 def api_keys():
     db = services().db
     name = request.form.get("name", "")
-    error = new_key = new_key_id = None
-    resent_key_id = _key_made_by_this_form() if request.method == "POST" else None
-    if request.method == "POST" and resent_key_id is None:
+    error = new_key = new_key_id = resent_key_id = None
+    if request.method == "POST":
         try:
-            new_key, new_key_id = keys.issue_api_key(db, user_id=current_user.user_id, name=name)
+            new_key, new_key_id = keys.issue_api_key(db, user_id=current_user.user_id, name=name,
+                                                     form_token=request.form.get("form_token"))
+        except keys.FormAlreadySent as resent:
+            resent_key_id = resent.key_id
         except QrTrackError as failure:
             error = as_sentence(failure.message)
-        else:
-            _remember_key_form(new_key_id)
     # The full key is in this response only: never in the session, a flash message or a redirect.
     user_keys = keys.list_api_keys(db, user_id=current_user.user_id)
     resent_key = next((key for key in user_keys if key.id == resent_key_id), None)
     response = render_template("dashboard/settings/api_keys.html", keys=user_keys, new_key=new_key,
                                new_key_id=new_key_id or resent_key_id, resent_key=resent_key,
-                               is_resent=resent_key_id is not None, name="" if new_key or resent_key_id else name,
-                               error=error, form_token=secrets.token_urlsafe(16))
+                               name="" if new_key or resent_key else name, error=error,
+                               form_token=keys.new_form_token())
     status = 400 if error else 201 if new_key else 200
     return response, status, {"Cache-Control": "no-store"}
-
-
-def _key_made_by_this_form() -> int | None:
-    """The id of the key this very form already made (a reload re-posts it), else None.
-
-    Each rendering of the form carries a fresh form_token; the session remembers the tokens of the last
-    forms that made a key (their ids only: the key itself is never stored).
-    """
-    token = request.form.get("form_token", "")
-    return session.get(KEY_FORMS_SESSION_KEY, {}).get(token) if token else None
-
-
-def _remember_key_form(key_id: int) -> None:
-    token = request.form.get("form_token", "")
-    if token:
-        made = list(session.get(KEY_FORMS_SESSION_KEY, {}).items())[-(REMEMBERED_KEY_FORMS - 1):]
-        session[KEY_FORMS_SESSION_KEY] = {**dict(made), token: key_id}
 
 
 @bp.route("/settings/api-keys/<int:key_id>/revoke", methods=["GET", "POST"])
