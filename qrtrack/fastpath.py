@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections import namedtuple
 
 from . import imagecache, links
 from .config import Settings
@@ -39,6 +40,12 @@ MAX_SIZE_DIGITS = 5
 DEFAULT_PORTS = {"http": "80", "https": "443"}
 URL_PATH_CHARACTERS = SLUG_CHARACTERS | frozenset("_.-~/")  # what a URL's path carries unescaped
 REDIRECT_HEADERS = (("Cache-Control", "no-store"), ("Content-Length", "0"))
+
+
+class ImageRequest(namedtuple("ImageRequest", "slug kind size version")):
+    """A request for a QR image: slug, "png" or "svg", size in pixels (None for SVG), the ?v= named or None."""
+
+    __slots__ = ()
 
 
 def is_slug(text: str) -> bool:
@@ -82,11 +89,11 @@ def make_recorder(settings: Settings, *, classify: Callable[[str], ClientInfo] =
                         visitor_secret=settings.SECRET_KEY, classify=classify)
 
 
-def image_request(environ: Mapping[str, Any]) -> tuple[str, str, int | None] | None:
-    """(slug, kind, size) for a GET or HEAD of /img/<slug>.png|svg with no query but ?size=N, else None.
+def image_request(environ: Mapping[str, Any]) -> ImageRequest | None:
+    """What a GET or HEAD of /img/<slug>.png|svg with no query but ?size=N asks for, else None.
 
-    The dashboard's ?v=<image version> may come with it: a name for what the image shows, so a browser
-    fetches the new image after a logo change; the image itself does not depend on it.
+    The dashboard's ?v=<image version> may come last: a name for what the image shows, so a browser
+    fetches the new image after a logo change (imagecache.image_cache_control); the image does not depend on it.
     """
     path = environ.get("PATH_INFO", "")
     if environ.get("REQUEST_METHOD") not in ("GET", "HEAD") or not path.startswith("/img/"):
@@ -94,21 +101,21 @@ def image_request(environ: Mapping[str, Any]) -> tuple[str, str, int | None] | N
     slug, dot, kind = path[5:].rpartition(".")
     if not (dot and kind in IMAGE_KINDS and is_slug(slug)):
         return None
-    query = _without_image_version(environ.get("QUERY_STRING", ""))
+    query, version = _split_image_version(environ.get("QUERY_STRING", ""))
     if not query:
-        return slug, kind, None if kind == "svg" else imagecache.DEFAULT_SIZE
+        return ImageRequest(slug, kind, None if kind == "svg" else imagecache.DEFAULT_SIZE, version)
     digits = query[5:] if query.startswith("size=") else ""
     if kind != "png" or not (0 < len(digits) <= MAX_SIZE_DIGITS and digits.isascii() and digits.isdigit()):
         return None
-    return slug, kind, imagecache.clamp_size(int(digits))
+    return ImageRequest(slug, kind, imagecache.clamp_size(int(digits)), version)
 
 
-def _without_image_version(query: str) -> str:
-    """The query string without a last parameter v=<image version>; unchanged when it has none."""
+def _split_image_version(query: str) -> tuple[str, str | None]:
+    """The query string without a last parameter v=<image version>, and that version (None without one)."""
     head, separator, version = query.rpartition("v=")
     if not (separator and imagecache.is_image_version(version) and (head == "" or head.endswith("&"))):
-        return query
-    return head[:-1]
+        return query, None
+    return head[:-1], version
 
 
 def request_base_url(environ: Mapping[str, Any]) -> str | None:
@@ -147,26 +154,31 @@ class FastPath:
             start_response("302 Found", [("Location", location_header(destination)), *REDIRECT_HEADERS])
             return [b""]
         image = image_request(environ)
-        content = self._cached_image(environ, *image) if image is not None else None
-        if content is None:
+        cached = self._cached_image(environ, image) if image is not None else None
+        if cached is None:
             return self.app(environ, start_response)
-        return self._image_response(environ, start_response, content, kind=image[1])
+        content, cache_control = cached
+        return self._image_response(environ, start_response, content, kind=image.kind, cache_control=cache_control)
 
-    def _cached_image(self, environ: Mapping[str, Any], slug: str, kind: str, size: int | None) -> bytes | None:
-        found = self.recorder.scan_store.find_logo(slug)
+    def _cached_image(self, environ: Mapping[str, Any], image: ImageRequest) -> tuple[bytes, str] | None:
+        """The cached image's bytes and its Cache-Control, or None when it is not in the cache."""
+        found = self.recorder.scan_store.find_logo(image.slug)
         if found is None:
             return None
         base_url = self.base_url or request_base_url(environ)
         if base_url is None:
             return None
-        data = links.short_url(base_url, slug)
-        return self.images.get(imagecache.image_key(slug, kind=kind, size=size, data=data, logo=found[0]))
+        data, logo = links.short_url(base_url, image.slug), found[0]
+        content = self.images.get(imagecache.image_key(image.slug, kind=image.kind, size=image.size, data=data,
+                                                       logo=logo))
+        if content is None:
+            return None
+        return content, imagecache.image_cache_control(image.version, data=data, logo=logo)
 
     def _image_response(self, environ: Mapping[str, Any], start_response: Callable, content: bytes, *,
-                        kind: str) -> Iterable[bytes]:
+                        kind: str, cache_control: str) -> Iterable[bytes]:
         etag = imagecache.etag_for(content)
-        headers = [("ETag", etag), ("Cache-Control", imagecache.IMAGE_CACHE_CONTROL),
-                   ("X-Content-Type-Options", "nosniff")]
+        headers = [("ETag", etag), ("Cache-Control", cache_control), ("X-Content-Type-Options", "nosniff")]
         if_none_match = environ.get("HTTP_IF_NONE_MATCH", "")
         if etag in if_none_match or if_none_match.strip() == "*":
             start_response("304 Not Modified", headers)

@@ -13,6 +13,7 @@ DEFAULT_SIZE = 400
 _NAME_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 _KINDS = frozenset({"png", "svg"})
 IMAGE_CACHE_CONTROL = "public, max-age=300"
+VERSIONED_IMAGE_CACHE_CONTROL = "public, max-age=31536000, immutable"
 MIMETYPES = {"png": "image/png", "svg": "image/svg+xml"}
 VERSION_LENGTH = 16
 LOWER_HEX_DIGITS = frozenset("0123456789abcdef")
@@ -33,6 +34,14 @@ def image_fingerprint(data: str, logo: str | None) -> str:
 def image_version(data: str, logo: str | None) -> str:
     """A short name of what a code's image shows, for URLs that must change when the image does (?v=...)."""
     return image_fingerprint(data, logo)[:VERSION_LENGTH]
+
+
+def image_cache_control(requested_version: str | None, *, data: str, logo: str | None) -> str:
+    """Cache-Control for an image: for good when its URL names the version it shows (the dashboard's ?v=),
+    since a new logo gives a new URL; else five minutes, so a logo change reaches printed-link readers soon."""
+    if requested_version is not None and requested_version == image_version(data, logo):
+        return VERSIONED_IMAGE_CACHE_CONTROL
+    return IMAGE_CACHE_CONTROL
 
 
 def is_image_version(text: str) -> bool:

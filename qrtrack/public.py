@@ -49,7 +49,8 @@ def _qr_image(slug: str, *, kind: str, size: int | None) -> Response:
     if content is None:
         content = _render(kind, data, size, _logo_bytes(code.logo))
         app_services.images.put(key, content)
-    return _cached_response(content, mimetype=imagecache.MIMETYPES[kind])
+    cache_control = imagecache.image_cache_control(request.args.get("v"), data=data, logo=code.logo)
+    return _cached_response(content, mimetype=imagecache.MIMETYPES[kind], cache_control=cache_control)
 
 
 def _render(kind: str, data: str, size: int | None, logo: bytes | None) -> bytes:
@@ -65,10 +66,10 @@ def _logo_bytes(logo: str | None) -> bytes | None:
     return path.read_bytes() if path.is_file() else None
 
 
-def _cached_response(content: bytes, *, mimetype: str) -> Response:
+def _cached_response(content: bytes, *, mimetype: str, cache_control: str) -> Response:
     response = Response(content, mimetype=mimetype)
     response.set_etag(imagecache.etag_for(content).strip('"'))
-    response.headers["Cache-Control"] = imagecache.IMAGE_CACHE_CONTROL
+    response.headers["Cache-Control"] = cache_control
     return response.make_conditional(request)
 
 

@@ -35,16 +35,16 @@ def test_scan_slug_matches_only_gets_of_scan_paths():
 
 
 @pytest.mark.parametrize("path, query, expected", [
-    ("/img/Ab3dE9x.png", "", ("Ab3dE9x", "png", 400)),
-    ("/img/Ab3dE9x.svg", "", ("Ab3dE9x", "svg", None)),
-    ("/img/Ab3dE9x.png", "size=128", ("Ab3dE9x", "png", 128)),
-    ("/img/Ab3dE9x.png", "size=99999", ("Ab3dE9x", "png", 2048)),
-    ("/img/Ab3dE9x.png", "size=1", ("Ab3dE9x", "png", 64)),
+    ("/img/Ab3dE9x.png", "", ("Ab3dE9x", "png", 400, None)),
+    ("/img/Ab3dE9x.svg", "", ("Ab3dE9x", "svg", None, None)),
+    ("/img/Ab3dE9x.png", "size=128", ("Ab3dE9x", "png", 128, None)),
+    ("/img/Ab3dE9x.png", "size=99999", ("Ab3dE9x", "png", 2048, None)),
+    ("/img/Ab3dE9x.png", "size=1", ("Ab3dE9x", "png", 64, None)),
     ("/img/Ab3dE9x.svg", "size=128", None),
     ("/img/Ab3dE9x.png", "size=128&x=1", None),
-    ("/img/Ab3dE9x.png", "size=512&v=0123456789abcdef", ("Ab3dE9x", "png", 512)),
-    ("/img/Ab3dE9x.png", "v=0123456789abcdef", ("Ab3dE9x", "png", 400)),
-    ("/img/Ab3dE9x.svg", "v=0123456789abcdef", ("Ab3dE9x", "svg", None)),
+    ("/img/Ab3dE9x.png", "size=512&v=0123456789abcdef", ("Ab3dE9x", "png", 512, "0123456789abcdef")),
+    ("/img/Ab3dE9x.png", "v=0123456789abcdef", ("Ab3dE9x", "png", 400, "0123456789abcdef")),
+    ("/img/Ab3dE9x.svg", "v=0123456789abcdef", ("Ab3dE9x", "svg", None, "0123456789abcdef")),
     ("/img/Ab3dE9x.png", "v=0123456789ABCDEF", None),
     ("/img/Ab3dE9x.png", "v=0123456789abcde", None),
     ("/img/Ab3dE9x.png", "size=512&xv=0123456789abcdef", None),
@@ -263,4 +263,29 @@ def test_the_dashboards_versioned_image_urls_take_the_lean_path(app, db, alice, 
     with app.test_request_context():
         url = urlsplit(qr_image_url(code, size=size, kind=kind))
     request = {"REQUEST_METHOD": "GET", "PATH_INFO": url.path, "QUERY_STRING": url.query}
-    assert "v=" in url.query and image_request(request) == (code.slug, kind, expected_size)
+    assert "v=" in url.query and image_request(request)[:3] == (code.slug, kind, expected_size)
+
+
+def test_an_image_url_naming_its_current_version_is_cached_for_good_by_flask_lean_path_and_cgi(app, client, services,
+                                                                                                 db, alice):
+    """The dashboard's image URLs carry ?v=<what the image shows>: a browser need not ask again until a logo
+    change gives a new URL. Any other URL, a printed one or a stale version, is cached for five minutes."""
+    from urllib.parse import urlsplit
+
+    from qrtrack.dashboard.codes_pages import qr_image_url
+    from qrtrack.imagecache import IMAGE_CACHE_CONTROL, VERSIONED_IMAGE_CACHE_CONTROL
+
+    code = gen_code(db, alice)
+    with app.test_request_context():
+        current = urlsplit(qr_image_url(code, size=128))
+    stale = current.query.replace(current.query[-16:], "0" * 16)
+    for query, expected in ((current.query, VERSIONED_IMAGE_CACHE_CONTROL), (stale, IMAGE_CACHE_CONTROL),
+                            ("size=128", IMAGE_CACHE_CONTROL)):
+        services.images.discard_prefix(f"{code.slug}-")
+        rendered_by_flask, from_the_cache = (client.get(f"{current.path}?{query}") for _ in range(2))
+        assert rendered_by_flask.headers["Cache-Control"] == from_the_cache.headers["Cache-Control"] == expected
+        assert rendered_by_flask.data == from_the_cache.data
+        out = io.BytesIO()
+        environ = cgi_environ(services, code.slug, PATH_INFO=current.path, QUERY_STRING=query, HTTP_HOST="localhost")
+        assert serve_cgi(environ, out=out) is True
+        assert f"\r\nCache-Control: {expected}\r\n".encode() in out.getvalue()
