@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -363,6 +364,38 @@ def test_console_shows_no_earlier_answer_beside_a_new_call_or_a_refusal(live_ser
     expect(page.locator("#console-placeholder")).to_be_hidden()
     refused = [text for text in browser_errors.messages if "status of 400" in text and "/console/send" in text]
     assert browser_errors.messages == refused and len(refused) == 1
+
+
+def test_ctrl_enter_while_a_call_is_running_sends_nothing_more(live_server: LiveServer, new_page,
+                                                               browser_errors: BrowserErrors,
+                                                               monkeypatch: pytest.MonkeyPatch):
+    base, db = live_server.url, live_server.services.db
+    alice_id = gen_user(db, "alice")
+    keys.issue_api_key(db, user_id=alice_id, name="console")
+    answer_now, authenticate = threading.Event(), keys.authenticate_key_id
+
+    def slow_authenticate(*args, **kwargs):  # the server holds each call until the test lets it answer
+        answer_now.wait(timeout=TIMEOUT_MS / 1000)
+        return authenticate(*args, **kwargs)
+
+    monkeypatch.setattr(keys, "authenticate_key_id", slow_authenticate)
+    page = new_page()
+    log_in(page, base, "alice")
+    page.goto(base + "/console")
+    sent: list[str] = []
+    page.on("request", lambda request: sent.append(request.method) if request.url.endswith("/console/send") else None)
+    params = page.get_by_label("Query parameters")
+    params.press("Control+Enter")
+    expect(page.get_by_role("button", name="Sending…")).to_be_disabled()
+    params.press("Control+Enter")
+    params.press("Control+Enter")
+    page.get_by_label("Endpoint").press("Control+Enter")
+    answer_now.set()
+    expect(page.locator("#console-status")).to_have_text("200 OK")
+    expect(page.get_by_role("button", name="Send request")).to_be_enabled()
+    assert sent == ["POST"]
+    assert len(keys.list_recent_api_calls(db, user_id=alice_id)) == 1
+    assert browser_errors.messages == []
 
 
 LONG_LABELS = ("shop.example.com/collections/summer-2026-promo-table-cards", "L" * 200)

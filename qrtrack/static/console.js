@@ -23,6 +23,7 @@
   const drafts = {};
   const idlePlaceholder = ui.placeholder.textContent;
   let shownOperation = null;
+  let isSending = false;
 
   function operation() {
     const option = ui.operation.options[ui.operation.selectedIndex];
@@ -159,6 +160,10 @@
 
   function send(event) {
     event.preventDefault();
+    // Ctrl + Enter and the Enter key reach here while the disabled button cannot: one call at a time.
+    if (isSending) {
+      return;
+    }
     const op = operation();
     if (op.needsUuid && !ui.uuid.value.trim()) {
       clearResponse(idlePlaceholder);
@@ -168,6 +173,7 @@
     }
     ui.uuidError.hidden = true;
     clearResponse("Waiting for the answer…");
+    isSending = true;
     ui.send.disabled = true;
     ui.send.textContent = "Sending…";
     fetch(form.action, {
@@ -187,6 +193,7 @@
       })
       .catch(function (error) { showError(error.message || "The request could not be sent. Check your connection."); })
       .finally(function () {
+        isSending = false;
         ui.send.disabled = false;
         ui.send.textContent = "Send request";
       });
