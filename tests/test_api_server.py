@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +30,7 @@ import requests
 from qrtrack.config import PROJECT_ROOT, SETTINGS
 
 from .conftest import PASSWORD, env_without_settings, needs_tool
+from .deploy.site import free_port
 
 pytestmark = pytest.mark.server
 
@@ -97,12 +97,6 @@ class Server:
     def count_codes(self) -> int:
         response = requests.get(self.api, headers={"X-Api-Key": self.keys["check"]}, timeout=10)
         return response.json()["total"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def server_environment(instance: Path, rate_limit: str) -> dict[str, str]:
