@@ -74,7 +74,9 @@ def _configure_flask(app: Flask, settings: Settings) -> None:
     )
     app.json.sort_keys = False
 
-    from .web import discard_unread_body
+    from .web import TemplateBytecodeCache, discard_unread_body
+
+    app.jinja_env.bytecode_cache = TemplateBytecodeCache(str(Path(settings.INSTANCE_PATH, "cache", "templates")))
 
     app.after_request(discard_unread_body)
 
