@@ -93,7 +93,8 @@ def _has_a_zero_period(value: str) -> bool:
     for separator in ",;|":  # what the limits library splits several limits on
         words = words.replace(separator, " ")
     words = words.split()
-    return any(word == "per" and _is_number(after) and int(after) == 0 for word, after in zip(words, words[1:]))
+    pairs = zip(words, words[1:], strict=False)
+    return any(word == "per" and _is_number(after) and int(after) == 0 for word, after in pairs)
 
 
 def is_simple_rate_limit(value: str) -> bool:
