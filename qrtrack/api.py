@@ -168,7 +168,8 @@ def get_code(principal: keys.ApiPrincipal, uuid: str, page: PageArgs) -> dict[st
 
 def create_code(principal: keys.ApiPrincipal, body: dict[str, Any]) -> dict[str, Any]:
     code = codes.create_code(services().db, owner_id=principal.user_id, destination=body.get("destination"),
-                             label=body.get("label"), code_type=body.get("type"), logo_dir=services().logo_dir)
+                             label=body.get("label"), code_type=body.get("type"), status=body.get("status", "active"),
+                             logo_dir=services().logo_dir)
     return code_summary(code)
 
 
@@ -186,12 +187,13 @@ def update_code(principal: keys.ApiPrincipal, uuid: str, body: dict[str, Any]) -
     label = "" if "label" in body and body["label"] is None else body.get("label")
     changes = codes.CodeChanges(destination=body.get("destination"), label=label, status=body.get("status"))
     code = codes.update_code(services().db, owner_id=principal.user_id, uuid=uuid, changes=changes,
-                             logo_dir=services().logo_dir)
+                             logo_dir=services().logo_dir, images=services().images)
     return code_summary(code)
 
 
 def delete_code(principal: keys.ApiPrincipal, uuid: str) -> dict[str, Any]:
-    code = codes.delete_code(services().db, owner_id=principal.user_id, uuid=uuid, logo_dir=services().logo_dir)
+    code = codes.delete_code(services().db, owner_id=principal.user_id, uuid=uuid, logo_dir=services().logo_dir,
+                             images=services().images)
     return {"uuid": code.uuid, "deleted": True}
 
 

@@ -19,6 +19,7 @@ from . import store
 from .clock import now_epoch
 from .db import Database
 from .errors import NotFound, ValidationError
+from .imagecache import ImageCache
 from .text import has_control_characters
 
 CODE_TYPES = ("url",)
@@ -106,8 +107,8 @@ def validate_status(value: Any) -> str:
 
 
 def create_code(db: Database, *, owner_id: int, destination: Any, label: Any = None, code_type: Any = None,
-                logo: str | None = None, logo_dir: Path) -> Row:
-    """Validate and insert a new active code with a fresh uuid4 and a unique random slug.
+                status: Any = "active", logo: str | None = None, logo_dir: Path) -> Row:
+    """Validate and insert a new code (active unless told otherwise) with a fresh uuid4 and a unique random slug.
 
     A logo whose file is not in logo_dir (see remove_logo_if_unused) is refused.
     """
@@ -118,7 +119,7 @@ def create_code(db: Database, *, owner_id: int, destination: Any, label: Any = N
         "destination": validate_destination(destination),
         "label": validate_label(label),
         "logo": logo,
-        "status": "active",
+        "status": validate_status(status),
         "scan_count": 0,
     }
     for _ in range(SLUG_ATTEMPTS):
@@ -155,11 +156,14 @@ def _is_uuid(value: str) -> bool:
     return len(value) == 36
 
 
-def update_code(db: Database, *, owner_id: int, uuid: Any, changes: CodeChanges, logo_dir: Path) -> Row:
+def update_code(db: Database, *, owner_id: int, uuid: Any, changes: CodeChanges, logo_dir: Path,
+                images: ImageCache | None = None) -> Row:
     """Apply the changes that are set; the next scan already follows a new destination.
 
     A new logo whose file is not in logo_dir is refused, and the file of a logo replaced or removed is
-    deleted once no code uses it.
+    deleted once no code uses it. The code's cached images are discarded only when the logo changes:
+    an image encodes the short URL and shows the logo, so a new destination, label or status leaves it
+    as it was. images may be None only where no image of the code was ever cached (tests).
     """
     code = get_code(db, owner_id=owner_id, uuid=uuid)
     values = _changed_values(changes)
@@ -170,6 +174,8 @@ def update_code(db: Database, *, owner_id: int, uuid: Any, changes: CodeChanges,
         _check_logo_file(logo_dir, values.get("logo"))
         store.update_code(conn, code.id, values)
         updated = store.get_code_by_uuid(conn, uuid=code.uuid, owner_id=owner_id)
+    if code.logo != updated.logo:
+        discard_code_images(images, code.slug)
     if code.logo and code.logo != updated.logo:
         remove_logo_if_unused(db, logo_dir, code.logo)
     return updated
@@ -188,17 +194,33 @@ def _changed_values(changes: CodeChanges) -> dict[str, Any]:
     return values
 
 
-def delete_code(db: Database, *, owner_id: int, uuid: Any, logo_dir: Path) -> Row:
+def delete_code(db: Database, *, owner_id: int, uuid: Any, logo_dir: Path, images: ImageCache | None = None) -> Row:
     """Delete the code and its scan log for good; returns the row as it was.
 
-    The code's logo file in logo_dir is deleted too once no code uses it.
+    Its cached images go too, and its logo file in logo_dir once no code uses it. images may be None
+    only where no image of the code was ever cached (tests).
     """
     code = get_code(db, owner_id=owner_id, uuid=uuid)
     with db.write() as conn:
         store.delete_code(conn, code.id)
+    discard_code_images(images, code.slug)
     if code.logo:
         remove_logo_if_unused(db, logo_dir, code.logo)
     return code
+
+
+def discard_code_images(images: ImageCache | None, slug: str) -> None:
+    """Delete every cached image of the code with this slug: PNGs of every size and the SVG, whatever they show.
+
+    Call it only after the change has committed. A failure is logged and the files left: the change went
+    through, and a file left behind is never served for another image (its key names what it shows).
+    """
+    if images is None:
+        return
+    try:
+        images.discard_prefix(f"{slug}-")  # every key of a slug starts so (imagecache.cache_key)
+    except OSError:
+        log.exception("could not delete the cached images of %s", slug)
 
 
 def list_codes(db: Database, *, owner_id: int, search: str | None = None, statuses: tuple[str, ...] | None = None,

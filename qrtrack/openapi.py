@@ -74,6 +74,7 @@ _DESTINATION = {"type": "string", "minLength": 1, "maxLength": MAX_DESTINATION_L
 _LABEL = {"type": ["string", "null"], "maxLength": MAX_LABEL_LENGTH, "pattern": LABEL_PATTERN,
           "description": "Free text, stored as sent apart from runs of whitespace; null means no label."}
 _TYPE = {"enum": [*CODE_TYPES, None], "default": "url", "description": "Only url codes exist; null means url."}
+_STATUS = {"type": "string", "enum": list(STATUSES), "description": "paused and archived codes answer scans with 410."}
 
 _CODE_PROPERTIES: dict[str, Any] = {
     "uuid": {"type": "string", "format": "uuid"},
@@ -136,14 +137,12 @@ SCHEMAS: dict[str, Any] = {
     "CreateCode": {
         "type": "object", "required": ["destination"],
         "description": "Fields other than these are ignored.",
-        "properties": {"type": _TYPE, "destination": _DESTINATION, "label": _LABEL},
+        "properties": {"type": _TYPE, "destination": _DESTINATION, "label": _LABEL,
+                       "status": {**_STATUS, "default": "active"}},
     },
     "UpdateCode": {
         "type": "object", "minProperties": 1, "additionalProperties": False,
-        "properties": {"destination": _DESTINATION, "label": _LABEL,
-                       "status": {"type": "string", "enum": list(STATUSES),
-                                  "description": "paused and archived codes answer scans with 410."},
-                       "type": _TYPE},
+        "properties": {"destination": _DESTINATION, "label": _LABEL, "status": _STATUS, "type": _TYPE},
     },
     "Deleted": {"type": "object", "required": ["uuid", "deleted"],
                 "properties": {"uuid": {"type": "string", "format": "uuid"}, "deleted": {"type": "boolean"}}},

@@ -6,6 +6,7 @@ import time
 import uuid as uuid_module
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -185,6 +186,20 @@ def test_create_without_base_url_derives_urls_from_the_request(client, api_heade
     assert body["qr_image_url"] == f"{public}/img/{slug_of(body)}.png"
 
 
+@pytest.mark.parametrize("status", ["paused", "archived"])
+def test_create_honours_a_status_as_update_does(client, api_headers, status):
+    code = create(client, api_headers, status=status)
+    assert code["status"] == status
+    assert client.get(f"/api.php?uuid={code['uuid']}", headers=api_headers).get_json()["status"] == status
+    assert scan(client, slug_of(code)).status_code == 410
+
+
+def test_status_defaults_to_active(client, api_headers):
+    code = create(client, api_headers)
+    assert code["status"] == "active"
+    assert scan(client, slug_of(code)).status_code == 302
+
+
 def test_type_defaults_to_url(client, api_headers):
     assert create(client, api_headers, destination="https://example.com")["type"] == "url"
     assert create(client, api_headers, destination="https://example.com", type=None)["type"] == "url"
@@ -230,6 +245,36 @@ def test_delete_removes_the_logo_file_no_other_code_uses(client, services, alice
     assert logo_file.is_file()  # the other code still shows it
     client.delete(f"/api.php?uuid={made[1].uuid}", headers=api_headers)
     assert not logo_file.exists()
+
+
+def cached_images(services, slug: str) -> dict[str, bytes]:
+    directory = Path(services.images.directory)
+    return {path.name: path.read_bytes() for path in directory.glob(f"{slug}-*")} if directory.exists() else {}
+
+
+def test_delete_discards_the_codes_cached_images(client, services, api_headers):
+    code, other = create(client, api_headers), create(client, api_headers)
+    slug, other_slug = slug_of(code), slug_of(other)
+    for path in (f"/img/{slug}.png", f"/img/{slug}.png?size=96", f"/img/{slug}.svg", f"/img/{other_slug}.png"):
+        assert client.get(path).status_code == 200, path
+    assert len(cached_images(services, slug)) == 3
+
+    assert client.delete(f"/api.php?uuid={code['uuid']}", headers=api_headers).status_code == 200
+
+    assert cached_images(services, slug) == {}
+    assert len(cached_images(services, other_slug)) == 1
+    assert [client.get(f"/img/{slug}.{kind}").status_code for kind in ("png", "svg")] == [404, 404]
+
+
+@pytest.mark.parametrize("body", [{"destination": "https://example.com/new"}, {"label": "renamed"},
+                                  {"status": "paused"}])
+def test_an_update_keeps_the_cached_images_it_does_not_change(client, services, api_headers, body):
+    code = create(client, api_headers)
+    image = client.get(f"/img/{slug_of(code)}.png").data
+    cached = cached_images(services, slug_of(code))
+    assert client.post(f"/api.php?uuid={code['uuid']}", headers=api_headers, json=body).status_code == 200
+    assert cached_images(services, slug_of(code)) == cached
+    assert client.get(f"/img/{slug_of(code)}.png").data == image
 
 
 def test_delete_without_uuid_is_refused(shared):
@@ -403,6 +448,17 @@ def test_label_of_200_characters_is_accepted(client, api_headers):
 ])
 def test_create_refuses_bad_fields(shared, body, code):
     assert_error(shared.client.post("/api.php", headers=shared.headers, json=body), 400, code)
+    assert_unchanged(shared)
+
+
+@pytest.mark.parametrize("status", ["deleted", "PAUSED", "", None, 1, ["paused"]])
+def test_create_refuses_a_bad_status_with_the_error_update_gives(shared, status):
+    created = shared.client.post("/api.php", headers=shared.headers,
+                                 json={"destination": "https://example.com/new", "status": status})
+    updated = shared.client.post(f"/api.php?uuid={shared.code['uuid']}", headers=shared.headers,
+                                 json={"status": status})
+    assert assert_error(created, 400, "invalid_status")["field"] == "status"
+    assert (created.status_code, created.get_json()) == (updated.status_code, updated.get_json())
     assert_unchanged(shared)
 
 

@@ -126,7 +126,8 @@ def test_spec_limits_are_the_services_limits():
     create = SCHEMAS["CreateCode"]["properties"]
     assert create["destination"]["maxLength"] == codes.MAX_DESTINATION_LENGTH
     assert create["label"]["maxLength"] == codes.MAX_LABEL_LENGTH
-    assert SCHEMAS["UpdateCode"]["properties"]["status"]["enum"] == list(codes.STATUSES)
+    assert create["status"]["enum"] == SCHEMAS["UpdateCode"]["properties"]["status"]["enum"] == list(codes.STATUSES)
+    assert create["status"]["default"] == "active"
 
 
 @pytest.mark.parametrize(("name", "validate", "template"), [

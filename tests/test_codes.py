@@ -11,6 +11,7 @@ from sqlalchemy.exc import OperationalError
 
 from qrtrack import codes, store
 from qrtrack.errors import NotFound, ValidationError
+from qrtrack.imagecache import ImageCache, image_key
 
 from .conftest import gen_code, gen_user
 
@@ -69,6 +70,22 @@ def test_create_code_gives_uuid4_slug_and_timestamps(services, db, alice):
                              logo_dir=services.logo_dir)
     assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", code.uuid)
     assert code.status == "active" and code.scan_count == 0 and code.created_at == code.updated_at
+
+
+@pytest.mark.parametrize("status", codes.STATUSES)
+def test_create_code_takes_a_status(services, db, alice, status):
+    code = codes.create_code(db, owner_id=alice, destination="https://example.com/", status=status,
+                             logo_dir=services.logo_dir)
+    assert code.status == status
+
+
+@pytest.mark.parametrize("status", ["deleted", "Paused", None, 1])
+def test_create_code_refuses_a_status_update_refuses_too(services, db, alice, status):
+    with pytest.raises(ValidationError) as refused:
+        codes.create_code(db, owner_id=alice, destination="https://example.com/", status=status,
+                          logo_dir=services.logo_dir)
+    assert (refused.value.code, refused.value.field) == ("invalid_status", "status")
+    assert codes.list_codes(db, owner_id=alice)[1] == 0
 
 
 def test_update_changes_only_what_is_given(services, db, alice):
@@ -258,5 +275,72 @@ def test_a_logo_file_that_cannot_be_deleted_is_logged_and_the_change_stands(db, 
     monkeypatch.setattr(Path, "unlink", refuse)
     codes.delete_code(db, owner_id=alice, uuid=code.uuid, logo_dir=tmp_path)
     assert "could not delete the logo file" in caplog.text
+    with pytest.raises(NotFound):
+        codes.get_code(db, owner_id=alice, uuid=code.uuid)
+
+
+# --- cached images ---------------------------------------------------------------------------------
+
+def cache_images(images: ImageCache, code, *, short_url: str | None = None) -> dict[str, bytes]:
+    """Put a PNG of two sizes and an SVG of the code in the cache, as /img/ would; returns them by key."""
+    data = short_url or f"https://qr.example.com/p/{code.slug}"
+    cached = {image_key(code.slug, kind=kind, size=size, data=data, logo=code.logo): f"{kind} {size}".encode()
+              for kind, size in (("png", 400), ("png", 96), ("svg", None))}
+    for key, content in cached.items():
+        images.put(key, content)
+    return cached
+
+
+def cached_files(images: ImageCache) -> set[str]:
+    return {path.name for path in Path(images.directory).iterdir()}
+
+
+def test_delete_discards_every_cached_image_of_the_code_and_no_other(db, alice, tmp_path):
+    images = ImageCache(tmp_path / "images")
+    code, other = gen_code(db, alice), gen_code(db, alice)
+    cache_images(images, code)
+    cache_images(images, code, short_url=f"http://localhost/p/{code.slug}")  # served under another address too
+    kept = cache_images(images, other)
+    codes.delete_code(db, owner_id=alice, uuid=code.uuid, logo_dir=tmp_path, images=images)
+    assert cached_files(images) == set(kept)
+
+
+@pytest.mark.parametrize("changes", [
+    codes.CodeChanges(destination="https://example.org/elsewhere"),
+    codes.CodeChanges(label="renamed"),
+    codes.CodeChanges(status="paused"),
+], ids=["destination", "label", "status"])
+def test_a_change_the_image_does_not_show_keeps_its_cached_images(db, alice, tmp_path, changes):
+    images = ImageCache(tmp_path / "images")
+    code = gen_code(db, alice)
+    cached = cache_images(images, code)
+    codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=changes, logo_dir=tmp_path, images=images)
+    assert {key: images.get(key) for key in cached} == cached
+
+
+@pytest.mark.parametrize("changes", [
+    lambda logo_dir: codes.CodeChanges(logo=codes.save_logo(logo_dir, b"logo B")),
+    lambda logo_dir: codes.CodeChanges(remove_logo=True),
+], ids=["replaced", "removed"])
+def test_a_logo_change_discards_the_cached_images(db, alice, tmp_path, changes):
+    images = ImageCache(tmp_path / "images")
+    code = with_logo(db, alice, tmp_path)
+    cache_images(images, code)
+    codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=changes(tmp_path), logo_dir=tmp_path,
+                      images=images)
+    assert cached_files(images) == set()
+
+
+def test_a_cache_that_cannot_be_emptied_is_logged_and_the_delete_stands(db, alice, tmp_path, monkeypatch, caplog):
+    images = ImageCache(tmp_path / "images")
+    code = gen_code(db, alice)
+    cache_images(images, code)
+
+    def refuse(path):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(os, "remove", refuse)
+    codes.delete_code(db, owner_id=alice, uuid=code.uuid, logo_dir=tmp_path, images=images)
+    assert "could not delete the cached images" in caplog.text
     with pytest.raises(NotFound):
         codes.get_code(db, owner_id=alice, uuid=code.uuid)

@@ -206,6 +206,13 @@ def test_creating_a_code_with_a_logo_stores_the_sanitised_logo(browser, services
     assert "Your code is ready" in page and f"/logo/{code.logo}.png" in page
 
 
+@pytest.mark.parametrize("status", ["paused", "archived", "bogus"])
+def test_the_create_form_makes_an_active_code_whatever_status_is_posted(browser, services, alice, status):
+    assert browser.post("/codes/new", data=create_form(status=status)).status_code == 302
+    (code,), _ = codes.list_codes(services.db, owner_id=alice)
+    assert code.status == "active"
+
+
 @pytest.mark.parametrize(("content", "filename"), [
     (image_bytes("GIF"), "logo.gif"), (image_bytes("BMP"), "logo.png"),
     (b"<svg xmlns='http://www.w3.org/2000/svg'/>", "logo.svg"), (b"not an image", "logo.png"),
@@ -273,15 +280,27 @@ def test_a_kept_logo_must_name_a_stored_logo(browser, services, alice):
 
 # --- edit, pause, delete -------------------------------------------------------------------------
 
+IMAGE_PATHS = ("/img/{slug}.png", "/img/{slug}.png?size=96", "/img/{slug}.svg")
+
+
 def cached_images(services, slug: str) -> list[str]:
     directory = Path(services.images.directory)
-    return [path.name for path in directory.glob(f"{slug}-*")] if directory.exists() else []
+    return sorted(path.name for path in directory.glob(f"{slug}-*")) if directory.exists() else []
 
 
-def test_editing_changes_the_code_and_drops_its_cached_images(browser, services, alice):
+def rendered_images(browser, slug: str) -> list[bytes]:
+    """The code's PNG at two sizes and its SVG, as /img/ serves them (rendering them into the cache)."""
+    responses = [browser.get(path.format(slug=slug)) for path in IMAGE_PATHS]
+    assert [response.status_code for response in responses] == [200] * len(IMAGE_PATHS)
+    return [response.data for response in responses]
+
+
+def test_editing_destination_and_label_changes_the_code_and_keeps_its_cached_images(browser, services, alice):
     code = gen_code(services.db, alice, label="Old")
-    browser.get(f"/img/{code.slug}.png?size=96")
-    assert cached_images(services, code.slug)
+    images = rendered_images(browser, code.slug)
+    cached = {name: (Path(services.images.directory) / name).stat().st_mtime_ns
+              for name in cached_images(services, code.slug)}
+    assert len(cached) == len(IMAGE_PATHS)
     form = text(browser.get(f"/codes/{code.uuid}/edit"))
     assert 'value="https://example.com/"' in form and 'value="Old"' in form
     response = browser.post(f"/codes/{code.uuid}/edit", data={"type": "url", "destination": "https://new.example/",
@@ -289,8 +308,24 @@ def test_editing_changes_the_code_and_drops_its_cached_images(browser, services,
     assert response.status_code == 302 and response.headers["Location"] == f"/codes/{code.uuid}"
     changed = codes.get_code(services.db, owner_id=alice, uuid=code.uuid)
     assert (changed.destination, changed.label, changed.slug) == ("https://new.example/", "New", code.slug)
-    assert cached_images(services, code.slug) == []
+    # The image encodes the short URL, not the destination: the cached files stand, not rendered again.
+    assert {name: (Path(services.images.directory) / name).stat().st_mtime_ns
+            for name in cached_images(services, code.slug)} == cached
+    assert rendered_images(browser, code.slug) == images
     assert "Changes saved" in text(browser.get(f"/codes/{code.uuid}"))
+
+
+def test_changing_the_logo_discards_the_cached_images(browser, services, alice):
+    code = gen_code(services.db, alice)
+    before = rendered_images(browser, code.slug)
+    old_files = cached_images(services, code.slug)
+    browser.post(f"/codes/{code.uuid}/edit", data={"destination": code.destination, "label": "",
+                                                   "logo": (io.BytesIO(png_bytes()), "logo.png")})
+    assert codes.get_code(services.db, owner_id=alice, uuid=code.uuid).logo
+    assert cached_images(services, code.slug) == []
+    after = rendered_images(browser, code.slug)
+    assert all(new != old for new, old in zip(after, before, strict=True))
+    assert set(cached_images(services, code.slug)).isdisjoint(old_files)
 
 
 def edit_form_fields(page: str) -> dict[str, str]:
@@ -431,12 +466,14 @@ def test_delete_asks_for_the_slug_and_only_a_post_deletes(browser, services, ali
     wrong = browser.post(f"/codes/{code.uuid}/delete", data={"confirm": "yes"})
     assert wrong.status_code == 400 and f"Type {code.slug} exactly" in text(wrong)
     assert codes.get_code(services.db, owner_id=alice, uuid=code.uuid)
-    browser.get(f"/img/{code.slug}.png")
+    rendered_images(browser, code.slug)
+    assert len(cached_images(services, code.slug)) == len(IMAGE_PATHS)
     done = browser.post(f"/codes/{code.uuid}/delete", data={"confirm": code.slug})
     assert done.status_code == 302 and done.headers["Location"] == "/codes"
     assert codes.list_codes(services.db, owner_id=alice)[1] == 0
     assert cached_images(services, code.slug) == []
     assert "Deleted Doomed and its scan history" in text(browser.get("/codes"))
+    assert [browser.get(path.format(slug=code.slug)).status_code for path in IMAGE_PATHS] == [404] * len(IMAGE_PATHS)
 
 
 def test_html_in_a_label_is_shown_as_text_everywhere(browser, db, alice):

@@ -133,10 +133,8 @@ def code_edit(uuid: str):
         changes = None if errors else _edited_changes(form, opened)
         updated = None if errors else _saved(errors, lambda: codes.update_code(
             services().db, owner_id=current_user.user_id, uuid=code.uuid, changes=changes,
-            logo_dir=services().logo_dir))
+            logo_dir=services().logo_dir, images=services().images))
         if updated is not None:
-            if (updated.logo, updated.destination) != (code.logo, code.destination):
-                services().images.discard_prefix(code.slug + "-")
             flash("Changes saved. The next scan already follows them.", "success")
             for note in _changed_elsewhere_notes(code, opened, changes):
                 flash(note, "info")
@@ -240,7 +238,8 @@ def _read_logo() -> tuple[str, str | None]:
 def code_status(uuid: str):
     status = "paused" if request.form.get("status") == "paused" else "active"
     code = codes.update_code(services().db, owner_id=current_user.user_id, uuid=uuid,
-                             changes=codes.CodeChanges(status=status), logo_dir=services().logo_dir)
+                             changes=codes.CodeChanges(status=status), logo_dir=services().logo_dir,
+                             images=services().images)
     if status == "paused":
         flash("Paused. Anyone scanning it now sees a notice instead of your page, and no scan is counted.", "info")
     else:
@@ -256,8 +255,7 @@ def code_delete(uuid: str):
     if request.method == "POST":
         if request.form.get("confirm", "").strip() == code.slug:
             codes.delete_code(services().db, owner_id=current_user.user_id, uuid=code.uuid,
-                              logo_dir=services().logo_dir)
-            services().images.discard_prefix(code.slug + "-")
+                              logo_dir=services().logo_dir, images=services().images)
             flash(f"Deleted {code.label or code.slug} and its scan history.", "success")
             return redirect(url_for("dashboard.codes_list"))
         error = f"Type {code.slug} exactly to confirm."
