@@ -17,7 +17,7 @@ from .errors import ValidationError
 from .scanstore import WRITER_LOCK_SUFFIX
 
 MIGRATIONS_PATH = Path(__file__).resolve().parent / "migrations"
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 """The newest migration. Kept here so start-up can check the schema without importing Alembic;
 tests/test_db.py fails when a new migration is added without updating it."""
 BUSY_TIMEOUT_MS = 10_000

@@ -31,6 +31,10 @@ metadata = MetaData(
     }
 )
 
+LOG_ID = BigInteger().with_variant(Integer, "sqlite")
+"""The id of a log that may pass 2**31 rows (scans, API calls). SQLite's INTEGER PRIMARY KEY is already a
+64-bit row id, and only that exact type makes it one."""
+
 users = Table(
     "users",
     metadata,
@@ -83,7 +87,7 @@ codes = Table(
 scans = Table(
     "scans",
     metadata,
-    Column("id", Integer, primary_key=True),
+    Column("id", LOG_ID, primary_key=True),
     Column("code_id", Integer, ForeignKey("codes.id", ondelete="CASCADE"), nullable=False),
     Column("ts", BigInteger, nullable=False),
     Column("country", String(2)),
@@ -102,7 +106,7 @@ scans = Table(
 api_calls = Table(
     "api_calls",
     metadata,
-    Column("id", Integer, primary_key=True),
+    Column("id", LOG_ID, primary_key=True),
     Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     Column("key_id", Integer, ForeignKey("api_keys.id", ondelete="SET NULL")),
     Column("key_name", String(100), nullable=False, default=""),

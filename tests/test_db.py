@@ -180,6 +180,37 @@ def test_concurrent_writers_queue_instead_of_failing(tmp_path, empty_database_ur
 
 
 @pytest.mark.postgresql
+def test_scan_and_api_call_ids_go_past_32_bits(tmp_path, empty_database_url):
+    """PostgreSQL's integer ids end at 2**31 - 1, where scans would stop being recorded (0005 widens them)."""
+    from qrtrack.store import SqlAlchemyScanStore
+
+    db = fresh_db(tmp_path, empty_database_url)
+    upgrade_schema(db)
+    user_id = gen_user(db)
+    code = gen_code(db, user_id)
+    last_id = 2**31 + 5
+    with db.write() as conn:
+        for table in ("scans", "api_calls"):
+            if conn.dialect.name == "postgresql":
+                conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), {last_id})"))
+            else:  # SQLite gives the next row the largest id plus one
+                conn.execute(text(f"INSERT INTO {table} (id, user_id, ts, method, path, status, duration_ms, source, "
+                                  "key_name) VALUES (:id, :user, 1, 'GET', '/', 200, 1, 'api', '')"
+                                  if table == "api_calls" else
+                                  "INSERT INTO scans (id, code_id, ts, device, os, browser, is_bot, user_agent, visitor) "
+                                  "VALUES (:id, :code, 1, '', '', '', FALSE, '', '')"),
+                             {"id": last_id, "user": user_id, "code": code.id})
+        store.insert_api_call(conn, {"user_id": user_id, "key_id": None, "ts": 2, "method": "GET", "path": "/api.php",
+                                     "status": 200, "duration_ms": 1})
+    SqlAlchemyScanStore(db.engine).write([{"code_id": code.id, "ts": 2, "device": "iPhone", "os": "iOS",
+                                           "browser": "Safari", "is_bot": False, "user_agent": "", "visitor": ""}])
+    with db.read() as conn:
+        assert conn.execute(text("SELECT MAX(id) FROM scans WHERE ts = 2")).scalar_one() == last_id + 1
+        assert conn.execute(text("SELECT MAX(id) FROM api_calls WHERE ts = 2")).scalar_one() == last_id + 1
+    db.dispose()
+
+
+@pytest.mark.postgresql
 def test_deleting_a_user_removes_their_codes_and_scans(tmp_path, empty_database_url):
     db = fresh_db(tmp_path, empty_database_url)
     upgrade_schema(db)
