@@ -157,13 +157,13 @@ def _is_uuid(value: str) -> bool:
 
 
 def update_code(db: Database, *, owner_id: int, uuid: Any, changes: CodeChanges, logo_dir: Path,
-                images: ImageCache | None = None) -> Row:
+                images: ImageCache) -> Row:
     """Apply the changes that are set; the next scan already follows a new destination.
 
     A new logo whose file is not in logo_dir is refused, and the file of a logo replaced or removed is
     deleted once no code uses it. The code's cached images are discarded only when the logo changes:
     an image encodes the short URL and shows the logo, so a new destination, label or status leaves it
-    as it was. images may be None only where no image of the code was ever cached (tests).
+    as it was.
     """
     code = get_code(db, owner_id=owner_id, uuid=uuid)
     values = _changed_values(changes)
@@ -194,11 +194,10 @@ def _changed_values(changes: CodeChanges) -> dict[str, Any]:
     return values
 
 
-def delete_code(db: Database, *, owner_id: int, uuid: Any, logo_dir: Path, images: ImageCache | None = None) -> Row:
+def delete_code(db: Database, *, owner_id: int, uuid: Any, logo_dir: Path, images: ImageCache) -> Row:
     """Delete the code and its scan log for good; returns the row as it was.
 
-    Its cached images go too, and its logo file in logo_dir once no code uses it. images may be None
-    only where no image of the code was ever cached (tests).
+    Its cached images go too, and its logo file in logo_dir once no code uses it.
     """
     code = get_code(db, owner_id=owner_id, uuid=uuid)
     with db.write() as conn:
@@ -209,14 +208,12 @@ def delete_code(db: Database, *, owner_id: int, uuid: Any, logo_dir: Path, image
     return code
 
 
-def discard_code_images(images: ImageCache | None, slug: str) -> None:
+def discard_code_images(images: ImageCache, slug: str) -> None:
     """Delete every cached image of the code with this slug: PNGs of every size and the SVG, whatever they show.
 
     Call it only after the change has committed. A failure is logged and the files left: the change went
     through, and a file left behind is never served for another image (its key names what it shows).
     """
-    if images is None:
-        return
     try:
         images.discard_prefix(f"{slug}-")  # every key of a slug starts so (imagecache.cache_key)
     except OSError:

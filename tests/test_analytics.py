@@ -263,7 +263,7 @@ def test_the_overview_counts_only_the_owners_codes_and_ranks_them(db, alice, cod
 def test_a_deleted_code_takes_its_rollups_with_it(services, db, alice, code):
     gen_scans(db, [scan(code.id, NOW - DAY)])
     rollups.refresh_rollups(db, now=NOW)
-    codes.delete_code(db, owner_id=alice, uuid=code.uuid, logo_dir=services.logo_dir)
+    codes.delete_code(db, owner_id=alice, uuid=code.uuid, logo_dir=services.logo_dir, images=services.images)
     with db.read() as conn:
         assert conn.execute(text("SELECT COUNT(*) FROM scan_rollup_days")).scalar_one() == 0
         assert conn.execute(text("SELECT COUNT(*) FROM scan_rollup_values")).scalar_one() == 0

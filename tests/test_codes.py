@@ -18,6 +18,12 @@ from .conftest import gen_code, gen_user
 pytestmark = pytest.mark.postgresql
 
 
+@pytest.fixture
+def images(services):
+    """The app's image cache, which codes.update_code and delete_code keep in step with the codes."""
+    return services.images
+
+
 def test_slugs_are_short_url_safe_and_random():
     slugs = {codes.new_slug() for _ in range(2000)}
     assert len(slugs) == 2000
@@ -90,15 +96,15 @@ def test_create_code_refuses_a_status_update_refuses_too(services, db, alice, st
 
 def test_update_changes_only_what_is_given(services, db, alice):
     code = gen_code(db, alice, label="keep me")
-    updated = codes.update_code(db, owner_id=alice, uuid=code.uuid, logo_dir=services.logo_dir,
+    updated = codes.update_code(db, owner_id=alice, uuid=code.uuid, logo_dir=services.logo_dir, images=services.images,
                                 changes=codes.CodeChanges(destination="https://example.org/new"))
     assert updated.destination == "https://example.org/new" and updated.label == "keep me"
     paused = codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=codes.CodeChanges(status="paused"),
-                               logo_dir=services.logo_dir)
+                               logo_dir=services.logo_dir, images=services.images)
     assert paused.status == "paused"
     with pytest.raises(ValidationError):
         codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=codes.CodeChanges(status="deleted"),
-                          logo_dir=services.logo_dir)
+                          logo_dir=services.logo_dir, images=services.images)
 
 
 def test_other_users_code_is_not_found_like_an_unknown_one(services, db, alice):
@@ -108,7 +114,7 @@ def test_other_users_code_is_not_found_like_an_unknown_one(services, db, alice):
         with pytest.raises(NotFound):
             codes.get_code(db, owner_id=bob, uuid=uuid)
     with pytest.raises(NotFound):
-        codes.delete_code(db, owner_id=bob, uuid=code.uuid, logo_dir=services.logo_dir)
+        codes.delete_code(db, owner_id=bob, uuid=code.uuid, logo_dir=services.logo_dir, images=services.images)
     assert codes.get_code(db, owner_id=alice, uuid=code.uuid).id == code.id
 
 
@@ -145,7 +151,7 @@ def test_a_last_page_needs_no_count_query(db, alice, monkeypatch):
 
 def test_delete_removes_the_code(services, db, alice):
     code = gen_code(db, alice)
-    codes.delete_code(db, owner_id=alice, uuid=code.uuid, logo_dir=services.logo_dir)
+    codes.delete_code(db, owner_id=alice, uuid=code.uuid, logo_dir=services.logo_dir, images=services.images)
     with pytest.raises(NotFound):
         codes.get_code(db, owner_id=alice, uuid=code.uuid)
 
@@ -191,47 +197,47 @@ def test_uploading_an_old_unused_logo_again_restarts_its_grace_period(db, tmp_pa
     assert stored_logos(tmp_path) == {logo}
 
 
-def test_replaced_logo_file_is_deleted(db, alice, tmp_path):
+def test_replaced_logo_file_is_deleted(db, alice, tmp_path, images):
     code = with_logo(db, alice, tmp_path)
     new_logo = codes.save_logo(tmp_path, b"logo B")
     updated = codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=codes.CodeChanges(logo=new_logo),
-                                logo_dir=tmp_path)
+                                logo_dir=tmp_path, images=images)
     assert updated.logo == new_logo and stored_logos(tmp_path) == {new_logo}
 
 
-def test_removed_logo_file_is_deleted(db, alice, tmp_path):
+def test_removed_logo_file_is_deleted(db, alice, tmp_path, images):
     code = with_logo(db, alice, tmp_path)
     codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=codes.CodeChanges(remove_logo=True),
-                      logo_dir=tmp_path)
+                      logo_dir=tmp_path, images=images)
     assert stored_logos(tmp_path) == set()
 
 
-def test_deleted_codes_logo_file_is_deleted(db, alice, tmp_path):
+def test_deleted_codes_logo_file_is_deleted(db, alice, tmp_path, images):
     code = with_logo(db, alice, tmp_path)
-    codes.delete_code(db, owner_id=alice, uuid=code.uuid, logo_dir=tmp_path)
+    codes.delete_code(db, owner_id=alice, uuid=code.uuid, logo_dir=tmp_path, images=images)
     assert stored_logos(tmp_path) == set()
 
 
-def test_other_changes_leave_the_logo_file(db, alice, tmp_path):
+def test_other_changes_leave_the_logo_file(db, alice, tmp_path, images):
     code = with_logo(db, alice, tmp_path)
-    codes.update_code(db, owner_id=alice, uuid=code.uuid, logo_dir=tmp_path,
+    codes.update_code(db, owner_id=alice, uuid=code.uuid, logo_dir=tmp_path, images=images,
                       changes=codes.CodeChanges(label="renamed", logo=code.logo))
     assert stored_logos(tmp_path) == {code.logo}
 
 
-def test_shared_logo_file_stays_until_no_code_uses_it(db, alice, tmp_path):
+def test_shared_logo_file_stays_until_no_code_uses_it(db, alice, tmp_path, images):
     first, second = with_logo(db, alice, tmp_path), with_logo(db, gen_user(db, "bob"), tmp_path)
     third = with_logo(db, alice, tmp_path)
     assert first.logo == second.logo == third.logo
     codes.update_code(db, owner_id=alice, uuid=first.uuid, changes=codes.CodeChanges(remove_logo=True),
-                      logo_dir=tmp_path)
-    codes.delete_code(db, owner_id=alice, uuid=third.uuid, logo_dir=tmp_path)
+                      logo_dir=tmp_path, images=images)
+    codes.delete_code(db, owner_id=alice, uuid=third.uuid, logo_dir=tmp_path, images=images)
     assert stored_logos(tmp_path) == {first.logo}  # bob's code still shows it
-    codes.delete_code(db, owner_id=second.owner_id, uuid=second.uuid, logo_dir=tmp_path)
+    codes.delete_code(db, owner_id=second.owner_id, uuid=second.uuid, logo_dir=tmp_path, images=images)
     assert stored_logos(tmp_path) == set()
 
 
-def test_failed_change_keeps_the_logo_file(db, alice, tmp_path, monkeypatch):
+def test_failed_change_keeps_the_logo_file(db, alice, tmp_path, monkeypatch, images):
     code = with_logo(db, alice, tmp_path)
 
     def failing_after(query):
@@ -244,20 +250,20 @@ def test_failed_change_keeps_the_logo_file(db, alice, tmp_path, monkeypatch):
     monkeypatch.setattr(store, "delete_code", failing_after(store.delete_code))
     with pytest.raises(OperationalError):
         codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=codes.CodeChanges(remove_logo=True),
-                          logo_dir=tmp_path)
+                          logo_dir=tmp_path, images=images)
     with pytest.raises(OperationalError):
-        codes.delete_code(db, owner_id=alice, uuid=code.uuid, logo_dir=tmp_path)
+        codes.delete_code(db, owner_id=alice, uuid=code.uuid, logo_dir=tmp_path, images=images)
     assert codes.get_code(db, owner_id=alice, uuid=code.uuid).logo == code.logo
     assert stored_logos(tmp_path) == {code.logo}
 
 
-def test_a_logo_whose_file_is_gone_is_refused(db, alice, tmp_path):
+def test_a_logo_whose_file_is_gone_is_refused(db, alice, tmp_path, images):
     code = gen_code(db, alice)
     logo = codes.save_logo(tmp_path, b"logo A")
     codes.logo_path(tmp_path, logo).unlink()
     with pytest.raises(ValidationError) as caught:
         codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=codes.CodeChanges(logo=logo),
-                          logo_dir=tmp_path)
+                          logo_dir=tmp_path, images=images)
     assert caught.value.field == "logo"
     with pytest.raises(ValidationError):
         codes.create_code(db, owner_id=alice, destination="https://example.com/", logo=logo, logo_dir=tmp_path)
@@ -266,14 +272,14 @@ def test_a_logo_whose_file_is_gone_is_refused(db, alice, tmp_path):
 
 
 def test_a_logo_file_that_cannot_be_deleted_is_logged_and_the_change_stands(db, alice, tmp_path, monkeypatch,
-                                                                           caplog):
+                                                                           caplog, images):
     code = with_logo(db, alice, tmp_path)
 
     def refuse(self, missing_ok=False):
         raise PermissionError(13, "Permission denied", str(self))
 
     monkeypatch.setattr(Path, "unlink", refuse)
-    codes.delete_code(db, owner_id=alice, uuid=code.uuid, logo_dir=tmp_path)
+    codes.delete_code(db, owner_id=alice, uuid=code.uuid, logo_dir=tmp_path, images=images)
     assert "could not delete the logo file" in caplog.text
     with pytest.raises(NotFound):
         codes.get_code(db, owner_id=alice, uuid=code.uuid)
@@ -295,8 +301,7 @@ def cached_files(images: ImageCache) -> set[str]:
     return {path.name for path in Path(images.directory).iterdir()}
 
 
-def test_delete_discards_every_cached_image_of_the_code_and_no_other(db, alice, tmp_path):
-    images = ImageCache(tmp_path / "images")
+def test_delete_discards_every_cached_image_of_the_code_and_no_other(db, alice, tmp_path, images):
     code, other = gen_code(db, alice), gen_code(db, alice)
     cache_images(images, code)
     cache_images(images, code, short_url=f"http://localhost/p/{code.slug}")  # served under another address too
@@ -310,8 +315,7 @@ def test_delete_discards_every_cached_image_of_the_code_and_no_other(db, alice, 
     codes.CodeChanges(label="renamed"),
     codes.CodeChanges(status="paused"),
 ], ids=["destination", "label", "status"])
-def test_a_change_the_image_does_not_show_keeps_its_cached_images(db, alice, tmp_path, changes):
-    images = ImageCache(tmp_path / "images")
+def test_a_change_the_image_does_not_show_keeps_its_cached_images(db, alice, tmp_path, changes, images):
     code = gen_code(db, alice)
     cached = cache_images(images, code)
     codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=changes, logo_dir=tmp_path, images=images)
@@ -322,8 +326,7 @@ def test_a_change_the_image_does_not_show_keeps_its_cached_images(db, alice, tmp
     lambda logo_dir: codes.CodeChanges(logo=codes.save_logo(logo_dir, b"logo B")),
     lambda logo_dir: codes.CodeChanges(remove_logo=True),
 ], ids=["replaced", "removed"])
-def test_a_logo_change_discards_the_cached_images(db, alice, tmp_path, changes):
-    images = ImageCache(tmp_path / "images")
+def test_a_logo_change_discards_the_cached_images(db, alice, tmp_path, changes, images):
     code = with_logo(db, alice, tmp_path)
     cache_images(images, code)
     codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=changes(tmp_path), logo_dir=tmp_path,
@@ -331,8 +334,8 @@ def test_a_logo_change_discards_the_cached_images(db, alice, tmp_path, changes):
     assert cached_files(images) == set()
 
 
-def test_a_cache_that_cannot_be_emptied_is_logged_and_the_delete_stands(db, alice, tmp_path, monkeypatch, caplog):
-    images = ImageCache(tmp_path / "images")
+def test_a_cache_that_cannot_be_emptied_is_logged_and_the_delete_stands(db, alice, tmp_path, monkeypatch, caplog,
+                                                                         images):
     code = gen_code(db, alice)
     cache_images(images, code)
 

@@ -339,7 +339,7 @@ def test_an_edit_applies_only_the_fields_changed_in_the_form_keeping_a_change_ma
     code = gen_code(services.db, alice, destination="https://example.com/old", label="Menu & drinks")
     fields = edit_form_fields(text(browser.get(f"/codes/{code.uuid}/edit")))
     assert (fields["destination"], fields["label"]) == ("https://example.com/old", "Menu & drinks")
-    codes.update_code(services.db, owner_id=alice, uuid=code.uuid, logo_dir=services.logo_dir,
+    codes.update_code(services.db, owner_id=alice, uuid=code.uuid, logo_dir=services.logo_dir, images=services.images,
                       changes=codes.CodeChanges(destination="https://example.com/from-the-api"))
     response = browser.post(f"/codes/{code.uuid}/edit", data={**fields, "label": "Summer menu"})
     assert response.status_code == 302
@@ -353,7 +353,7 @@ def test_an_edit_applies_only_the_fields_changed_in_the_form_keeping_a_change_ma
 def test_a_field_changed_both_elsewhere_and_in_the_form_takes_the_forms_value_and_says_so(browser, services, alice):
     code = gen_code(services.db, alice, label="Menu")
     fields = edit_form_fields(text(browser.get(f"/codes/{code.uuid}/edit")))
-    codes.update_code(services.db, owner_id=alice, uuid=code.uuid, logo_dir=services.logo_dir,
+    codes.update_code(services.db, owner_id=alice, uuid=code.uuid, logo_dir=services.logo_dir, images=services.images,
                       changes=codes.CodeChanges(label="From the API"))
     browser.post(f"/codes/{code.uuid}/edit", data={**fields, "label": "From the form"})
     assert codes.get_code(services.db, owner_id=alice, uuid=code.uuid).label == "From the form"
@@ -373,7 +373,7 @@ def test_an_edit_with_nothing_changed_elsewhere_says_only_that_it_was_saved(brow
 def test_a_refused_edit_keeps_the_values_the_form_was_opened_with(browser, services, alice):
     code = gen_code(services.db, alice, label="Menu")
     fields = edit_form_fields(text(browser.get(f"/codes/{code.uuid}/edit")))
-    codes.update_code(services.db, owner_id=alice, uuid=code.uuid, logo_dir=services.logo_dir,
+    codes.update_code(services.db, owner_id=alice, uuid=code.uuid, logo_dir=services.logo_dir, images=services.images,
                       changes=codes.CodeChanges(destination="https://example.com/from-the-api"))
     refused = browser.post(f"/codes/{code.uuid}/edit", data={**fields, "destination": "nope", "label": "New"})
     assert refused.status_code == 400

@@ -114,7 +114,7 @@ def test_cgi_scan_with_a_bad_setting_leaves_it_to_the_full_app_which_names_it(se
 def test_cgi_scan_leaves_unknown_and_paused_codes_to_the_full_app(services, db, alice):
     code = gen_code(db, alice)
     codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=codes.CodeChanges(status="paused"),
-                      logo_dir=services.logo_dir)
+                      logo_dir=services.logo_dir, images=services.images)
     for slug in ("nosuch1", code.slug):
         out = io.BytesIO()
         assert serve_cgi(cgi_environ(services, slug), out=out) is False

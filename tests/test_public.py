@@ -44,7 +44,7 @@ def test_scan_records_and_redirects_with_302_no_store(client, db, alice):
 def test_scan_follows_a_new_destination_at_once(client, services, db, alice):
     code = gen_code(db, alice, destination="https://example.com/old")
     codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=codes.CodeChanges(destination="https://new.example/"),
-                      logo_dir=services.logo_dir)
+                      logo_dir=services.logo_dir, images=services.images)
     assert client.get(f"/p/{code.slug}").headers["Location"] == "https://new.example/"
 
 
@@ -58,7 +58,7 @@ def test_unknown_slug_gets_a_friendly_404_page(client):
 def test_paused_code_gets_a_friendly_410_and_is_not_counted(client, services, db, alice):
     code = gen_code(db, alice)
     codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=codes.CodeChanges(status="paused"),
-                      logo_dir=services.logo_dir)
+                      logo_dir=services.logo_dir, images=services.images)
     response = client.get(f"/p/{code.slug}")
     assert response.status_code == 410 and "paused" in response.text
     assert response.headers["Cache-Control"] == "no-store"  # a browser must see the code once it is resumed
