@@ -464,6 +464,24 @@ def test_text_cut_short_on_the_settings_pages_has_its_whole_text_in_a_title(live
     assert browser_errors.messages == []
 
 
+def test_text_cut_short_on_the_code_pages_has_its_whole_text_in_a_title(live_server: LiveServer, new_page,
+                                                                       browser_errors: BrowserErrors):
+    base, db = live_server.url, live_server.services.db
+    alice_id = gen_user(db, "alice", is_admin=True)
+    made = [gen_code(db, alice_id, destination="https://example.com/" + "d" * 400, label=label)
+            for label in LONG_LABELS]
+    recorder = live_server.services.recorder
+    recorder.scan_store.write([recorder.scan_row(ScanTarget(code_id=code.id, destination=code.destination),
+                                                 {"HTTP_USER_AGENT": "Mozilla/5.0", "REMOTE_ADDR": "203.0.113.9"},
+                                                 now=now_epoch() - 60) for code in made])
+    page = new_page()
+    log_in(page, base, "alice")
+    cut = cut_texts(page, base, ["/analytics", "/codes"] + [f"/codes/{code.uuid}" for code in made])
+    assert any(element["text"] == "L" * 200 for element in cut)  # Top codes
+    assert [element for element in cut if element["text"] not in (element["title"] or "")] == []
+    assert browser_errors.messages == []
+
+
 def test_key_and_user_rows_read_as_label_and_value_lines_on_a_phone(live_server: LiveServer, new_page,
                                                                      browser_errors: BrowserErrors):
     base, db = live_server.url, live_server.services.db
