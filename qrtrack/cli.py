@@ -1,11 +1,11 @@
 """Flask CLI commands for operators, the README and tests: init-db, create-user, create-api-key, backup,
-remove-unused-logos."""
+remove-unused-logos, refresh-analytics."""
 from __future__ import annotations
 
 import click
 from flask import Flask
 
-from . import accounts, codes, keys
+from . import accounts, codes, keys, rollups
 from .db import backup_sqlite, upgrade_schema
 from .errors import QrTrackError
 from .web import services
@@ -82,3 +82,13 @@ def register_commands(app: Flask) -> None:
         removed = codes.remove_unused_logos(services().db, services().logo_dir,
                                             older_than_seconds=older_than_hours * 3600)
         click.echo(f"Removed {removed} unused logo file{'' if removed == 1 else 's'}.")
+
+    @app.cli.command("refresh-analytics")
+    def refresh_analytics() -> None:
+        """Count the scans recorded since the last refresh into the analytics, as reading them would.
+
+        Reports count what is not rolled up yet on each read; on a busy install, running this from
+        cron every few minutes keeps every dashboard page from doing that work.
+        """
+        added = rollups.refresh_rollups(services().db)
+        click.echo(f"Counted {added:,} new scan{'' if added == 1 else 's'} into the analytics.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import time
 
 import pytest
 
@@ -137,3 +138,27 @@ def test_backup_refuses_to_write_over_the_live_database_or_the_files_beside_it(t
         assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     finally:
         check.close()
+
+
+def test_refresh_analytics_counts_the_settled_scans_once(tmp_path):
+    from qrtrack import analyticsstore, rollups, store
+
+    from .conftest import gen_code, gen_user
+
+    app = cli_app(tmp_path)
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["init-db"]).exit_code == 0
+    db = app.extensions["qrtrack"].db
+    code = gen_code(db, gen_user(db))
+    settled, recent = time.time() - 10 * rollups.SETTLE_SECONDS, time.time()
+    with db.write() as conn:
+        store.insert_scans(conn, [{"code_id": code.id, "ts": int(ts), "device": "iPhone", "os": "", "browser": "",
+                                   "is_bot": False, "user_agent": "", "visitor": "v"}
+                                  for ts in (settled, settled, recent)])
+    first = runner.invoke(args=["refresh-analytics"])
+    assert first.exit_code == 0 and first.output == "Counted 2 new scans into the analytics.\n"
+    again = runner.invoke(args=["refresh-analytics"])
+    assert again.output == "Counted 0 new scans into the analytics.\n"
+    with db.read() as conn:
+        assert analyticsstore.count_scans_after(conn, after_id=analyticsstore.get_rollup_watermark(conn)) == 1
+    db.dispose()
