@@ -448,6 +448,16 @@ def cut_texts(page: Page, base: str, paths: list[str]) -> list[dict]:
     return found
 
 
+def assert_cut_texts_have_titles(page: Page, base: str, paths: list[str], *,
+                                 is_expected: Callable[[str], bool]) -> None:
+    """Logged in as alice, every text cut short on these pages has its whole text in a title; one cut text
+    is_expected, so the check is not of nothing."""
+    log_in(page, base, "alice")
+    cut = cut_texts(page, base, paths)
+    assert any(is_expected(element["text"]) for element in cut)
+    assert [element for element in cut if element["text"] not in (element["title"] or "")] == []
+
+
 def test_text_cut_short_on_the_settings_pages_has_its_whole_text_in_a_title(live_server: LiveServer, new_page,
                                                                            browser_errors: BrowserErrors):
     base, db = live_server.url, live_server.services.db
@@ -456,11 +466,9 @@ def test_text_cut_short_on_the_settings_pages_has_its_whole_text_in_a_title(live
     raw_key, _ = keys.issue_api_key(db, user_id=alice_id, name="k" * 100)
     with live_server.app.test_client() as client:
         client.get("/api.php?label=" + "x" * 300, headers={"X-Api-Key": raw_key})
-    page = new_page()
-    log_in(page, base, "alice")
-    cut = cut_texts(page, base, ["/settings/api-keys", "/settings/users", "/console", "/api-reference"])
-    assert any(element["text"].startswith("/api.php?label=xxx") for element in cut)  # not a test of nothing
-    assert [element for element in cut if element["text"] not in (element["title"] or "")] == []
+    assert_cut_texts_have_titles(new_page(), base, ["/settings/api-keys", "/settings/users", "/console",
+                                                     "/api-reference"],
+                                 is_expected=lambda text: text.startswith("/api.php?label=xxx"))
     assert browser_errors.messages == []
 
 
@@ -474,11 +482,8 @@ def test_text_cut_short_on_the_code_pages_has_its_whole_text_in_a_title(live_ser
     recorder.scan_store.write([recorder.scan_row(ScanTarget(code_id=code.id, destination=code.destination),
                                                  {"HTTP_USER_AGENT": "Mozilla/5.0", "REMOTE_ADDR": "203.0.113.9"},
                                                  now=now_epoch() - 60) for code in made])
-    page = new_page()
-    log_in(page, base, "alice")
-    cut = cut_texts(page, base, ["/analytics", "/codes"] + [f"/codes/{code.uuid}" for code in made])
-    assert any(element["text"] == "L" * 200 for element in cut)  # Top codes
-    assert [element for element in cut if element["text"] not in (element["title"] or "")] == []
+    assert_cut_texts_have_titles(new_page(), base, ["/analytics", "/codes"] + [f"/codes/{code.uuid}" for code in made],
+                                 is_expected=lambda text: text == "L" * 200)  # Top codes
     assert browser_errors.messages == []
 
 
