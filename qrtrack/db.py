@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
-from .config import Settings
+from .config import ConfigError, Settings
 from .errors import ValidationError
 from .scanstore import WRITER_LOCK_SUFFIX
 
@@ -144,7 +144,28 @@ def ensure_schema(db: Database) -> None:
         except (OperationalError, ProgrammingError):  # no such table: SQLite says the first, PostgreSQL the second
             current = None
     if current != SCHEMA_REVISION:
+        _refuse_newer_schema(db, current)
         upgrade_schema(db)
+
+
+def _refuse_newer_schema(db: Database, current: str | None) -> None:
+    """ConfigError when a newer release has upgraded the database past every migration this one has.
+
+    That is a user going back to an older release after an upgrade: Alembic would only fail with a traceback
+    ("Can't locate revision"), and the older code must not run on a schema it does not know.
+    """
+    if current is None:
+        return
+    from alembic.script import ScriptDirectory
+
+    known = {script.revision for script in ScriptDirectory.from_config(_alembic_config()).walk_revisions()}
+    if current in known:
+        return
+    where = db.engine.url.render_as_string(hide_password=True)
+    db.dispose()  # start-up stops here: nothing else will close the connection that read the revision
+    raise ConfigError(f"the database {where} was upgraded by a newer version of QR Track (schema {current}; this "
+                      f"version knows up to {SCHEMA_REVISION}): run that version, or restore the backup taken "
+                      "before the upgrade")
 
 
 def schema_revision(db: Database) -> str | None:
