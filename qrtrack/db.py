@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, String, create_engine, event
+from sqlalchemy import Connection, Engine, String, create_engine, event, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
@@ -21,6 +21,7 @@ SCHEMA_REVISION = "0005"
 """The newest migration. Kept here so start-up can check the schema without importing Alembic;
 tests/test_db.py fails when a new migration is added without updating it."""
 BUSY_TIMEOUT_MS = 10_000
+MIGRATION_LOCK_KEY = 0x51_72_74_72_61_63_6B  # "Qrtrack" in ASCII: PostgreSQL's advisory lock for migrations
 SQLITE_LOWER_FUNCTION = "unicode_lower"
 LIVE_DATABASE_SUFFIXES = ("", "-journal", "-wal", "-shm", WRITER_LOCK_SUFFIX)
 """The database file and the files SQLite and the scan writer keep beside it."""
@@ -128,12 +129,24 @@ def upgrade_schema(db: Database) -> None:
     On SQLite the migration runs under BEGIN IMMEDIATE, so a second process starting at the same
     moment waits, then finds the schema current and does nothing.
     """
-    from alembic import command
-
     with db.engine.connect() as conn:
         conn.execution_options(sqlite_begin="IMMEDIATE")
         with conn.begin():
-            command.upgrade(_alembic_config(conn), "head")
+            migrate_to_head(conn)
+
+
+def migrate_to_head(conn: Connection) -> None:
+    """Run the migrations the schema lacks in conn's transaction, holding off other processes' until it ends.
+
+    On PostgreSQL a transaction-scoped advisory lock does what BEGIN IMMEDIATE does on SQLite. Without it,
+    the workers of a server starting together on an old schema all read the old revision, wait for each
+    other's ALTER TABLE, and all but one then fail ("column ... already exists") and stop.
+    """
+    from alembic import command
+
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+    command.upgrade(_alembic_config(conn), "head")
 
 
 def ensure_schema(db: Database) -> None:

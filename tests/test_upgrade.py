@@ -11,6 +11,8 @@ import hmac
 import io
 import re
 import sqlite3
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from sqlalchemy import text
 
 from qrtrack import accounts, analytics, codes, create_app, keys, qrimage, rollups, store
 from qrtrack.config import ConfigError
-from qrtrack.db import SCHEMA_REVISION, Database, _alembic_config, schema_revision
+from qrtrack.db import SCHEMA_REVISION, Database, _alembic_config, ensure_schema, migrate_to_head, schema_revision
 
 from .conftest import PASSWORD, close_app, database_at
 from .dashboard_helpers import log_in
@@ -263,3 +265,46 @@ def test_a_database_a_newer_release_upgraded_stops_start_up_with_one_line_and_st
         start_app(old_instance)
     assert schema_revision(db) == "9001"
     assert all_rows(db) == rows
+
+
+def test_a_second_process_starting_while_the_first_upgrades_waits_and_then_finds_the_schema_current(old_instance,
+                                                                                                  backend):
+    """The workers of a server start together: on PostgreSQL all but one failed with "column already exists"."""
+    first, second = old_database(old_instance), old_database(old_instance)
+    outcome = []
+
+    def start_second() -> None:
+        try:
+            ensure_schema(second)
+        except Exception as error:  # the failure is what this test reports
+            outcome.append(error)
+        else:
+            outcome.append("current")
+
+    with first.engine.connect() as conn:
+        conn.execution_options(sqlite_begin="IMMEDIATE")
+        with conn.begin():
+            migrate_to_head(conn)
+            waiting = threading.Thread(target=start_second)
+            waiting.start()
+            _wait_until_blocked(first, backend)
+    waiting.join(timeout=30)
+    assert outcome == ["current"]
+    assert schema_revision(second) == SCHEMA_REVISION
+    first.dispose()
+    second.dispose()
+
+
+def _wait_until_blocked(db: Database, backend: str) -> None:
+    """Until another connection waits for a lock (on SQLite, give the second start a moment to reach its BEGIN)."""
+    if backend == "sqlite":
+        time.sleep(0.3)
+        return
+    query = text("SELECT COUNT(*) FROM pg_stat_activity "
+                 "WHERE datname = current_database() AND wait_event_type = 'Lock'")
+    deadline = time.monotonic() + 10
+    with db.engine.connect() as watcher:
+        while watcher.execute(query).scalar_one() == 0:
+            watcher.rollback()  # pg_stat_activity holds still within a transaction
+            assert time.monotonic() < deadline, "the second start never waited for the first"
+            time.sleep(0.02)
