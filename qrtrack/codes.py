@@ -176,8 +176,8 @@ def update_code(db: Database, *, owner_id: int, uuid: Any, changes: CodeChanges,
         updated = store.get_code_by_uuid(conn, uuid=code.uuid, owner_id=owner_id)
     if code.logo != updated.logo:
         discard_code_images(images, code.slug)
-    if code.logo and code.logo != updated.logo:
-        remove_logo_if_unused(db, logo_dir, code.logo)
+        if code.logo:
+            remove_logo_if_unused(db, logo_dir, code.logo)
     return updated
 
 

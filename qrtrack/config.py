@@ -89,22 +89,23 @@ def _parse_rate_limit_amounts(name: str, raw: str, value: str) -> list[int]:
 
 def _has_a_zero_period(value: str) -> bool:
     """True for "5 per 0 minutes", which the limits library reads as 5 per minute: a mistake to name, not guess."""
-    words = value.lower().replace("/", " per ")
-    for separator in ",;|":  # what the limits library splits several limits on
-        words = words.replace(separator, " ")
-    words = words.split()
+    words = _rate_limit_words(value)
     pairs = zip(words, words[1:], strict=False)
     return any(word == "per" and _is_number(after) and int(after) == 0 for word, after in pairs)
 
 
-def is_simple_rate_limit(value: str) -> bool:
-    return simple_rate_limit_amount(value) is not None
+def _rate_limit_words(value: str) -> list[str]:
+    """value's words in lower case, "/" read as "per" and the separators of several limits as spaces."""
+    words = value.lower().replace("/", " per ")
+    for separator in ",;|":  # what the limits library splits several limits on
+        words = words.replace(separator, " ")
+    return words.split()
 
 
 def simple_rate_limit_amount(value: str) -> int | None:
     """The request count of the common forms, "100/hour", "5 per 2 minutes": a subset of what the limits
     library accepts, read without importing it. None for anything else, left to the library to accept or refuse."""
-    words = value.lower().replace("/", " per ").split()
+    words = _rate_limit_words(value)
     if len(words) == 4 and _is_number(words[2]):
         del words[2]
     is_simple = (len(words) == 3 and _is_number(words[0]) and words[1] == "per"

@@ -168,12 +168,12 @@ class FastPath:
         base_url = self.base_url or request_base_url(environ)
         if base_url is None:
             return None
-        data, logo = links.short_url(base_url, image.slug), found[0]
-        content = self.images.get(imagecache.image_key(image.slug, kind=image.kind, size=image.size, data=data,
-                                                       logo=logo))
+        fingerprint = imagecache.image_fingerprint(links.short_url(base_url, image.slug), found[0])
+        content = self.images.get(imagecache.cache_key(image.slug, kind=image.kind, size=image.size,
+                                                       fingerprint=fingerprint))
         if content is None:
             return None
-        return content, imagecache.image_cache_control(image.version, data=data, logo=logo)
+        return content, imagecache.image_cache_control(image.version, fingerprint=fingerprint)
 
     def _image_response(self, environ: Mapping[str, Any], start_response: Callable, content: bytes, *,
                         kind: str, cache_control: str) -> Iterable[bytes]:

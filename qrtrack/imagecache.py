@@ -36,21 +36,17 @@ def image_version(data: str, logo: str | None) -> str:
     return image_fingerprint(data, logo)[:VERSION_LENGTH]
 
 
-def image_cache_control(requested_version: str | None, *, data: str, logo: str | None) -> str:
-    """Cache-Control for an image: for good when its URL names the version it shows (the dashboard's ?v=),
-    since a new logo gives a new URL; else five minutes, so a logo change reaches printed-link readers soon."""
-    if requested_version is not None and requested_version == image_version(data, logo):
+def image_cache_control(requested_version: str | None, *, fingerprint: str) -> str:
+    """Cache-Control for the image with this fingerprint: for good when its URL names the version it shows
+    (the dashboard's ?v=), since a new logo gives a new URL; else five minutes, so a logo change reaches
+    printed-link readers soon."""
+    if requested_version is not None and requested_version == fingerprint[:VERSION_LENGTH]:
         return VERSIONED_IMAGE_CACHE_CONTROL
     return IMAGE_CACHE_CONTROL
 
 
 def is_image_version(text: str) -> bool:
     return len(text) == VERSION_LENGTH and all(character in LOWER_HEX_DIGITS for character in text)
-
-
-def image_key(slug: str, *, kind: str, size: int | None, data: str, logo: str | None) -> str:
-    """The cache key of a code's image encoding data (its short URL) with this logo: one formula for every reader."""
-    return cache_key(slug, kind=kind, size=size, fingerprint=image_fingerprint(data, logo))
 
 
 def instance_image_cache(instance_path: str) -> ImageCache:

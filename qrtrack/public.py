@@ -44,12 +44,13 @@ def _qr_image(slug: str, *, kind: str, size: int | None) -> Response:
     if code is None:
         abort(404, "no QR code at this address")
     data = short_url(code.slug)
-    key = imagecache.image_key(code.slug, kind=kind, size=size, data=data, logo=code.logo)
+    fingerprint = imagecache.image_fingerprint(data, code.logo)
+    key = imagecache.cache_key(code.slug, kind=kind, size=size, fingerprint=fingerprint)
     content = app_services.images.get(key)
     if content is None:
         content = _render(kind, data, size, _logo_bytes(code.logo))
         app_services.images.put(key, content)
-    cache_control = imagecache.image_cache_control(request.args.get("v"), data=data, logo=code.logo)
+    cache_control = imagecache.image_cache_control(request.args.get("v"), fingerprint=fingerprint)
     return _cached_response(content, mimetype=imagecache.MIMETYPES[kind], cache_control=cache_control)
 
 

@@ -59,8 +59,9 @@ def is_storable(value: str) -> bool:
 def has_id(column: ColumnElement, value: int) -> ColumnElement[bool]:
     """column = value, for an id that came from outside (a URL, a form, a query string): never an error.
 
-    The value is bound as a 64-bit integer: PostgreSQL's id columns are 32-bit, and bound as their own type a
-    larger id fails as out of range instead of matching nothing. Past 64 bits no database stores it (SQLite's
+    The value is bound as a 64-bit integer: PostgreSQL's users, keys and codes ids are 32-bit (only scans and
+    API calls have 64-bit ones), and bound as their own type a larger id fails as out of range instead of
+    matching nothing. Past 64 bits no database stores it (SQLite's
     driver raises OverflowError), so it matches nothing without being sent.
     """
     if not -MAX_INTEGER - 1 <= value <= MAX_INTEGER:

@@ -11,7 +11,7 @@ from sqlalchemy.exc import OperationalError
 
 from qrtrack import codes, store
 from qrtrack.errors import NotFound, ValidationError
-from qrtrack.imagecache import ImageCache, image_key
+from qrtrack.imagecache import ImageCache, cache_key, image_fingerprint
 
 from .conftest import gen_code, gen_user
 
@@ -290,7 +290,8 @@ def test_a_logo_file_that_cannot_be_deleted_is_logged_and_the_change_stands(db, 
 def cache_images(images: ImageCache, code, *, short_url: str | None = None) -> dict[str, bytes]:
     """Put a PNG of two sizes and an SVG of the code in the cache, as /img/ would; returns them by key."""
     data = short_url or f"https://qr.example.com/p/{code.slug}"
-    cached = {image_key(code.slug, kind=kind, size=size, data=data, logo=code.logo): f"{kind} {size}".encode()
+    fingerprint = image_fingerprint(data, code.logo)
+    cached = {cache_key(code.slug, kind=kind, size=size, fingerprint=fingerprint): f"{kind} {size}".encode()
               for kind, size in (("png", 400), ("png", 96), ("svg", None))}
     for key, content in cached.items():
         images.put(key, content)

@@ -162,9 +162,9 @@ def test_rate_limits_read_without_the_limits_library_are_ones_it_accepts(value, 
     """The hand-written check is a shortcut for the common forms; the limits library stays the authority."""
     from limits import parse_many
 
-    from qrtrack.config import is_simple_rate_limit
+    from qrtrack.config import simple_rate_limit_amount
 
-    assert is_simple_rate_limit(value) is simple
+    assert (simple_rate_limit_amount(value) is not None) is simple
     if simple:
         assert parse_many(value)
 

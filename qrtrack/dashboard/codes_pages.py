@@ -34,9 +34,9 @@ bp.add_app_template_global(short_url, "code_short_url")
 def qr_image_url(code, *, size: int | None = None, kind: str = "png") -> str:
     """The dashboard's URL of a code's QR image: v names what the image shows (its short URL and logo).
 
-    /img/ serves images with a few minutes' public caching; a new v after a logo change makes the
-    browser fetch the new image at once instead of showing the one it cached. /img/ ignores v, and the
-    lean path (fastpath.image_request) still answers such a URL from the image cache.
+    /img/ sends such a URL to be cached for good while v is current (imagecache.image_cache_control); a
+    logo change gives a new v, so the browser fetches the new image at once. The lean path
+    (fastpath.image_request) answers such a URL from the image cache too.
     """
     version = imagecache.image_version(short_url(code.slug), code.logo)
     return url_for("public.qr_svg" if kind == "svg" else "public.qr_png", slug=code.slug, size=size, v=version)
