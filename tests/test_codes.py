@@ -92,6 +92,12 @@ def test_create_code_refuses_a_status_update_refuses_too(services, db, alice, st
                           logo_dir=services.logo_dir)
     assert (refused.value.code, refused.value.field) == ("invalid_status", "status")
     assert codes.list_codes(db, owner_id=alice)[1] == 0
+    if status is not None:  # None in CodeChanges means "leave the status as it is"
+        code = gen_code(db, alice)
+        with pytest.raises(ValidationError) as refused_update:
+            codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=codes.CodeChanges(status=status),
+                              logo_dir=services.logo_dir, images=services.images)
+        assert (refused_update.value.code, refused_update.value.field) == ("invalid_status", "status")
 
 
 def test_update_changes_only_what_is_given(services, db, alice):

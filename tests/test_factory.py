@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from werkzeug.exceptions import NotFound
 
 from qrtrack.schema import MAX_INTEGER
 
@@ -39,15 +40,22 @@ def test_the_int_routes_are_the_ones_these_tests_know(app):
 @pytest.mark.parametrize("number", [MAX_INTEGER + 1, 99999999999999999999, 10**400],
                          ids=["2**63", "20 digits", "401 digits"])
 def test_an_id_past_what_the_database_holds_is_not_found_on_every_int_route(app, admin_client, number):
+    """No route matches it (the factory's converter), so no view or query sees it."""
+    assert int_routes(app)
     for rule, method in int_routes(app):
         url = INT_SEGMENT.sub(str(number), rule)
+        with pytest.raises(NotFound):
+            app.url_map.bind("localhost").match(url, method=method)
         response = admin_client.open(url, method=method, headers={"X-CSRFToken": admin_client.token})
         assert response.status_code == 404, (method, url)
 
 
 def test_the_largest_id_the_database_holds_is_looked_up_and_not_found(app, admin_client):
+    assert int_routes(app)
     for rule, method in int_routes(app):
         url = INT_SEGMENT.sub(str(MAX_INTEGER), rule)
+        endpoint, arguments = app.url_map.bind("localhost").match(url, method=method)
+        assert MAX_INTEGER in arguments.values(), (endpoint, arguments)
         response = admin_client.open(url, method=method, headers={"X-CSRFToken": admin_client.token})
         assert response.status_code == 404, (method, url)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import io
 import re
 import sqlite3
 import threading
@@ -18,7 +17,6 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
-from PIL import Image
 from sqlalchemy import text
 
 from qrtrack import accounts, analytics, codes, create_app, keys, qrimage, rollups, store
@@ -28,6 +26,7 @@ from qrtrack.db import SCHEMA_REVISION, Database, _alembic_config, ensure_schema
 from .conftest import PASSWORD, close_app, database_at
 from .dashboard_helpers import log_in
 from .dashboard_helpers import text as page_text
+from .test_dashboard_codes import png_bytes
 
 pytestmark = pytest.mark.postgresql
 
@@ -67,12 +66,6 @@ def old_visitor_id(anonymous_address: str, user_agent: str, ts: int) -> str:
     return hmac.new(key, message, hashlib.sha256).hexdigest()[:32]
 
 
-def logo_png() -> bytes:
-    image = io.BytesIO()
-    Image.new("RGB", (64, 64), (200, 30, 30)).save(image, "PNG")
-    return qrimage.sanitize_logo(image.getvalue())
-
-
 @pytest.fixture
 def old_instance(tmp_path: Path, empty_database_url: str) -> OldInstance:
     """An instance folder and a database as the previous release left them after some use."""
@@ -87,7 +80,8 @@ def old_instance(tmp_path: Path, empty_database_url: str) -> OldInstance:
     made = {"menu": codes.create_code(db, owner_id=user_id, destination="https://example.com/menu",
                                       label="Spring menu", logo_dir=logo_dir),
             "logo": codes.create_code(db, owner_id=user_id, destination="https://example.com/ünï", label="Ümlaut ✓",
-                                      logo=codes.save_logo(logo_dir, logo_png()), logo_dir=logo_dir)}
+                                      logo=codes.save_logo(logo_dir, qrimage.sanitize_logo(png_bytes())),
+                                      logo_dir=logo_dir)}
     today = analytics.today_utc()
     first_day = (today - analytics.EPOCH_DATE).days
     with db.write() as conn:
@@ -251,6 +245,9 @@ def test_a_backup_of_the_upgraded_database_holds_everything(upgraded_app, tmp_pa
     assert copy.execute("SELECT version_num FROM alembic_version").fetchall() == [(SCHEMA_REVISION,)]
     assert copy.execute("SELECT COUNT(*) FROM scans").fetchone() == (len(OLD_SCANS),)
     copy.close()
+    backup = database_at(f"sqlite:///{tmp_path / 'backup.db'}")
+    assert all_rows(backup) == all_rows(upgraded_app.extensions["qrtrack"].db)
+    backup.dispose()
 
 
 def test_a_database_a_newer_release_upgraded_stops_start_up_with_one_line_and_stays_as_it_is(upgraded_app,
