@@ -14,6 +14,9 @@ Cases, in the order they run (default: all):
   analytics   API scan log (and the dashboard page, when it exists) of a code with 1,000,000 scans vs COUNT(*)
   cgi         app.cgi and python app.py as real CGI processes vs a minimal Flask CGI app, and a
               standard-library CGI scan (bench/baseline_cgi_scan.py) vs python -c pass as the floor
+  hosting     a scan through a private Apache on 127.0.0.1 under FastCGI (app.fcgi, mod_fcgid) and Passenger
+              (passenger_wsgi.py) vs a minimal Flask redirect behind the same entries and Apache; needs root
+              and Debian's apache2, libapache2-mod-fcgid, libapache2-mod-passenger and python3-venv
 
 Every run builds its data in a fresh temporary instance folder (the full data set is cached between runs),
 starts gunicorn on 127.0.0.1 with the same settings for QR Track and the baselines (the worker type and
@@ -22,7 +25,7 @@ alternates baseline and subject (3 rounds; 1 with --quick) and takes medians. --
 1 s loads, to keep the benchmark from rotting in the test suite; it never writes RESULTS.md. A full run of
 every case with the shipped threads and without errors rewrites the generated block of bench/RESULTS.md.
 --profile adds a py-spy profile of one worker under the scan load. Needs wrk (`apt-get install -y wrk`)
-for scan, scan-threads, memory, image-warm and api-create.
+for scan, scan-threads, memory, image-warm, api-create and hosting.
 """
 from __future__ import annotations
 
@@ -39,7 +42,7 @@ from pathlib import Path
 # Run as a script, Python puts bench/ itself first on the path; the project root holds `bench` and `qrtrack`.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import http_cases, local_cases, profile, report, scan_cases  # noqa: E402
+from bench import hosting_cases, http_cases, local_cases, profile, report, scan_cases  # noqa: E402
 from bench.context import FULL_LOAD, QUICK_LOAD, Bench, Row  # noqa: E402
 from bench.data import app_settings, clean_environ, new_run_dir, prepare_dataset, remove_run_dir, secret_key  # noqa: E402
 from bench.load import INSTALL_WRK, PHONE_ADDRESS, PHONE_USER_AGENT, LoadSettings, has_wrk  # noqa: E402
@@ -70,6 +73,7 @@ CASES = {
     "api-create": Case(http_cases.measure_api_create, ("bare", "ours"), needs_wrk=True),
     "analytics": Case(http_cases.measure_analytics, ("ours",), needs_wrk=False),
     "cgi": Case(local_cases.measure_cgi, (), needs_wrk=False),
+    "hosting": Case(hosting_cases.measure_hosting, (), needs_wrk=True),
 }
 
 

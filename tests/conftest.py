@@ -216,13 +216,26 @@ def env_without_settings() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
 
 
-def needs_tool(command: str, *, install: str) -> pytest.MarkDecorator:
-    """Skip when `command` is missing on a developer's machine; in CI (CI set) run anyway, so it fails loudly.
+def in_ci() -> bool:
+    """CI is set (to anything but 0, false or no): manage.py test has installed every tool the suite drives,
+    so a missing one is a broken set-up, not a skip."""
+    return os.environ.get("CI", "").strip().lower() not in {"", "0", "false", "no"}
 
-    manage.py test installs every tool the suite drives, so a missing one in CI is a broken set-up, not a skip.
-    """
+
+def needs_tool(command: str, *, install: str) -> pytest.MarkDecorator:
+    """Skip when `command` is missing on a developer's machine; in CI run anyway, so it fails loudly."""
     missing = shutil.which(command) is None and not os.path.exists(command)
-    return pytest.mark.skipif(missing and not os.environ.get("CI"), reason=f"{command} not found; install {install}")
+    return pytest.mark.skipif(missing and not in_ci(), reason=f"{command} not found; install {install}")
+
+
+def require(missing: list[str], what: str) -> None:
+    """Skip when something in missing is lacking on a developer's machine; in CI fail (see in_ci)."""
+    if not missing:
+        return
+    message = f"cannot {what}: missing {', '.join(missing)}"
+    if in_ci():
+        pytest.fail(message + " (CI must run these tests: manage.py test installs what they need)")
+    pytest.skip(message)
 
 
 NEEDS_POSTGRESQL = needs_tool(str(INITDB), install="postgresql")

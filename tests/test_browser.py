@@ -6,7 +6,6 @@ save screenshots of the main pages at desktop and phone width, light and dark, f
 """
 from __future__ import annotations
 
-import os
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -37,7 +36,7 @@ from .browser_support import (
     take_docs_screenshot,
     take_screenshots,
 )
-from .conftest import PASSWORD, gen_code, gen_user
+from .conftest import PASSWORD, gen_code, gen_user, require
 
 pytestmark = pytest.mark.browser
 TIMEOUT_MS = 10_000
@@ -46,11 +45,8 @@ SHOWCASE_BASE_URL = "https://qr.example.com"
 
 @pytest.fixture(scope="session")
 def playwright_driver() -> Iterator[Playwright]:
-    if not Path(CHROMIUM).exists():
-        reason = f"no Chromium at {CHROMIUM}: apt-get install chromium, or set CHROMIUM_PATH"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+    require([] if Path(CHROMIUM).exists() else [f"Chromium at {CHROMIUM} (apt-get install chromium, or set "
+                                                   "CHROMIUM_PATH)"], "drive a browser")
     with sync_playwright() as driver:
         yield driver
 

@@ -23,7 +23,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 import pytest
 
-from .conftest import PASSWORD
+from .conftest import PASSWORD, require
 from .deploy.apache import MODES, SUB_FOLDER, Apache, missing_for, write_probe
 from .deploy.site import (
     WEB_USER,
@@ -33,7 +33,6 @@ from .deploy.site import (
     fetch,
     give_to_web_user,
     make_web_root,
-    require,
     run_flask,
 )
 

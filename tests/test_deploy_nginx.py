@@ -23,7 +23,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 import pytest
 
-from .conftest import PASSWORD, needs_tool
+from .conftest import PASSWORD, needs_tool, require
 from .deploy.nginx import NGINX, OPENSSL, Gunicorn, Nginx, read_unit
 from .deploy.site import (
     Response,
@@ -33,7 +33,6 @@ from .deploy.site import (
     give_to_web_user,
     make_web_root,
     missing_basics,
-    require,
     run_flask,
 )
 from .test_public import decode_png

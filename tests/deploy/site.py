@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
-
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SYSTEM_PYTHON = "/usr/bin/python3"
 WEB_USER = "www-data"
@@ -92,16 +90,6 @@ def missing_basics() -> list[str]:
              and subprocess.run([SYSTEM_PYTHON, "-c", "import ensurepip"], capture_output=True).returncode == 0,
              f"root, to run servers as {WEB_USER}": os.geteuid() == 0}
     return [what for what, present in needs.items() if not present]
-
-
-def require(missing: list[str], what: str) -> None:
-    """Skip when something in missing is lacking on a developer's machine; in CI fail, as manage.py test installs it."""
-    if not missing:
-        return
-    message = f"cannot {what}: missing {', '.join(missing)}"
-    if os.environ.get("CI"):
-        pytest.fail(message + " (CI must run the deployment tests: manage.py test installs these)")
-    pytest.skip(message)
 
 
 def requirements_digest() -> str:
