@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import Row
+from sqlalchemy import Connection, Row
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from . import store
@@ -129,7 +129,7 @@ def create_code(db: Database, *, owner_id: int, destination: Any, label: Any = N
             with db.write() as conn:
                 if store.slug_exists(conn, values["slug"]):
                     continue
-                _check_logo_file(logo_dir, logo)
+                _check_logo_file(conn, logo_dir, logo)
                 store.insert_code(conn, values)
                 return store.get_code_by_uuid(conn, uuid=values["uuid"], owner_id=owner_id)
         except IntegrityError:
@@ -171,7 +171,7 @@ def update_code(db: Database, *, owner_id: int, uuid: Any, changes: CodeChanges,
         return code
     values["updated_at"] = now_epoch()
     with db.write() as conn:
-        _check_logo_file(logo_dir, values.get("logo"))
+        _check_logo_file(conn, logo_dir, values.get("logo"))
         store.update_code(conn, code.id, values)
         updated = store.get_code_by_uuid(conn, uuid=code.uuid, owner_id=owner_id)
     if code.logo != updated.logo:
@@ -279,12 +279,13 @@ def remove_logo_if_unused(db: Database, logo_dir: Path, logo: str) -> None:
     """Delete a logo's file when no code uses it any more (logos are shared by content).
 
     Call it only after the change that dropped the logo has committed, so a failed change never leaves a
-    code without its file. The check and the deletion hold the write lock, and a code taking the logo on
-    checks for the file under the same lock (_check_logo_file), so on SQLite, where writers queue, the
-    two cannot interleave. A failure here is logged and the file left: the change itself went through.
+    code without its file. The check and the deletion hold the logo's lock (store.lock_logo), and a code
+    taking the logo on checks for the file under the same lock (_check_logo_file), so the two cannot
+    interleave. A failure here is logged and the file left: the change itself went through.
     """
     try:
         with db.write() as conn:
+            store.lock_logo(conn, logo)
             if not store.is_logo_used(conn, logo):
                 logo_path(logo_dir, logo).unlink(missing_ok=True)
     except (OSError, SQLAlchemyError):
@@ -307,10 +308,14 @@ def remove_unused_logos(db: Database, logo_dir: Path, *, older_than_seconds: int
     with db.write() as conn:
         used = store.list_used_logos(conn)
         for entry in files:
-            if entry.name.removesuffix(".png") in used:
+            logo = entry.name.removesuffix(".png")
+            if logo in used:
                 continue
             try:
-                if entry.stat().st_mtime < cutoff:
+                if entry.stat().st_mtime >= cutoff:
+                    continue
+                store.lock_logo(conn, logo)
+                if not store.is_logo_used(conn, logo):  # again, under its lock: a code may have taken it since
                     Path(entry.path).unlink(missing_ok=True)
                     removed += 1
             except OSError:
@@ -318,8 +323,12 @@ def remove_unused_logos(db: Database, logo_dir: Path, *, older_than_seconds: int
     return removed
 
 
-def _check_logo_file(logo_dir: Path, logo: str | None) -> None:
-    if logo and not logo_path(logo_dir, logo).is_file():
+def _check_logo_file(conn: Connection, logo_dir: Path, logo: str | None) -> None:
+    """Refuse a logo whose file is gone; holds the logo's lock until conn's transaction ends (see lock_logo)."""
+    if not logo:
+        return
+    store.lock_logo(conn, logo)
+    if not logo_path(logo_dir, logo).is_file():
         raise ValidationError("this logo is no longer on the server; upload it again", code="invalid_logo",
                               field="logo")
 

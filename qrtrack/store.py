@@ -1,6 +1,7 @@
 """Every query QR Track runs: one function per query, each taking a connection and never committing."""
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -26,6 +27,8 @@ from sqlalchemy import (
 from . import scanstore
 from .db import UnicodeLower
 from .schema import MAX_INTEGER, api_calls, api_keys, codes, scans, users
+
+LOGO_LOCK_SPACE = 0x51724C6F  # "QrLo": lock_logo's advisory locks, apart from db.py's migration lock
 
 CODE_COLUMNS = (
     codes.c.id, codes.c.uuid, codes.c.slug, codes.c.owner_id, codes.c.type, codes.c.destination,
@@ -241,6 +244,16 @@ def count_codes(conn: Connection, owner_id: int, *, search: str | None = None,
 def is_logo_used(conn: Connection, logo: str) -> bool:
     """Whether any code, anyone's, shows this logo (logos are stored once per content hash)."""
     return conn.execute(select(codes.c.id).where(codes.c.logo == logo).limit(1)).first() is not None
+
+
+def lock_logo(conn: Connection, logo: str) -> None:
+    """Make other transactions that attach this logo to a code or delete its file wait until this one ends,
+    so that "is its file there?" and "does a code still use it?" each see the other's committed result.
+    SQLite's write transactions (BEGIN IMMEDIATE) already wait for each other; on PostgreSQL a
+    transaction-scoped advisory lock on the logo, in a key space of its own, does the same."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:space, :key)"),
+                     {"space": LOGO_LOCK_SPACE, "key": zlib.crc32(logo.encode()) - 2**31})
 
 
 def list_used_logos(conn: Connection) -> set[str]:

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -194,6 +196,27 @@ def test_unused_logo_files_older_than_the_grace_period_are_removed(db, alice, tm
     assert codes.remove_unused_logos(db, tmp_path / "missing") == 0
 
 
+def test_removing_unused_logos_spares_one_a_code_took_on_after_the_list_was_read(db, alice, tmp_path, monkeypatch):
+    """On PostgreSQL another transaction can attach an old unused logo between the list of used logos and the
+    deletion; each file is checked again under its lock before it goes. The code is attached right after the
+    list is read, in the same transaction, so this holds on SQLite too, whose writers never interleave."""
+    code = gen_code(db, alice)
+    logo = codes.save_logo(tmp_path, b"old, about to be used")
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(codes.logo_path(tmp_path, logo), (two_days_ago, two_days_ago))
+    list_used_logos = store.list_used_logos
+
+    def listed_then_taken(conn):
+        used = list_used_logos(conn)
+        store.update_code(conn, code.id, {"logo": logo})
+        return used
+
+    monkeypatch.setattr(store, "list_used_logos", listed_then_taken)
+    assert codes.remove_unused_logos(db, tmp_path) == 0
+    assert stored_logos(tmp_path) == {logo}
+    assert codes.get_code(db, owner_id=alice, uuid=code.uuid).logo == logo
+
+
 def test_uploading_an_old_unused_logo_again_restarts_its_grace_period(db, tmp_path):
     logo = codes.save_logo(tmp_path, b"uploaded twice")
     two_days_ago = time.time() - 2 * 86400
@@ -261,6 +284,48 @@ def test_failed_change_keeps_the_logo_file(db, alice, tmp_path, monkeypatch, ima
         codes.delete_code(db, owner_id=alice, uuid=code.uuid, logo_dir=tmp_path, images=images)
     assert codes.get_code(db, owner_id=alice, uuid=code.uuid).logo == code.logo
     assert stored_logos(tmp_path) == {code.logo}
+
+
+def test_a_logo_taken_on_as_its_last_code_lets_it_go_keeps_its_file(db, alice, tmp_path, images, monkeypatch):
+    """Bob's new code takes on the logo alice's code is dropping, and is held between checking for the file
+    and committing while alice's change lets the logo go. That must wait for bob's commit and then see the
+    logo in use; on PostgreSQL, where the two writes do not queue, it deleted the file under bob's code."""
+    logo = with_logo(db, alice, tmp_path).logo
+    alices = codes.list_codes(db, owner_id=alice)[0][0]
+    bob = gen_user(db, "bob")
+    file_checked, may_commit = threading.Event(), threading.Event()
+    insert_code = store.insert_code
+
+    def held_insert(conn, values):
+        file_checked.set()
+        assert may_commit.wait(30)
+        insert_code(conn, values)
+
+    monkeypatch.setattr(store, "insert_code", held_insert)
+    with ThreadPoolExecutor(2) as pool:
+        bobs = pool.submit(codes.create_code, db, owner_id=bob, destination="https://example.com/b", logo=logo,
+                           logo_dir=tmp_path)
+        assert file_checked.wait(30)
+        letting_go = pool.submit(codes.update_code, db, owner_id=alice, uuid=alices.uuid, logo_dir=tmp_path,
+                                 images=images, changes=codes.CodeChanges(remove_logo=True))
+        wait_until_done_or_blocked(db, letting_go)
+        may_commit.set()
+        assert letting_go.result().logo is None
+        assert bobs.result().logo == logo
+    assert stored_logos(tmp_path) == {logo}
+
+
+def wait_until_done_or_blocked(db, future, seconds: float = 1) -> None:
+    """Until future is done or, on PostgreSQL, a transaction waits for an advisory lock; on SQLite, whose
+    waiting writers show nowhere, until `seconds` pass (a blocked writer waits up to its busy timeout, 10 s)."""
+    deadline = time.monotonic() + seconds
+    while not future.done() and time.monotonic() < deadline:
+        if db.engine.dialect.name == "postgresql":
+            with db.read() as conn:
+                if conn.exec_driver_sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                        "AND NOT granted").scalar_one():
+                    return
+        time.sleep(0.02)
 
 
 def test_a_logo_whose_file_is_gone_is_refused(db, alice, tmp_path, images):
