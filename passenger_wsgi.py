@@ -1,7 +1,9 @@
-"""Passenger entry (cPanel "Setup Python App", Apache or nginx with Passenger): `application` is app.py's `app`.
+"""Passenger entry (cPanel "Setup Python App", Apache or nginx with Passenger): `application` serves app.py's `app`.
 
 Passenger runs this file under the Python it was told (PassengerPython). When that is not the app's
 venv ($QRTRACK_VENV, else .venv beside this file), hosting.use_venv() re-executes the loader under the venv's python.
+Passenger starts a process when a request arrives and none is running: a scan is then answered without
+waiting the second the full app takes to load (qrtrack.fastpath.lean_until_loaded).
 """
 import sys
 from pathlib import Path
@@ -12,4 +14,13 @@ import hosting  # noqa: E402 - needs this folder on sys.path
 
 hosting.use_venv()
 
-from app import app as application  # noqa: E402, F401 - Passenger looks for `application`
+from qrtrack.fastpath import lean_until_loaded  # noqa: E402
+
+
+def load_app():
+    from app import app
+
+    return app
+
+
+application = lean_until_loaded(load_app)  # Passenger looks for `application`

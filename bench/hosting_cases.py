@@ -12,6 +12,7 @@ import json
 import secrets
 import shutil
 import sqlite3
+import time
 from pathlib import Path
 
 from tests.deploy.apache import Apache, missing_for, write_probe
@@ -31,7 +32,10 @@ QUICK_WARM_UP = LoadSettings(threads=1, connections=PROCESSES, seconds=1)
 ONE_CLIENT_SECONDS = 3
 LOADED = LoadSettings(threads=2, connections=PROCESSES, seconds=3)
 SCAN_COUNT_SQL = "SELECT scan_count FROM codes WHERE slug = ?"
+STATIC_FILE = "static/app.css"  # served by Apache itself, through the shipped .htaccess
+RESTART_SECONDS = 30
 LoadRuns = dict[str, list[WrkResult]]  # each url's name: its wrk runs, one per round
+LoadTimes = dict[str, list[float]]  # each url's name: milliseconds, one per round
 
 
 def missing() -> list[str]:
@@ -82,12 +86,14 @@ def _measure_mode(bench: Bench, mode: str, seed: Path, venv: Path) -> list[Row]:
         before = _scan_count(database, slug)
         loads = _alternate_loads(bench, urls)
         recorded = _scan_count(database, slug) - before
+        cold = alternate(bench.rounds, {name: (lambda url=url: _first_request_ms(apache, url))
+                                        for name, url in urls.items()})
     except Exception as error:
         raise BenchError(f"{mode}: {error}\n--- Apache error log ---\n{apache.log_tail()}") from error
     finally:
         apache.stop()
         shutil.rmtree(apache.root, ignore_errors=True)
-    return _rows(bench, mode, *loads, recorded)
+    return _rows(bench, mode, *loads, recorded) + [_cold_row(bench, mode, cold)]
 
 
 def _alternate_loads(bench: Bench, urls: dict[str, str]) -> tuple[LoadRuns, LoadRuns, LoadSettings, LoadSettings]:
@@ -121,6 +127,32 @@ def _rows(bench: Bench, mode: str, unloaded: LoadRuns, busy: LoadRuns, one_clien
             f"{lost:,} lost; one-client and loaded runs together; requests in flight when wrk stopped are stored "
             "but not acknowledged"),
     ]
+
+
+def _first_request_ms(apache: Apache, url: str) -> float:
+    """Milliseconds for the first request after Apache restarted, which ended every app process: the wait of
+    a visitor whose scan finds no process running (mod_fcgid and Passenger end idle ones). Timed once Apache
+    serves a static file again, so Apache's own restart is not in it."""
+    apache.restart()
+    deadline = time.monotonic() + RESTART_SECONDS
+    while fetch(apache.url("", STATIC_FILE)).status != 200:
+        if time.monotonic() > deadline:
+            raise BenchError(f"Apache did not serve {STATIC_FILE} within {RESTART_SECONDS} s of its restart")
+        time.sleep(0.05)
+    started = time.perf_counter()
+    response = fetch(url, headers=PHONE_HEADERS)
+    elapsed = (time.perf_counter() - started) * 1000
+    if response.status != 302:
+        raise BenchError(f"the first request to {url} answered {response.status}: {response.body[:300]!r}")
+    return elapsed
+
+
+def _cold_row(bench: Bench, mode: str, cold: LoadTimes) -> Row:
+    ours, probe = median(cold["ours"]), median(cold["probe"])
+    return Row("hosting", f"first scan of a new process, {HOSTED_MODES[mode]}", f"{ours:,.0f} ms",
+               f"{probe:,.0f} ms minimal Flask redirect", ratio(ours, probe), "report", "report",
+               f"median of {bench.rounds}, alternating, each after Apache restarted and served a static file again; "
+               "the process's whole start (lean_until_loaded answers a scan before the full app loads)")
 
 
 def _create_code(apache: Apache, key: str) -> str:

@@ -14,12 +14,9 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from .config import ConfigError, Settings
 from .errors import ValidationError
-from .scanstore import WRITER_LOCK_SUFFIX
+from .scanstore import SCHEMA_REVISION, WRITER_LOCK_SUFFIX
 
 MIGRATIONS_PATH = Path(__file__).resolve().parent / "migrations"
-SCHEMA_REVISION = "0005"
-"""The newest migration. Kept here so start-up can check the schema without importing Alembic;
-tests/test_db.py fails when a new migration is added without updating it."""
 BUSY_TIMEOUT_MS = 10_000
 MIGRATION_LOCK_KEY = 0x51_72_74_72_61_63_6B  # "Qrtrack" in ASCII: PostgreSQL's advisory lock for migrations
 SQLITE_LOWER_FUNCTION = "unicode_lower"

@@ -188,27 +188,41 @@ class FastPath:
         return [b""] if environ.get("REQUEST_METHOD") == "HEAD" else [content]
 
 
+def lean_fast_path(settings: Settings, app: WsgiApp, *, group_commit: bool) -> FastPath | None:
+    """FastPath in front of app for a process that has not loaded the full app, or None when it must not write
+    scans yet: the database is behind the code (files upgraded, the full app not started since), or not there.
+
+    User-Agent classification comes from the instance's on-disk cache, so the parsers are imported only for a
+    browser not seen before.
+    """
+    from .scanstore import ClientInfoCache
+
+    cache = ClientInfoCache(os.path.join(settings.INSTANCE_PATH, "cache", "user-agents.db"))
+    recorder = make_recorder(settings, classify=cache.classify, group_commit=group_commit)
+    if not recorder.scan_store.has_current_schema():
+        return None
+    return FastPath(app, recorder, images=imagecache.instance_image_cache(settings.INSTANCE_PATH),
+                    base_url=settings.BASE_URL)
+
+
 def serve_cgi(environ: Mapping[str, Any], *, out=None) -> bool:
     """Answer a CGI request the lean handlers can answer (a scan of an active code, an image already in the
     cache) and return True; False, having written nothing, to let the full app answer.
 
     environ is the WSGI environ the full app would get (hosting.cgi_wsgi_environ), so the image cache's
-    keys, built from the request's URL, are the ones the full app wrote. User-Agent classification is
-    cached per distinct User-Agent in the instance folder, so a CGI scan imports the parsers only for a
-    browser it has not seen before.
+    keys, built from the request's URL, are the ones the full app wrote.
     """
     if scan_slug(environ) is None and image_request(environ) is None:
         return False
     from .config import ConfigError, load_settings
-    from .scanstore import ClientInfoCache
 
     try:
         settings = load_settings(environ=environ)
     except ConfigError:
         return False  # the full app then stops with the one line naming the setting, as everywhere else
-    cache = ClientInfoCache(os.path.join(settings.INSTANCE_PATH, "cache", "user-agents.db"))
-    lean = FastPath(_not_answered, make_recorder(settings, classify=cache.classify, group_commit=False),
-                    images=imagecache.instance_image_cache(settings.INSTANCE_PATH), base_url=settings.BASE_URL)
+    lean = lean_fast_path(settings, _not_answered, group_commit=False)
+    if lean is None:
+        return False  # the full app migrates the database first
     answer = []
     body = lean(environ, lambda status, headers, exc_info=None: answer.extend((status, headers)))
     if body is None:
@@ -221,6 +235,95 @@ def serve_cgi(environ: Mapping[str, Any], *, out=None) -> bool:
         out.write(chunk)
     out.flush()
     return True
+
+
+def lean_until_loaded(load_app: Callable[[], WsgiApp]) -> WsgiApp:
+    """The WSGI app of a long-running entry (app.fcgi, passenger_wsgi.py) whose host starts processes on demand.
+
+    Importing the full app takes about a second, and mod_fcgid and Passenger start a process when a request
+    arrives, often a scan after a quiet spell. So a new process answers what the lean handlers can at once
+    and loads the full app in the background after its first answer (LeanUntilLoaded). Where the lean
+    handlers cannot write yet (see lean_fast_path), or settings are wrong, the full app loads first: it
+    migrates the database, or stops naming the setting.
+    """
+    from .config import ConfigError, load_settings
+
+    try:
+        settings = load_settings()
+    except ConfigError:
+        return load_app()
+    if settings.sqlite_path is None:  # on other databases the lean store imports SQLAlchemy: little would be saved
+        return load_app()
+    loader = LeanUntilLoaded(load_app, settings)
+    return loader if loader.lean is not None else load_app()
+
+
+class LeanUntilLoaded:
+    """Answers through lean handlers (whose fall-through is full_app) until the full app is loaded, then through it.
+
+    The full app loads in a thread started once the first response has been sent, so that answer is not
+    slowed, or at once for a request the lean handlers leave to it, which then waits for it. `lean` is None
+    when the lean handlers must not write (see lean_fast_path).
+    """
+
+    def __init__(self, load_app: Callable[[], WsgiApp], settings: Settings):
+        import threading  # here: a CGI scan, which imports this module, must not pay for it
+
+        self._load_app = load_app
+        self._app: WsgiApp | None = None
+        self._error: BaseException | None = None
+        self._started = False
+        self._start_lock = threading.Lock()
+        self._loaded = threading.Event()
+        self._loader = threading.Thread(target=self._load, name="qrtrack-load-app", daemon=True)
+        self.lean = lean_fast_path(settings, self.full_app, group_commit=True)
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        if self._app is not None:
+            return self._app(environ, start_response)
+        return _ThenCall(self.lean(environ, start_response), self.start_loading)
+
+    def full_app(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        """What the lean handlers fall through to: the full app, loaded now if it is not yet."""
+        self.start_loading()
+        self._loaded.wait()
+        if self._app is None:
+            raise RuntimeError("QR Track's app could not be loaded: see the error logged before") from self._error
+        return self._app(environ, start_response)
+
+    def start_loading(self) -> None:
+        with self._start_lock:
+            if not self._started:
+                self._started = True
+                self._loader.start()
+
+    def _load(self) -> None:
+        try:
+            self._app = self._load_app()
+        except BaseException as error:  # raised again below, so the server's log has it
+            self._error = error
+            raise
+        finally:
+            self._loaded.set()
+
+
+class _ThenCall:
+    """A WSGI response body that calls `then` once the server has sent it and closes it."""
+
+    def __init__(self, body: Iterable[bytes], then: Callable[[], None]):
+        self._body = body
+        self._then = then
+
+    def __iter__(self):
+        return iter(self._body)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._then()
 
 
 def _not_answered(environ: Mapping[str, Any], start_response: Callable) -> None:

@@ -23,6 +23,11 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
     from typing import Any
 
+SCHEMA_REVISION = "0005"
+"""The newest migration, and so the schema the SQL here is written for: a lean handler writes only to a database
+at this revision. db.py upgrades to it at start-up without importing Alembic; tests/test_db.py fails when a new
+migration is added without updating it."""
+FIND_SCHEMA_REVISION_SQL = "SELECT version_num FROM alembic_version"
 FIND_SCAN_TARGET_SQL = "SELECT id, destination, status FROM codes WHERE slug = :slug"
 INSERT_SCAN_SQL = (f"INSERT INTO scans ({', '.join(SCAN_COLUMNS)}) "
                    f"VALUES ({', '.join(':' + column for column in SCAN_COLUMNS)})")
@@ -147,6 +152,15 @@ class SqliteScanStore:
             conn.execute("PRAGMA foreign_keys=ON")
             self._local.conn, self._local.pid = conn, os.getpid()
         return conn
+
+    def has_current_schema(self) -> bool:
+        """Whether the database is at SCHEMA_REVISION. After an upgrade of the files and before the full app's
+        start-up migrates the database, it is not, and a scan written now could fail and be lost."""
+        try:
+            found = self._connection().execute(FIND_SCHEMA_REVISION_SQL).fetchone()
+        except sqlite3.Error:  # no such table yet, or no database
+            return False
+        return found is not None and found[0] == SCHEMA_REVISION
 
     def find_target(self, slug: str) -> tuple[int, str, str] | None:
         """(code id, destination, status) for slug, or None."""

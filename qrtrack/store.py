@@ -23,6 +23,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy.exc import SQLAlchemyError
 
 from . import scanstore
 from .db import UnicodeLower
@@ -284,6 +285,15 @@ class SqlAlchemyScanStore:
 
     def __init__(self, engine: Engine):
         self.engine = engine
+
+    def has_current_schema(self) -> bool:
+        """As SqliteScanStore.has_current_schema."""
+        try:
+            with self.engine.connect() as conn:
+                found = conn.execute(text(scanstore.FIND_SCHEMA_REVISION_SQL)).first()
+        except SQLAlchemyError:
+            return False
+        return found is not None and found[0] == scanstore.SCHEMA_REVISION
 
     def find_target(self, slug: str) -> tuple[int, str, str] | None:
         if not is_storable(slug):

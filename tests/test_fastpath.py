@@ -4,12 +4,21 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import text
 
 from qrtrack import codes, store
-from qrtrack.fastpath import image_request, location_header, scan_slug, serve_cgi
+from qrtrack.fastpath import (
+    LeanUntilLoaded,
+    image_request,
+    lean_until_loaded,
+    location_header,
+    scan_slug,
+    serve_cgi,
+)
 from qrtrack.scanstore import ClientInfoCache
 from qrtrack.store import SqlAlchemyScanStore
 
@@ -120,6 +129,138 @@ def test_cgi_scan_leaves_unknown_and_paused_codes_to_the_full_app(services, db, 
         assert serve_cgi(cgi_environ(services, slug), out=out) is False
         assert out.getvalue() == b""
     assert serve_cgi({"REQUEST_METHOD": "GET", "PATH_INFO": "/api.php"}) is False
+
+
+def test_cgi_scan_leaves_a_database_behind_the_code_to_the_full_app(services, db, alice):
+    """New files on an old database: the full app migrates it first, where the lean path's insert could fail and
+    the scan be lost."""
+    code = gen_code(db, alice)
+    with db.write() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0004'"))
+    out = io.BytesIO()
+    assert serve_cgi(cgi_environ(services, code.slug), out=out) is False
+    assert out.getvalue() == b""
+
+
+# --- a long-running entry's new process (app.fcgi, passenger_wsgi.py) ---------------------------------
+
+def answer_of(wsgi_app, environ: dict[str, str]) -> tuple[str, bytes]:
+    """(status, body) of one request, the body closed as a server closes it."""
+    statuses = []
+    body = wsgi_app(environ, lambda status, headers, exc_info=None: statuses.append(status))
+    try:
+        content = b"".join(body)
+    finally:
+        getattr(body, "close", lambda: None)()
+    return statuses[0], content
+
+
+PROCESS_SETTINGS = ("INSTANCE_PATH", "SECRET_KEY", "DATABASE_URL")
+
+
+class FakeFullApp:
+    """Stands for app.py's app: counts its loads and answers every request with 200 "full app"."""
+
+    def __init__(self):
+        self.loads = 0
+
+    def load(self):
+        self.loads += 1
+        return self
+
+    def __call__(self, environ, start_response):
+        start_response("200 OK", [])
+        return [b"full app"]
+
+
+@pytest.fixture
+def process_settings(services, monkeypatch):
+    """The test app's settings as a new process of a long-running entry reads them: from its environment."""
+    for name in PROCESS_SETTINGS:
+        monkeypatch.setenv(name, str(getattr(services.settings, name)))
+
+
+def test_a_new_process_answers_scans_lean_and_loads_the_full_app_after_its_first_answer(
+        services, db, alice, process_settings):
+    code = gen_code(db, alice, destination="https://example.com/first")
+    full = FakeFullApp()
+    entry = lean_until_loaded(full.load)
+    assert isinstance(entry, LeanUntilLoaded) and full.loads == 0
+    statuses = []
+    body = entry(cgi_environ(services, code.slug), lambda status, headers, exc_info=None: statuses.append(status))
+    assert statuses == ["302 Found"] and full.loads == 0  # answered before the full app was even asked for
+    body.close()
+    deadline = time.monotonic() + 30
+    while full.loads == 0 and time.monotonic() < deadline:  # loading in the background, asked for by nothing else
+        time.sleep(0.01)
+    assert full.loads == 1
+    assert answer_of(entry, {"REQUEST_METHOD": "GET", "PATH_INFO": "/api.php"}) == ("200 OK", b"full app")
+    assert answer_of(entry, cgi_environ(services, code.slug)) == ("200 OK", b"full app")  # the full app's from now
+    assert full.loads == 1
+    assert codes.get_code(db, owner_id=alice, uuid=code.uuid).scan_count == 1
+
+
+def test_requests_the_lean_handlers_leave_wait_for_one_load_of_the_full_app(services, db, alice, process_settings):
+    code = gen_code(db, alice)
+    codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=codes.CodeChanges(status="paused"),
+                      logo_dir=services.logo_dir, images=services.images)
+    full = FakeFullApp()
+    entry = lean_until_loaded(full.load)
+    requests = [{"REQUEST_METHOD": "GET", "PATH_INFO": "/login"}, cgi_environ(services, code.slug),
+                cgi_environ(services, "nosuch1")] * 4
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda environ: answer_of(entry, environ), requests))
+    assert answers == [("200 OK", b"full app")] * len(requests)
+    assert full.loads == 1
+
+
+def test_a_new_process_on_a_database_behind_the_code_loads_the_full_app_first(services, db, process_settings):
+    with db.write() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0004'"))
+    full = FakeFullApp()
+    assert lean_until_loaded(full.load) is full and full.loads == 1
+
+
+@pytest.mark.parametrize("setting", [{"DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none"},
+                                     {"API_RATE_LIMIT": "0"}], ids=["not SQLite", "a bad setting"])
+def test_a_new_process_loads_the_full_app_first_off_sqlite_or_with_a_bad_setting(process_settings, monkeypatch,
+                                                                                   setting):
+    """Off SQLite the lean store would import SQLAlchemy, most of the load; a bad setting is for app.py to name."""
+    for name, value in setting.items():
+        monkeypatch.setenv(name, value)
+    full = FakeFullApp()
+    assert lean_until_loaded(full.load) is full and full.loads == 1
+
+
+def test_a_new_process_answers_its_first_scan_without_importing_the_full_app(services, db, alice):
+    """In a fresh interpreter, as app.fcgi starts: the scan is answered and recorded without Flask or SQLAlchemy
+    (the User-Agent parsers load for a browser the instance has not seen yet); once that answer is closed, the
+    full app loads in the background and answers the rest."""
+    code = gen_code(db, alice)
+    program = (
+        "import sys\n"
+        "from qrtrack.fastpath import lean_until_loaded\n"
+        "def load_app():\n"
+        "    from app import app\n"
+        "    return app\n"
+        "entry = lean_until_loaded(load_app)\n"
+        "def call(environ):\n"
+        "    statuses = []\n"
+        "    body = entry(environ, lambda status, headers, exc_info=None: statuses.append(status))\n"
+        "    b''.join(body)\n"
+        "    loaded = [name for name in ('flask', 'sqlalchemy') if name in sys.modules]\n"
+        "    body.close()\n"
+        "    print(statuses[0], loaded)\n"
+        f"call({cgi_environ(services, code.slug, SERVER_NAME='localhost', SERVER_PORT='80')!r})\n"
+        "call({'REQUEST_METHOD': 'GET', 'PATH_INFO': '/api.php', 'SERVER_NAME': 'localhost', 'SERVER_PORT': '80', "
+        "'wsgi.url_scheme': 'http', 'wsgi.input': sys.stdin.buffer, 'wsgi.errors': sys.stderr})\n"
+    )
+    settings = {name: str(getattr(services.settings, name)) for name in PROCESS_SETTINGS}
+    run = subprocess.run([sys.executable, "-c", program], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                         env={**env_without_settings(), **settings, "PYTHONPATH": str(PROJECT_ROOT)}, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == ["302 Found []", "401 UNAUTHORIZED ['flask', 'sqlalchemy']"]
+    assert codes.get_code(db, owner_id=alice, uuid=code.uuid).scan_count == 1
 
 
 def test_client_info_cache_answers_from_disk_the_second_time(tmp_path, monkeypatch):

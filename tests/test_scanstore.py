@@ -5,6 +5,7 @@ import threading
 import time
 
 import pytest
+from sqlalchemy import text
 
 from qrtrack.scanstore import GroupCommit, SqliteScanStore
 
@@ -175,3 +176,13 @@ def test_sqlite_scan_rows_are_fitted_as_on_every_database(services, db, alice):
         scan_store.close()
     with db.read() as conn:
         assert conn.exec_driver_sql("SELECT os, city FROM scans").one() == ("Android " + "9" * 56, "Paris")
+
+
+def test_the_store_knows_whether_the_database_is_at_the_schema_its_sql_is_for(services, db, tmp_path):
+    """A lean handler writes only then (fastpath.lean_fast_path); behind the code, the full app migrates first."""
+    scan_store = SqliteScanStore(services.settings.sqlite_path, group_commit=False)
+    assert scan_store.has_current_schema()
+    with db.write() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0004'"))
+    assert not scan_store.has_current_schema()
+    assert not SqliteScanStore(str(tmp_path / "empty.db"), group_commit=False).has_current_schema()

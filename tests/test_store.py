@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from qrtrack import store
 from qrtrack.schema import scans
@@ -109,3 +109,15 @@ def test_users_are_listed_by_name_regardless_of_case(db):
         gen_user(db, username)
     with db.read() as conn:
         assert [user.username for user in store.list_users(conn)] == ["adam", "Bob", "carol", "Zoe"]
+
+
+def test_the_scan_store_knows_whether_the_database_is_at_the_schema_its_sql_is_for(db):
+    """A lean handler writes only then (fastpath.lean_fast_path); behind the code, the full app migrates first."""
+    scan_store = store.SqlAlchemyScanStore(db.engine)
+    assert scan_store.has_current_schema()
+    with db.write() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0004'"))
+    assert not scan_store.has_current_schema()
+    with db.write() as conn:
+        conn.execute(text("DROP TABLE alembic_version"))
+    assert not scan_store.has_current_schema()
