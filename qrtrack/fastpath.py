@@ -300,9 +300,11 @@ class LeanUntilLoaded:
     def _load(self) -> None:
         try:
             self._app = self._load_app()
-        except BaseException as error:  # raised again below, so the server's log has it
+        except BaseException as error:  # every request that needs the app fails with it (full_app)
+            import logging
+
+            logging.getLogger(__name__).exception("QR Track's app could not be loaded")
             self._error = error
-            raise
         finally:
             self._loaded.set()
 

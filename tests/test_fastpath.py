@@ -214,6 +214,22 @@ def test_requests_the_lean_handlers_leave_wait_for_one_load_of_the_full_app(serv
     assert full.loads == 1
 
 
+def test_when_the_full_app_fails_to_load_scans_still_redirect_and_other_requests_fail_with_its_error(
+        services, db, alice, process_settings, caplog):
+    code = gen_code(db, alice)
+
+    def broken_load():
+        raise ImportError("no module named 'flask'")
+
+    entry = lean_until_loaded(broken_load)
+    with pytest.raises(RuntimeError, match="could not be loaded") as caught:
+        answer_of(entry, {"REQUEST_METHOD": "GET", "PATH_INFO": "/login"})
+    assert isinstance(caught.value.__cause__, ImportError)
+    assert "no module named 'flask'" in caplog.text  # in the server's error log, with its traceback
+    assert answer_of(entry, cgi_environ(services, code.slug))[0] == "302 Found"
+    assert codes.get_code(db, owner_id=alice, uuid=code.uuid).scan_count == 1
+
+
 def test_a_new_process_on_a_database_behind_the_code_loads_the_full_app_first(services, db, process_settings):
     with db.write() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '0004'"))
