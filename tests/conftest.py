@@ -216,6 +216,12 @@ def env_without_settings() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
 
 
+def cached_images(services: AppServices, slug: str) -> dict[str, bytes]:
+    """The image cache's files for the code with this slug, by file name."""
+    directory = Path(services.images.directory)
+    return {path.name: path.read_bytes() for path in directory.glob(f"{slug}-*")} if directory.exists() else {}
+
+
 def in_ci() -> bool:
     """CI is set (to anything but 0, false or no): manage.py test has installed every tool the suite drives,
     so a missing one is a broken set-up, not a skip."""

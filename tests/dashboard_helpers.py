@@ -9,6 +9,7 @@ from werkzeug.test import TestResponse
 from .conftest import PASSWORD
 
 CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+HIDDEN_FIELD = re.compile(r'<input type="hidden" name="(\w+)" value="([^"]*)"')
 
 
 def csrf_token(client: FlaskClient, path: str = "/login") -> str:
@@ -33,3 +34,8 @@ def post_form(client: FlaskClient, path: str, data: dict[str, str] | None = None
 
 def text(response: TestResponse) -> str:
     return response.get_data(as_text=True)
+
+
+def hidden_fields(page: str) -> dict[str, str]:
+    """The hidden inputs of the page's forms, by name (a later one of the same name wins)."""
+    return dict(HIDDEN_FIELD.findall(page))

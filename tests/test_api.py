@@ -6,7 +6,6 @@ import time
 import uuid as uuid_module
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -15,7 +14,7 @@ from flask.testing import FlaskClient
 from qrtrack import accounts, codes, keys, store
 from qrtrack.config import SETTING_NAMES
 
-from .conftest import BACKENDS, close_app, fresh_database, gen_code, gen_key, gen_user, make_app
+from .conftest import BACKENDS, cached_images, close_app, fresh_database, gen_code, gen_key, gen_user, make_app
 
 pytestmark = pytest.mark.postgresql
 
@@ -245,11 +244,6 @@ def test_delete_removes_the_logo_file_no_other_code_uses(client, services, alice
     assert logo_file.is_file()  # the other code still shows it
     client.delete(f"/api.php?uuid={made[1].uuid}", headers=api_headers)
     assert not logo_file.exists()
-
-
-def cached_images(services, slug: str) -> dict[str, bytes]:
-    directory = Path(services.images.directory)
-    return {path.name: path.read_bytes() for path in directory.glob(f"{slug}-*")} if directory.exists() else {}
 
 
 def test_delete_discards_the_codes_cached_images(client, services, api_headers):

@@ -18,7 +18,7 @@ from qrtrack.clock import now_epoch
 from qrtrack.errors import ValidationError
 from qrtrack.schema import codes as codes_table
 
-from .conftest import gen_code, gen_user, make_app
+from .conftest import cached_images, gen_code, gen_user, make_app
 from .dashboard_helpers import csrf_token, log_in, text
 
 CODE_PAGES = ["/codes/{uuid}", "/codes/{uuid}/edit", "/codes/{uuid}/delete", "/codes/{uuid}/scans.csv"]
@@ -283,11 +283,6 @@ def test_a_kept_logo_must_name_a_stored_logo(browser, services, alice):
 IMAGE_PATHS = ("/img/{slug}.png", "/img/{slug}.png?size=96", "/img/{slug}.svg")
 
 
-def cached_images(services, slug: str) -> list[str]:
-    directory = Path(services.images.directory)
-    return sorted(path.name for path in directory.glob(f"{slug}-*")) if directory.exists() else []
-
-
 def rendered_images(browser, slug: str) -> list[bytes]:
     """The code's PNG at two sizes and its SVG, as /img/ serves them (rendering them into the cache)."""
     responses = [browser.get(path.format(slug=slug)) for path in IMAGE_PATHS]
@@ -322,7 +317,7 @@ def test_changing_the_logo_discards_the_cached_images(browser, services, alice):
     browser.post(f"/codes/{code.uuid}/edit", data={"destination": code.destination, "label": "",
                                                    "logo": (io.BytesIO(png_bytes()), "logo.png")})
     assert codes.get_code(services.db, owner_id=alice, uuid=code.uuid).logo
-    assert cached_images(services, code.slug) == []
+    assert cached_images(services, code.slug) == {}
     after = rendered_images(browser, code.slug)
     assert all(new != old for new, old in zip(after, before, strict=True))
     assert set(cached_images(services, code.slug)).isdisjoint(old_files)
@@ -405,7 +400,7 @@ def test_a_logo_can_be_replaced_and_removed(browser, services, alice):
     browser.get(f"/img/{code.slug}.png")
     browser.post(edit, data={**fields, "remove_logo": "1"})
     assert codes.get_code(services.db, owner_id=alice, uuid=code.uuid).logo is None
-    assert cached_images(services, code.slug) == []
+    assert cached_images(services, code.slug) == {}
     assert not codes.logo_path(services.logo_dir, second).exists()
 
 
@@ -471,7 +466,7 @@ def test_delete_asks_for_the_slug_and_only_a_post_deletes(browser, services, ali
     done = browser.post(f"/codes/{code.uuid}/delete", data={"confirm": code.slug})
     assert done.status_code == 302 and done.headers["Location"] == "/codes"
     assert codes.list_codes(services.db, owner_id=alice)[1] == 0
-    assert cached_images(services, code.slug) == []
+    assert cached_images(services, code.slug) == {}
     assert "Deleted Doomed and its scan history" in text(browser.get("/codes"))
     assert [browser.get(path.format(slug=code.slug)).status_code for path in IMAGE_PATHS] == [404] * len(IMAGE_PATHS)
 

@@ -16,7 +16,7 @@ from qrtrack.errors import ValidationError
 from qrtrack.openapi import openapi_document
 
 from .conftest import PASSWORD, gen_code, gen_key, gen_user
-from .dashboard_helpers import csrf_token, log_in, post_form, text
+from .dashboard_helpers import csrf_token, hidden_fields, log_in, post_form, text
 
 NEW_PASSWORD = "a brand new passphrase"
 
@@ -255,8 +255,7 @@ def test_a_new_key_is_shown_once_with_a_copy_button_and_works(app, admin_client)
 
 def generate_form(client) -> dict[str, str]:
     """The "Generate a key" form as the keys page renders it, hidden fields and all."""
-    page = text(client.get("/settings/api-keys"))
-    return dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', page))
+    return hidden_fields(text(client.get("/settings/api-keys")))
 
 
 def test_sending_the_same_generate_form_again_makes_no_second_key_and_says_so(app, admin_client, db, admin):
@@ -275,7 +274,7 @@ def test_sending_the_same_generate_form_again_makes_no_second_key_and_says_so(ap
     with admin_client.session_transaction() as session:
         assert key[keys.DISPLAY_PREFIX_LENGTH:] not in json.dumps(dict(session))
     # The form the first answer shows is a new one: it makes another key.
-    fresh = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', text(first)))
+    fresh = hidden_fields(text(first))
     assert fresh["form_token"] != form["form_token"]
     assert admin_client.post("/settings/api-keys", data={**fresh, "name": "build server"}).status_code == 201
     assert len(keys.list_api_keys(db, user_id=admin)) == 2
