@@ -3,7 +3,8 @@
 FastPath sits in front of the Flask app in long-running servers: GET /p/<slug> of an active
 code records the scan (through the same ScanRecorder as everywhere) and redirects; GET
 /img/<slug>.png|svg is served from the image cache when the image is there. serve_cgi answers
-the same requests in a one-shot CGI process. Anything else — unknown or paused codes, whose
+the same requests in a one-shot CGI process, and lean_until_loaded in a new process of a long-running
+entry (FastCGI, Passenger) until the full app has loaded. Anything else — unknown or paused codes, whose
 friendly pages need templates, images not rendered yet, any other page — falls through to the
 full app, so a lean answer is only ever a faster copy of the app's own. Under CGI this module is
 imported on every scan, so it leaves out re, typing and urllib.parse like config does, and matches
