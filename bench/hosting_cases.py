@@ -8,6 +8,7 @@ www-data) and Debian's apache2, libapache2-mod-fcgid, libapache2-mod-passenger a
 """
 from __future__ import annotations
 
+import http.client
 import json
 import secrets
 import shutil
@@ -135,7 +136,7 @@ def _first_request_ms(apache: Apache, url: str) -> float:
     serves a static file again, so Apache's own restart is not in it."""
     apache.restart()
     deadline = time.monotonic() + RESTART_SECONDS
-    while fetch(apache.url("", STATIC_FILE)).status != 200:
+    while not _serves_static_file(apache):
         if time.monotonic() > deadline:
             raise BenchError(f"Apache did not serve {STATIC_FILE} within {RESTART_SECONDS} s of its restart")
         time.sleep(0.05)
@@ -145,6 +146,14 @@ def _first_request_ms(apache: Apache, url: str) -> float:
     if response.status != 302:
         raise BenchError(f"the first request to {url} answered {response.status}: {response.body[:300]!r}")
     return elapsed
+
+
+def _serves_static_file(apache: Apache) -> bool:
+    """Whether Apache answers again: while it restarts, a connection may be refused or reset."""
+    try:
+        return fetch(apache.url("", STATIC_FILE), timeout=5).status == 200
+    except (OSError, http.client.HTTPException):
+        return False
 
 
 def _cold_row(bench: Bench, mode: str, cold: LoadTimes) -> Row:
