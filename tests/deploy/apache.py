@@ -206,9 +206,21 @@ PassengerMaxPoolSize 4"""
 
     def restart(self) -> None:
         """Apache's own restart: its children and every app process they started end, and the next request
-        starts new ones."""
+        starts new ones. Returns once Apache has restarted: `-k restart` only signals it, and until the signal
+        is handled, which on a busy machine takes a while, old children still answer and are then ended mid-request.
+        """
+        restarts = self._restarts_logged()
         subprocess.run(["apache2", "-f", self.config_path, "-k", "restart"], check=True, capture_output=True,
                        env={"PATH": CLEAN_PATH, "LANG": "C"}, timeout=60)
+        deadline = time.monotonic() + 60
+        while self._restarts_logged() == restarts:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Apache did not restart within 60 s (see {self.error_log})")
+            time.sleep(0.05)
+
+    def _restarts_logged(self) -> int:
+        """How often Apache has logged that it (re)started: AH00163, "... configured -- resuming normal operations"."""
+        return self.error_log.read_text(errors="replace").count("AH00163") if self.error_log.exists() else 0
 
     def stop(self) -> None:
         pid_file = self.root / "run" / "httpd.pid"
