@@ -56,8 +56,8 @@ def table_rows(quick_run: subprocess.CompletedProcess) -> list[dict[str, str]]:
 
 
 def test_quick_run_finishes_without_errors(quick_run, table_rows):
-    errors = [row for row in table_rows if row["result"] == "error"]
-    assert not errors, errors
+    errors = [f"{row['case']}: {row['notes']}" for row in table_rows if row["result"] == "error"]
+    assert not errors, "\n".join(errors)
     assert quick_run.returncode == 0, quick_run.stderr[-3000:]
 
 
