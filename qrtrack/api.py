@@ -71,7 +71,8 @@ def log_api_call(response):
 
 
 def _log_call(principal: keys.ApiPrincipal, status: int) -> None:
-    elapsed_ms = int((time.perf_counter() - g.get("api_started", time.perf_counter())) * 1000)
+    started = g.get("api_started")  # none when the rate limit refused the call before start_timer ran
+    elapsed_ms = int((time.perf_counter() - started) * 1000) if started is not None else 0
     source = "console" if request.environ.get(CONSOLE_PRINCIPAL_ENVIRON_KEY) else "api"
     try:
         keys.record_api_call(services().db, {
