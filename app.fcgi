@@ -14,11 +14,4 @@ from flup.server.fcgi import WSGIServer  # noqa: E402 - only once the venv's pyt
 
 from qrtrack.fastpath import lean_until_loaded  # noqa: E402
 
-
-def load_app():
-    from app import app
-
-    return app
-
-
-WSGIServer(hosting.mounted_at_folder(lean_until_loaded(load_app))).run()
+WSGIServer(hosting.mounted_at_folder(lean_until_loaded(hosting.load_app))).run()

@@ -34,6 +34,13 @@ def use_venv():
     os.execv(python, [python] + sys.argv)
 
 
+def load_app():
+    """app.py's app, imported now: what app.fcgi and passenger_wsgi.py hand qrtrack.fastpath.lean_until_loaded."""
+    from app import app
+
+    return app
+
+
 def mounted_at_folder(wsgi_app):
     """Wrap wsgi_app so links follow the folder the app is mounted at, not the script serving it (see follow_mount)."""
     def app(environ, start_response):

@@ -16,11 +16,4 @@ hosting.use_venv()
 
 from qrtrack.fastpath import lean_until_loaded  # noqa: E402
 
-
-def load_app():
-    from app import app
-
-    return app
-
-
-application = lean_until_loaded(load_app)  # Passenger looks for `application`
+application = lean_until_loaded(hosting.load_app)  # Passenger looks for `application`

@@ -19,14 +19,13 @@ from pathlib import Path
 from tests.deploy.apache import Apache, missing_for, write_probe
 from tests.deploy.site import copy_app, deploy_venv, fetch, give_to_web_user, make_web_root, run_flask
 
-from .context import Bench, Row, met, ratio
+from .context import RAISED_API_LIMIT, Bench, Row, met, ratio
 from .load import PHONE_HEADERS, BenchError, LoadSettings, WrkResult, alternate, median, run_wrk
 
 HOSTED_MODES = {"fastcgi": "app.fcgi under mod_fcgid", "passenger": "passenger_wsgi.py under Passenger"}
 PROBE_PATH = "/p/probe"  # the probe's bare redirect
 DESTINATION = "https://example.com/landing"
 USER = "bench"
-RAISED_API_LIMIT = "1000000 per minute"
 PROCESSES = 4  # FcgidMaxProcessesPerClass and PassengerMaxPoolSize in tests/deploy/apache.py
 WARM_UP = LoadSettings(threads=1, connections=PROCESSES, seconds=3)
 QUICK_WARM_UP = LoadSettings(threads=1, connections=PROCESSES, seconds=1)
@@ -35,7 +34,6 @@ LOADED = LoadSettings(threads=2, connections=PROCESSES, seconds=3)
 SCAN_COUNT_SQL = "SELECT scan_count FROM codes WHERE slug = ?"
 STATIC_FILE = "static/app.css"  # served by Apache itself, through the shipped .htaccess
 RESTART_SECONDS = 30
-COLD_ATTEMPTS = 3
 LoadRuns = dict[str, list[WrkResult]]  # each url's name: its wrk runs, one per round
 LoadTimes = dict[str, list[float]]  # each url's name: milliseconds, one per round
 
@@ -134,28 +132,19 @@ def _rows(bench: Bench, mode: str, unloaded: LoadRuns, busy: LoadRuns, one_clien
 def _first_request_ms(apache: Apache, url: str) -> float:
     """Milliseconds for the first request after Apache restarted, which ended every app process: the wait of
     a visitor whose scan finds no process running (mod_fcgid and Passenger end idle ones). Timed once Apache
-    serves a static file again, so Apache's own restart is not in it. On a loaded machine mod_fcgid's or
-    Passenger's own restart may still be under way then and the request fail: that is no measurement, so
-    Apache is restarted and the request timed again, up to COLD_ATTEMPTS times."""
-    failure = ""
-    for _ in range(COLD_ATTEMPTS):
-        apache.restart()
-        deadline = time.monotonic() + RESTART_SECONDS
-        while not _serves_static_file(apache):
-            if time.monotonic() > deadline:
-                raise BenchError(f"Apache did not serve {STATIC_FILE} within {RESTART_SECONDS} s of its restart")
-            time.sleep(0.05)
-        started = time.perf_counter()
-        try:
-            response = fetch(url, headers=PHONE_HEADERS)
-        except (OSError, http.client.HTTPException) as error:
-            failure = f"{type(error).__name__}: {error}"
-            continue
-        elapsed = (time.perf_counter() - started) * 1000
-        if response.status == 302:
-            return elapsed
-        failure = f"{response.status} {response.body[:300]!r}"
-    raise BenchError(f"the first request to {url} after a restart failed {COLD_ATTEMPTS} times; last: {failure}")
+    serves a static file again, so Apache's own restart is not in it."""
+    apache.restart()
+    deadline = time.monotonic() + RESTART_SECONDS
+    while not _serves_static_file(apache):
+        if time.monotonic() > deadline:
+            raise BenchError(f"Apache did not serve {STATIC_FILE} within {RESTART_SECONDS} s of its restart")
+        time.sleep(0.05)
+    started = time.perf_counter()
+    response = fetch(url, headers=PHONE_HEADERS)
+    elapsed = (time.perf_counter() - started) * 1000
+    if response.status != 302:
+        raise BenchError(f"the first request to {url} answered {response.status}: {response.body[:300]!r}")
+    return elapsed
 
 
 def _serves_static_file(apache: Apache) -> bool:

@@ -43,12 +43,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import hosting_cases, http_cases, local_cases, profile, report, scan_cases  # noqa: E402
-from bench.context import FULL_LOAD, QUICK_LOAD, Bench, Row  # noqa: E402
+from bench.context import FULL_LOAD, QUICK_LOAD, RAISED_API_LIMIT, Bench, Row  # noqa: E402
 from bench.data import app_settings, clean_environ, new_run_dir, prepare_dataset, remove_run_dir, secret_key  # noqa: E402
 from bench.load import INSTALL_WRK, PHONE_ADDRESS, PHONE_USER_AGENT, LoadSettings, has_wrk  # noqa: E402
 from bench.servers import PROJECT_CONFIG, Server, gunicorn_settings, start_all  # noqa: E402
 
-RAISED_API_LIMIT = "1000000 per minute"
 FULL_ROUNDS = 3
 MAX_ROUNDS = 15
 MAX_THREADS = 64

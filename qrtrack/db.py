@@ -14,7 +14,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from .config import ConfigError, Settings
 from .errors import ValidationError
-from .scanstore import SCHEMA_REVISION, WRITER_LOCK_SUFFIX
+from .scanstore import FIND_SCHEMA_REVISION_SQL, SCHEMA_REVISION, WRITER_LOCK_SUFFIX
 
 MIGRATIONS_PATH = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_MS = 10_000
@@ -150,7 +150,7 @@ def ensure_schema(db: Database) -> None:
     """Upgrade the schema at start-up when it is behind, so replacing the files is a whole upgrade."""
     with db.engine.connect() as conn:  # outside the try: a database that cannot be reached is an error here
         try:
-            current = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+            current = conn.exec_driver_sql(FIND_SCHEMA_REVISION_SQL).scalar()
         except (OperationalError, ProgrammingError):  # no such table: SQLite says the first, PostgreSQL the second
             current = None
     if current != SCHEMA_REVISION:

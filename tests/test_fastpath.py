@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import text
 
-from qrtrack import codes, store
+from qrtrack import codes, fastpath, store
 from qrtrack.fastpath import (
     LeanUntilLoaded,
     image_request,
@@ -241,9 +241,12 @@ def test_a_new_process_on_a_database_behind_the_code_loads_the_full_app_first(se
                                      {"API_RATE_LIMIT": "0"}], ids=["not SQLite", "a bad setting"])
 def test_a_new_process_loads_the_full_app_first_off_sqlite_or_with_a_bad_setting(process_settings, monkeypatch,
                                                                                    setting):
-    """Off SQLite the lean store would import SQLAlchemy, most of the load; a bad setting is for app.py to name."""
+    """Off SQLite the lean store would import SQLAlchemy, most of the load; a bad setting is for app.py to name.
+    No lean handlers are even built: with an unreachable database they would also give way, so that alone
+    would prove nothing."""
     for name, value in setting.items():
         monkeypatch.setenv(name, value)
+    monkeypatch.setattr(fastpath, "make_recorder", lambda *args, **kwargs: pytest.fail("lean handlers were built"))
     full = FakeFullApp()
     assert lean_until_loaded(full.load) is full and full.loads == 1
 
