@@ -72,7 +72,7 @@ def log_api_call(response):
 
 def _log_call(principal: keys.ApiPrincipal, status: int) -> None:
     started = g.get("api_started")  # none when the rate limit refused the call before start_timer ran
-    elapsed_ms = int((time.perf_counter() - started) * 1000) if started is not None else 0
+    elapsed_ms = round((time.perf_counter() - started) * 1000) if started is not None else 0
     source = "console" if request.environ.get(CONSOLE_PRINCIPAL_ENVIRON_KEY) else "api"
     try:
         keys.record_api_call(services().db, {

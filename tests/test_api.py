@@ -1,6 +1,7 @@
 """The REST API at /api.php through the test client: the seed contract, additions, errors, limits, call log."""
 from __future__ import annotations
 
+import itertools
 import re
 import time
 import uuid as uuid_module
@@ -11,7 +12,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from qrtrack import accounts, codes, keys, store
+from qrtrack import accounts, api, codes, keys, store
 from qrtrack.config import SETTING_NAMES
 
 from .conftest import BACKENDS, cached_images, close_app, fresh_database, gen_code, gen_key, gen_user, make_app
@@ -791,6 +792,21 @@ def test_every_call_is_logged_for_the_owner_without_the_key(make_test_app):
         assert isinstance(call.duration_ms, int) and call.duration_ms >= 0
         assert abs(call.ts - time.time()) < 60
         assert raw_key[4:].lower() not in repr(tuple(call)).lower()
+
+
+def test_call_durations_are_measured_and_a_refused_call_takes_none(make_test_app, monkeypatch):
+    """Each read of the clock here is 5 ms after the last, as if every step were slow: a served call is logged
+    with its time, and a call the rate limit refused before the timer started with 0 ms, never less."""
+    app, client, headers = api_app(make_test_app, API_RATE_LIMIT="1")
+    ticks = itertools.count(start=1000, step=5)
+    monkeypatch.setattr(api.time, "perf_counter", lambda: next(ticks) / 1000)
+    assert client.get("/api.php", headers=headers).status_code == 200
+    assert client.get("/api.php", headers=headers).status_code == 429
+
+    [carol] = [user for user in accounts.list_users(app.extensions["qrtrack"].db) if user.username == "carol"]
+    served, refused = calls_of(app.extensions["qrtrack"].db, carol.id)[::-1]
+    assert (served.status, refused.status) == (200, 429)
+    assert served.duration_ms == 5 and refused.duration_ms == 0
 
 
 def test_calls_are_logged_only_for_their_owner_and_unauthenticated_calls_for_nobody(client, db, alice, api_headers,
