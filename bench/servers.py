@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.deploy.site import free_port
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WORKERS = 2
 WORKER_TIMEOUT_SECONDS = 60
@@ -23,12 +25,6 @@ PROJECT_CONFIG = PROJECT_ROOT / "gunicorn.conf.py"
 READY_SECONDS = 60
 STOP_SECONDS = 10
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def server_flags(threads: int) -> list[str]:

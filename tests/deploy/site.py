@@ -10,6 +10,7 @@ import fcntl
 import hashlib
 import http.client
 import os
+import random
 import shutil
 import socket
 import ssl
@@ -25,6 +26,7 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 WEB_USER = "www-data"
 CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NEVER_COPIED = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", "node_modules"}
+PRIVATE_PORTS_FROM = 20000  # test servers listen from here up to the ephemeral range (see free_port)
 SITE_DATA = {PROJECT_ROOT / "TiCore": {".env"}, PROJECT_ROOT / "tests": {"artifacts"}, PROJECT_ROOT / "bench": {"out"}}
 
 
@@ -65,9 +67,30 @@ def fetch(url: str, method: str = "GET", *, headers: dict[str, str] | None = Non
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port on 127.0.0.1 that nothing is bound to now, for a server started right after.
+
+    Taken below the kernel's ephemeral range, which bind(port 0) would pick from: the outgoing connections
+    of a load test (wrk opens thousands a second) take their local ports there too, and one could take the
+    port in the moment between this check and the server's bind.
+    """
+    ephemeral_low = _ephemeral_port_range()[0]
+    lowest = PRIVATE_PORTS_FROM if ephemeral_low > PRIVATE_PORTS_FROM + 1000 else 1024
+    for port in random.sample(range(lowest, ephemeral_low), k=min(200, ephemeral_low - lowest)):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port between {lowest} and {ephemeral_low} on 127.0.0.1")
+
+
+def _ephemeral_port_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
 
 
 def wait_for_port(port: int, *, what: str, process: subprocess.Popen | None = None, seconds: float = 30) -> None:
