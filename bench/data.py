@@ -23,6 +23,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Bump when build_instance writes something different, so caches built by older versions are not used.
 DATA_VERSION = "1"
 CACHE_ROOT = Path(tempfile.gettempdir()) / "qrtrack-bench-cache"
+BUILDING_PREFIX = ".building-"
+BUILD_HOURS_AT_MOST = 3  # building the full data set takes minutes; an older build folder was cut short
 PASSWORD = "bench-password-1234"
 CREATOR = "creator"  # the user whose key api-create uses
 SCAN_DESTINATION = "https://example.com/landing?utm_source=poster"
@@ -125,19 +127,37 @@ def cache_key(size: DataSize) -> str:
 
 
 def _build_cache(cached: Path, size: DataSize) -> None:
-    """Build beside the cache and rename into place, so a run cut short never leaves half a cache behind."""
+    """Build beside the cache and rename into place, so a run cut short never leaves half a cache behind.
+
+    Another run may be building at the same time: its folder is left alone while it is recent, and whichever
+    run finishes second keeps the first one's data set.
+    """
     CACHE_ROOT.mkdir(parents=True, exist_ok=True)
-    for stale in CACHE_ROOT.iterdir():  # data sets of older schemas: hundreds of MB each
-        if stale.name != cached.name:
+    for stale in CACHE_ROOT.iterdir():  # data sets of older schemas (hundreds of MB each), builds cut short
+        if stale.name != cached.name and not _is_being_built(stale):
             shutil.rmtree(stale, ignore_errors=True)
-    building = Path(tempfile.mkdtemp(prefix=".building-", dir=CACHE_ROOT))
+    building = Path(tempfile.mkdtemp(prefix=BUILDING_PREFIX, dir=CACHE_ROOT))
     try:
         dataset = build_instance(building / "instance", size)
         fields = {key: value for key, value in asdict(dataset).items() if key != "instance"}
         (building / "dataset.json").write_text(json.dumps(fields, indent=2))
-        building.rename(cached)
+        try:
+            building.rename(cached)
+        except OSError:  # the other run's data set is already in place
+            if not (cached / "dataset.json").is_file():
+                raise
     finally:
         shutil.rmtree(building, ignore_errors=True)
+
+
+def _is_being_built(folder: Path) -> bool:
+    """A build folder another run may still be writing: one younger than any build takes."""
+    if not folder.name.startswith(BUILDING_PREFIX):
+        return False
+    try:
+        return time.time() - folder.stat().st_mtime < BUILD_HOURS_AT_MOST * 3600
+    except OSError:
+        return False
 
 
 def build_instance(instance: Path, size: DataSize) -> Dataset:

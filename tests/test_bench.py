@@ -5,12 +5,15 @@ machines are shared and noisy, and bench/RESULTS.md is where the numbers live.
 """
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
+from bench import data as bench_data
 from bench import hosting_cases
 from bench import run as bench_run
 from bench.load import has_wrk
@@ -69,3 +72,23 @@ def test_each_case_reports_a_ratio_against_its_baseline(case, table_rows):
     assert any(RATIO.fullmatch(row["ratio"]) for row in rows), rows
     assert all(row["result"] in {"met", "missed", "report", "n/a"} for row in rows), rows
 
+
+
+def test_building_the_data_set_leaves_another_runs_build_alone_and_keeps_the_first_finished(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench_data, "CACHE_ROOT", tmp_path)
+    older_schema = tmp_path / "0123456789abcdef"
+    cut_short = tmp_path / f"{bench_data.BUILDING_PREFIX}cut-short"
+    in_progress = tmp_path / f"{bench_data.BUILDING_PREFIX}in-progress"
+    for folder in (older_schema, cut_short, in_progress):
+        folder.mkdir()
+    hours_ago = time.time() - (bench_data.BUILD_HOURS_AT_MOST + 1) * 3600
+    os.utime(cut_short, (hours_ago, hours_ago))
+
+    cached = tmp_path / "fedcba9876543210"
+    bench_data._build_cache(cached, bench_data.QUICK_SIZE)
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([cached.name, in_progress.name])
+    first = (cached / "dataset.json").read_text()
+
+    bench_data._build_cache(cached, bench_data.QUICK_SIZE)  # as a run that finished second would
+    assert (cached / "dataset.json").read_text() == first
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([cached.name, in_progress.name])
