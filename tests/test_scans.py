@@ -1,8 +1,12 @@
-"""The scan recorder's own rules, without a database: the visitor id."""
+"""The scan recorder's own rules, without a database: what it records or not, and the visitor id."""
 from __future__ import annotations
 
 import hashlib
+import logging
 
+import pytest
+
+from qrtrack.errors import Gone, NotFound
 from qrtrack.geo import GeoLocator
 from qrtrack.scans import ScanRecorder
 
@@ -10,8 +14,60 @@ DAY = 86400
 NOON = 20_000 * DAY + DAY // 2
 
 
-def recorder(secret: str = "a secret of the site") -> ScanRecorder:
-    return ScanRecorder(scan_store=None, geo=GeoLocator(), trust_proxy=0, visitor_secret=secret)
+def recorder(secret: str = "a secret of the site", scan_store=None) -> ScanRecorder:
+    return ScanRecorder(scan_store=scan_store, geo=GeoLocator(), trust_proxy=0, visitor_secret=secret)
+
+
+class ScanStoreInMemory:
+    """Codes by slug as (id, destination, status); written rows kept, or the write fails with write_error."""
+
+    def __init__(self, write_error: Exception | None = None):
+        self.codes = {"live": (1, "https://example.com/live", "active"),
+                      "paused": (2, "https://example.com/paused", "paused")}
+        self.written: list[dict] = []
+        self.write_error = write_error
+
+    def find_target(self, slug: str):
+        return self.codes.get(slug)
+
+    def write(self, rows) -> None:
+        if self.write_error is not None:
+            raise self.write_error
+        self.written.extend(rows)
+
+
+SCAN = {"REQUEST_METHOD": "GET", "REMOTE_ADDR": "8.8.8.8", "HTTP_USER_AGENT": "Mozilla/5.0"}
+
+
+def test_a_scan_is_written_and_gives_the_destination():
+    store = ScanStoreInMemory()
+    assert recorder(scan_store=store).record("live", SCAN) == "https://example.com/live"
+    assert [(row["code_id"], row["country"]) for row in store.written] == [(1, "US")]
+
+
+def test_a_head_request_gives_the_destination_and_writes_nothing():
+    store = ScanStoreInMemory()
+    assert recorder(scan_store=store).record("live", {**SCAN, "REQUEST_METHOD": "HEAD"}) == "https://example.com/live"
+    assert store.written == []
+
+
+def test_an_unknown_code_is_not_found_and_a_paused_one_gone_and_neither_is_written():
+    store = ScanStoreInMemory()
+    with pytest.raises(NotFound):
+        recorder(scan_store=store).record("missing", SCAN)
+    with pytest.raises(Gone):
+        recorder(scan_store=store).record("paused", SCAN)
+    assert store.written == []
+
+
+def test_a_scan_that_cannot_be_written_is_logged_and_the_visitor_still_redirected(caplog):
+    """The printed code keeps working when the database does not (disk full, locked past the timeout)."""
+    store = ScanStoreInMemory(write_error=OSError(28, "No space left on device"))
+    with caplog.at_level(logging.ERROR, logger="qrtrack.scans"):
+        assert recorder(scan_store=store).record("live", SCAN) == "https://example.com/live"
+    [logged] = caplog.records
+    assert "could not record a scan of live" in logged.getMessage()
+    assert "No space left on device" in logged.exc_text
 
 
 def test_a_visitor_id_is_32_hex_digits_and_the_same_all_day():
