@@ -1,6 +1,7 @@
 """The scan path's store: group commit hands every caller its own batch's outcome, and nothing is lost."""
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 
@@ -186,3 +187,20 @@ def test_the_store_knows_whether_the_database_is_at_the_schema_its_sql_is_for(se
         conn.execute(text("UPDATE alembic_version SET version_num = '0004'"))
     assert not scan_store.has_current_schema()
     assert not SqliteScanStore(str(tmp_path / "empty.db"), group_commit=False).has_current_schema()
+
+
+@pytest.mark.parametrize("group_commit", [True, False], ids=["group-commit", "one-shot"])
+def test_a_failed_write_is_rolled_back_whole_and_the_next_one_goes_through(services, db, alice, group_commit):
+    """A row the database refuses (here a scan of a code deleted meanwhile) takes its batch's other rows with it
+    and leaves neither a transaction open nor the writer lock held, or every later scan would fail too."""
+    code = gen_code(db, alice)
+    scan_store = SqliteScanStore(services.settings.sqlite_path, group_commit=group_commit)
+    try:
+        with pytest.raises(sqlite3.IntegrityError):
+            scan_store.write([{**SCAN_ROW, "code_id": code.id}, {**SCAN_ROW, "code_id": code.id + 1000}])
+        scan_store.write([{**SCAN_ROW, "code_id": code.id}])
+    finally:
+        scan_store.close()
+    with db.read() as conn:
+        assert conn.exec_driver_sql("SELECT COUNT(*) FROM scans").scalar_one() == 1
+        assert conn.exec_driver_sql("SELECT scan_count FROM codes WHERE id = ?", (code.id,)).scalar_one() == 1
