@@ -1,7 +1,13 @@
 """qrtrack/web.py: what the HTTP layer shares."""
 import io
+import secrets
 
 import pytest
+
+from qrtrack import codes
+
+from .conftest import close_app, gen_key, gen_user, make_app
+from .dashboard_helpers import log_in, text
 
 
 @pytest.mark.parametrize(("headers", "status"), [({}, 401), ({"X-Api-Key": "qrt_" + "0" * 40}, 401)])
@@ -65,4 +71,33 @@ def test_a_template_cache_folder_that_cannot_be_written_costs_only_the_compiling
     (tmp_path / "instance" / "cache" / "templates").write_text("a file where the folder should be")
     app = make_app(tmp_path / "instance")
     assert app.test_client().get("/setup").status_code == 200
+    close_app(app)
+
+
+def test_an_unexpected_error_is_logged_and_answered_500_as_json_for_the_api_and_a_page_for_people(tmp_path,
+                                                                                                   monkeypatch, caplog):
+    """Outside tests (where Flask re-raises) a bug gives a readable answer without its details, and the log has them."""
+    app = make_app(tmp_path, TESTING=False, SECRET_KEY=secrets.token_urlsafe(48))
+    db = app.extensions["qrtrack"].db
+    key = gen_key(db, gen_user(db, "alice"))
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("the secret details of a bug")
+
+    monkeypatch.setattr(codes, "list_code_summaries", fail)  # the API's list
+    monkeypatch.setattr(codes, "list_codes", fail)  # the dashboard's
+    client = app.test_client()
+    response = client.get("/api.php", headers={"X-Api-Key": key})
+    assert response.status_code == 500
+    assert response.get_json() == {"error": {"code": "internal_error",
+                                             "message": "something went wrong on our side; it has been logged"}}
+
+    log_in(client)
+    page = client.get("/codes")
+    assert page.status_code == 500 and page.mimetype == "text/html"
+    assert "Something went wrong on our side" in text(page) and "secret details" not in text(page)
+    logged = [record for record in caplog.records if record.getMessage().startswith("unhandled error")]
+    assert [record.getMessage() for record in logged] == ["unhandled error on GET /api.php",
+                                                          "unhandled error on GET /codes"]
+    assert all("the secret details of a bug" in record.exc_text for record in logged)
     close_app(app)
