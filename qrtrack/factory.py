@@ -69,6 +69,7 @@ def _configure_flask(app: Flask, settings: Settings) -> None:
         SESSION_COOKIE_SECURE=settings.SESSION_COOKIE_SECURE,
         SESSION_COOKIE_NAME="qrtrack_session",
         RATELIMIT_STORAGE_URI=settings.RATELIMIT_STORAGE_URI,
+        RATELIMIT_STORAGE_OPTIONS={"wrap_exceptions": True},  # a failing storage raises StorageError (web.py)
         RATELIMIT_HEADERS_ENABLED=True,
         JSON_SORT_KEYS=False,
     )
@@ -83,8 +84,9 @@ def _configure_flask(app: Flask, settings: Settings) -> None:
     @app.after_request
     def add_security_headers(response):
         # Registered before the limiter, so it runs after the limiter has added its headers:
-        # flask-limiter sends Retry-After on every limited response, which only means something on a 429.
-        if response.status_code != 429:
+        # flask-limiter sends Retry-After on every limited response, which only means something on a 429
+        # (a 503 sets its own: web.handle_rate_limit_storage_error).
+        if response.status_code not in (429, 503):
             response.headers.pop("Retry-After", None)
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
@@ -156,10 +158,18 @@ def _register_blueprints(app: Flask, settings: Settings) -> None:
 
 
 def _register_error_handlers(app: Flask) -> None:
+    from limits.errors import StorageError
+
     from .errors import QrTrackError
-    from .web import handle_http_exception, handle_qrtrack_error, handle_unexpected_error
+    from .web import (
+        handle_http_exception,
+        handle_qrtrack_error,
+        handle_rate_limit_storage_error,
+        handle_unexpected_error,
+    )
 
     app.register_error_handler(QrTrackError, handle_qrtrack_error)
     app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(StorageError, handle_rate_limit_storage_error)
     if not app.testing:
         app.register_error_handler(Exception, handle_unexpected_error)

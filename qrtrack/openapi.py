@@ -66,6 +66,11 @@ ERROR_RESPONSES = {
                         "Retry-After": {"description": "Seconds to wait.", "required": True,
                                         "schema": {"type": "integer", "minimum": 0}}},
             "content": {"application/json": {"schema": _ERROR}}},
+    "503": {"description": "The rate-limit counters cannot be kept right now (code rate_limit_unavailable); "
+                           "retry after Retry-After seconds.",
+            "headers": {"Retry-After": {"description": "Seconds to wait.", "required": True,
+                                        "schema": {"type": "integer", "minimum": 0}}},
+            "content": {"application/json": {"schema": _ERROR}}},
 }
 
 _DESTINATION = {"type": "string", "minLength": 1, "maxLength": MAX_DESTINATION_LENGTH,

@@ -48,6 +48,15 @@ def storage_uri_for(path: str | os.PathLike[str], **options: str | float) -> str
     return f"{SCHEME}:///{urllib.parse.quote(path)}{query}"
 
 
+def storage_failure_hint(uri: str) -> str:
+    """What an operator should check when the storage behind uri fails; names no password."""
+    if uri.startswith(f"{SCHEME}:"):
+        path = _parse_uri(uri)[0]
+        return (f"its counters are in {path}, which the app's user must be able to write, with its folder; "
+                "the file holds only counters, so a broken one may be deleted")
+    return f"check the {urllib.parse.urlsplit(uri).scheme} server that RATELIMIT_STORAGE_URI names"
+
+
 def _parse_uri(uri: str) -> tuple[str, dict[str, str]]:
     """The absolute database path and the query-string options of a qrtrack+sqlite URI."""
     parts = urllib.parse.urlsplit(uri)

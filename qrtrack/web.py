@@ -7,6 +7,7 @@ from pathlib import Path
 from flask import current_app, jsonify, render_template, request
 from jinja2 import FileSystemBytecodeCache
 from jinja2.bccache import Bucket
+from limits.errors import StorageError
 from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from . import links
@@ -15,12 +16,14 @@ from .db import Database
 from .errors import QrTrackError, error_body
 from .geo import GeoLocator
 from .imagecache import ImageCache
+from .ratelimit import storage_failure_hint
 from .scans import ScanRecorder
 
 CONSOLE_PRINCIPAL_ENVIRON_KEY = "qrtrack.console_principal"
 """WSGI environ key the Live Console sets to an authenticated ApiPrincipal; clients cannot set it (no HTTP_ prefix)."""
 
 DISCARD_CHUNK_BYTES = 64 * 1024
+RATE_LIMIT_STORAGE_RETRY_SECONDS = 60
 HTTP_ERROR_CODES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
     409: "conflict", 410: "gone", 413: "payload_too_large", 415: "unsupported_media_type",
@@ -140,6 +143,19 @@ def handle_http_exception(error: HTTPException):
     response = error_response(status, HTTP_ERROR_CODES.get(status, "http_error"), message)
     if status == 405 and getattr(error, "valid_methods", None):
         response.headers["Allow"] = ", ".join(error.valid_methods)
+    return response
+
+
+def handle_rate_limit_storage_error(error: StorageError):
+    """The rate-limit counters cannot be read or written. API calls and sign-ins are refused, since they must stay
+    limited, with a 503 that tells the client to come back; the log says what failed and what to check."""
+    uri = services().settings.RATELIMIT_STORAGE_URI
+    current_app.logger.error("refused %s %s: the rate-limit storage failed (%s: %s); %s", request.method,
+                             request.path, type(error.storage_error).__name__, error.storage_error,
+                             storage_failure_hint(uri))
+    response = error_response(503, "rate_limit_unavailable",
+                              "the server cannot check its rate limits right now; try again in a minute")
+    response.headers["Retry-After"] = str(RATE_LIMIT_STORAGE_RETRY_SECONDS)
     return response
 
 

@@ -1,5 +1,6 @@
 """qrtrack/web.py: what the HTTP layer shares."""
 import io
+import logging
 import secrets
 
 import pytest
@@ -100,4 +101,34 @@ def test_an_unexpected_error_is_logged_and_answered_500_as_json_for_the_api_and_
     assert [record.getMessage() for record in logged] == ["unhandled error on GET /api.php",
                                                           "unhandled error on GET /codes"]
     assert all("the secret details of a bug" in record.exc_text for record in logged)
+    close_app(app)
+
+
+def test_a_broken_rate_limit_store_refuses_api_calls_and_sign_ins_with_503_and_says_why_in_the_log(tmp_path, caplog):
+    """Both must stay limited, so they are refused while the counters cannot be kept, with a 503 that tells the
+    client to come back, and the log names the file and what to check. Deleting the file mends it."""
+    app = make_app(tmp_path)
+    db = app.extensions["qrtrack"].db
+    key = gen_key(db, gen_user(db, "alice"))
+    counters = tmp_path / "ratelimit.db"
+    counters.write_bytes(b"not a database, " * 512)
+    client = app.test_client()
+
+    with caplog.at_level(logging.ERROR):
+        response = client.get("/api.php", headers={"X-Api-Key": key})
+        assert response.status_code == 503 and response.headers["Retry-After"] == "60"
+        assert response.get_json()["error"] == {
+            "code": "rate_limit_unavailable",
+            "message": "the server cannot check its rate limits right now; try again in a minute"}
+        page = log_in(client)
+        assert page.status_code == 503 and page.mimetype == "text/html"
+        assert "The server cannot check its rate limits right now" in text(page)
+    logged = [record.getMessage() for record in caplog.records if "rate-limit storage failed" in record.getMessage()]
+    assert [message.split(":", 1)[0] for message in logged] == ["refused GET /api.php", "refused POST /login"]
+    assert all(f"its counters are in {counters}" in message and "file is not a database" in message
+               for message in logged)
+
+    counters.unlink()
+    assert client.get("/api.php", headers={"X-Api-Key": key}).status_code == 200
+    assert log_in(client).status_code == 302
     close_app(app)
