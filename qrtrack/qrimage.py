@@ -49,7 +49,10 @@ def _module_matrix(data: str, *, has_logo: bool) -> list[list[bool]]:
     qr.add_data(data)
     # qrcode's own choice (best_mask_pattern) lays out and scores all eight masks in pure Python,
     # most of a render's time; _best_mask picks the same mask for a fraction of that.
-    qr.mask_pattern = _best_mask(qr)
+    try:
+        qr.mask_pattern = _best_mask(qr)
+    except (AttributeError, TypeError):  # qrcode's internals changed under _best_mask: let qrcode choose, slower
+        qr.mask_pattern = None
     qr.make(fit=False)
     return qr.get_matrix()
 

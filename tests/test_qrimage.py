@@ -196,6 +196,24 @@ def test_module_matrix_is_the_matrix_qrcode_makes():
             assert qrimage._module_matrix(data, has_logo=has_logo) == expected.get_matrix(), (data, has_logo)
 
 
+@pytest.mark.parametrize("error", [AttributeError("'QRCode' object has no attribute 'makeImpl'"),
+                                   TypeError("makeImpl() takes 2 positional arguments but 3 were given")])
+def test_module_matrix_lets_qrcode_choose_the_mask_when_its_internals_change(monkeypatch, error):
+    """_best_mask lays symbols out with qrcode's own methods; a qrcode release that changed them must cost
+    speed, not a broken code."""
+    def changed_internals(qr):
+        raise error
+
+    monkeypatch.setattr(qrimage, "_best_mask", changed_internals)
+    for data in (URL, "9" * 300):
+        expected = qrcode.QRCode(error_correction=qrcode.constants.ERROR_CORRECT_M, box_size=1,
+                                 border=qrimage.QUIET_ZONE)
+        expected.add_data(data)
+        expected.make(fit=True)
+        assert qrimage._module_matrix(data, has_logo=False) == expected.get_matrix()
+    assert decode(Image.open(io.BytesIO(qrimage.render_png(URL)))) == [URL]
+
+
 def test_best_mask_is_qrcode_choice_for_short_urls_at_every_level():
     chosen = []
     for number, data in enumerate(gen_payloads(64, seed=18004)):
