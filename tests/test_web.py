@@ -122,7 +122,7 @@ def test_a_broken_rate_limit_store_refuses_api_calls_and_sign_ins_with_503_and_s
             "message": "the server cannot check its rate limits right now; try again in a minute"}
         page = log_in(client)
         assert page.status_code == 503 and page.mimetype == "text/html"
-        assert "The server cannot check its rate limits right now" in text(page)
+        assert "Back in a moment" in text(page) and "The server cannot check its rate limits right now" in text(page)
     logged = [record.getMessage() for record in caplog.records if "rate-limit storage failed" in record.getMessage()]
     assert [message.split(":", 1)[0] for message in logged] == ["refused GET /api.php", "refused POST /login"]
     assert all(f"its counters are in {counters}" in message and "file is not a database" in message
