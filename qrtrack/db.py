@@ -234,3 +234,39 @@ def _is_same_file(first: str, second: str) -> bool:
         return os.path.samefile(first, second)
     except OSError:
         return False
+
+
+# What SQLite says when the trouble is the file or its folder, not the SQL: refused with a 503 (web.py).
+SQLITE_UNAVAILABLE_MESSAGES = ("attempt to write a readonly database", "unable to open database file",
+                               "database is locked", "database or disk is full", "disk i/o error")
+
+
+def is_unavailable(error: OperationalError, dialect: str) -> bool:
+    """Whether the database refused the work for a reason outside the request (a file the app cannot write,
+    a full disk, a lock held past the timeout, a server that went away), rather than a bug in the SQL."""
+    if dialect != "sqlite":
+        return True  # PostgreSQL's OperationalError is the connection's or the server's; bad SQL is ProgrammingError
+    message = str(error.orig).lower()
+    return any(known in message for known in SQLITE_UNAVAILABLE_MESSAGES)
+
+
+def unavailable_hint(db: Database) -> str:
+    """What an operator should check, for the log: on SQLite, the file, its owner and the process's user."""
+    path = db.engine.url.database if db.engine.dialect.name == "sqlite" else None
+    if not path:
+        return "check that the database server DATABASE_URL names is running and reachable"
+    import pwd
+
+    def owner(uid: int) -> str:
+        try:
+            return pwd.getpwuid(uid).pw_name
+        except KeyError:
+            return str(uid)
+
+    try:
+        file_owner = owner(os.stat(path).st_uid)
+    except OSError:
+        file_owner = "nobody, as it is missing"
+    return (f"the database is {path}, owned by {file_owner}; this process runs as {owner(os.geteuid())}, which must "
+            "be able to write it, the files beside it and its folder (see the README's 'What every host needs')")
+

@@ -159,9 +159,11 @@ def _register_blueprints(app: Flask, settings: Settings) -> None:
 
 def _register_error_handlers(app: Flask) -> None:
     from limits.errors import StorageError
+    from sqlalchemy.exc import OperationalError
 
     from .errors import QrTrackError
     from .web import (
+        handle_database_error,
         handle_http_exception,
         handle_qrtrack_error,
         handle_rate_limit_storage_error,
@@ -171,5 +173,6 @@ def _register_error_handlers(app: Flask) -> None:
     app.register_error_handler(QrTrackError, handle_qrtrack_error)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(StorageError, handle_rate_limit_storage_error)
+    app.register_error_handler(OperationalError, handle_database_error)
     if not app.testing:
         app.register_error_handler(Exception, handle_unexpected_error)

@@ -8,11 +8,12 @@ from flask import current_app, jsonify, render_template, request
 from jinja2 import FileSystemBytecodeCache
 from jinja2.bccache import Bucket
 from limits.errors import StorageError
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from . import links
 from .config import Settings
-from .db import Database
+from .db import Database, is_unavailable, unavailable_hint
 from .errors import QrTrackError, error_body
 from .geo import GeoLocator
 from .imagecache import ImageCache
@@ -23,7 +24,7 @@ CONSOLE_PRINCIPAL_ENVIRON_KEY = "qrtrack.console_principal"
 """WSGI environ key the Live Console sets to an authenticated ApiPrincipal; clients cannot set it (no HTTP_ prefix)."""
 
 DISCARD_CHUNK_BYTES = 64 * 1024
-RATE_LIMIT_STORAGE_RETRY_SECONDS = 60
+UNAVAILABLE_RETRY_SECONDS = 60
 HTTP_ERROR_CODES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
     409: "conflict", 410: "gone", 413: "payload_too_large", 415: "unsupported_media_type",
@@ -155,7 +156,23 @@ def handle_rate_limit_storage_error(error: StorageError):
                              storage_failure_hint(uri))
     response = error_response(503, "rate_limit_unavailable",
                               "the server cannot check its rate limits right now; try again in a minute")
-    response.headers["Retry-After"] = str(RATE_LIMIT_STORAGE_RETRY_SECONDS)
+    response.headers["Retry-After"] = str(UNAVAILABLE_RETRY_SECONDS)
+    return response
+
+
+def handle_database_error(error: OperationalError):
+    """A database that cannot take the work now (see db.is_unavailable) gets a 503 and a log line that says what to
+    check, which on shared hosts is most often a database file created by another user; anything else is a bug."""
+    db = services().db
+    if not is_unavailable(error, db.engine.dialect.name):
+        if current_app.testing:
+            raise error
+        return handle_unexpected_error(error)
+    current_app.logger.error("refused %s %s: the database failed (%s); %s", request.method, request.path,
+                             " ".join(str(error.orig).split()), unavailable_hint(db))
+    response = error_response(503, "database_unavailable",
+                              "the database cannot take this request right now; try again in a minute")
+    response.headers["Retry-After"] = str(UNAVAILABLE_RETRY_SECONDS)
     return response
 
 

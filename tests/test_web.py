@@ -4,11 +4,13 @@ import logging
 import secrets
 
 import pytest
+from sqlalchemy import event
+from sqlalchemy.exc import OperationalError
 
 from qrtrack import codes
 
 from .conftest import close_app, gen_key, gen_user, make_app
-from .dashboard_helpers import log_in, text
+from .dashboard_helpers import log_in, post_form, text
 
 
 @pytest.mark.parametrize(("headers", "status"), [({}, 401), ({"X-Api-Key": "qrt_" + "0" * 40}, 401)])
@@ -132,3 +134,44 @@ def test_a_broken_rate_limit_store_refuses_api_calls_and_sign_ins_with_503_and_s
     assert client.get("/api.php", headers={"X-Api-Key": key}).status_code == 200
     assert log_in(client).status_code == 302
     close_app(app)
+
+
+def test_a_database_the_app_cannot_write_answers_503_and_the_log_names_the_file_and_users(tmp_path, caplog):
+    """What a database file created by another user (a command run as root) does on a shared host: reads work,
+    every write fails. SQLite's query_only gives the same 'attempt to write a readonly database' here, where
+    the tests run as root and file permissions would not stop them."""
+    app = make_app(tmp_path)
+    db = app.extensions["qrtrack"].db
+    key = gen_key(db, gen_user(db, "alice"))
+    client = app.test_client()
+    log_in(client)
+    event.listen(db.engine, "connect", lambda connection, record: connection.execute("PRAGMA query_only = ON"))
+    db.engine.dispose()
+
+    with caplog.at_level(logging.ERROR):
+        response = client.post("/api.php", headers={"X-Api-Key": key}, json={"destination": "https://example.com/"})
+        assert response.status_code == 503 and response.headers["Retry-After"] == "60"
+        assert response.get_json()["error"] == {
+            "code": "database_unavailable",
+            "message": "the database cannot take this request right now; try again in a minute"}
+        page = post_form(client, "/codes/new", {"destination": "https://example.com/", "label": "x"})
+        assert page.status_code == 503 and "Back in a moment" in text(page)
+    logged = [record.getMessage() for record in caplog.records if "the database failed" in record.getMessage()]
+    assert [message.split(":", 1)[0] for message in logged] == ["refused POST /api.php", "refused POST /codes/new"]
+    database = app.extensions["qrtrack"].settings.sqlite_path
+    assert all("attempt to write a readonly database" in message and f"the database is {database}, owned by root; "
+               "this process runs as root" in message for message in logged)
+    close_app(app)
+
+
+def test_a_database_error_that_is_a_bug_is_not_called_unavailable(app, client, monkeypatch):
+    """SQLite reports bad SQL as OperationalError too: that is a bug to see (a 500 outside tests), not a 503."""
+    def bad_sql(*args, **kwargs):
+        with app.extensions["qrtrack"].db.read() as conn:
+            conn.exec_driver_sql("SELECT no_such_column FROM codes")
+
+    monkeypatch.setattr(codes, "list_codes", bad_sql)
+    gen_user(app.extensions["qrtrack"].db, "alice")
+    log_in(client)
+    with pytest.raises(OperationalError, match="no such column"):
+        client.get("/codes")
