@@ -65,11 +65,11 @@ class ImageCache:
         self.directory = os.fspath(directory)
 
     def get(self, key: str) -> bytes | None:
-        """Return the cached bytes for key, or None when absent."""
+        """Return the cached bytes for key, or None when absent or unreadable (the caller renders it again)."""
         try:
             with open(self._path(key), "rb") as cached:
                 content = cached.read()
-        except FileNotFoundError:
+        except OSError:  # absent, or a file or folder this process may not read: a miss, not a failed request
             return None
         # An empty file can only come from a crash mid-write on some file systems.
         return content or None

@@ -49,9 +49,19 @@ def _qr_image(slug: str, *, kind: str, size: int | None) -> Response:
     content = app_services.images.get(key)
     if content is None:
         content = _render(kind, data, size, _logo_bytes(code.logo))
-        app_services.images.put(key, content)
+        _keep_in_cache(app_services.images, key, content)
     cache_control = imagecache.image_cache_control(request.args.get("v"), fingerprint=fingerprint)
     return _cached_response(content, mimetype=imagecache.MIMETYPES[kind], cache_control=cache_control)
+
+
+def _keep_in_cache(images: imagecache.ImageCache, key: str, content: bytes) -> None:
+    """A cache the app cannot write (a folder made by another user, a full disk) costs the next request a render,
+    never this image: printed codes and the API's qr_image_url depend on it."""
+    try:
+        images.put(key, content)
+    except OSError as error:
+        current_app.logger.warning("could not keep a QR image in the cache folder %s (%s); served it uncached",
+                                   images.directory, error)
 
 
 def _render(kind: str, data: str, size: int | None, logo: bytes | None) -> bytes:

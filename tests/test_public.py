@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 
 import pytest
@@ -147,6 +148,18 @@ def test_png_size_is_clamped(client, db, alice):
     small = Image.open(io.BytesIO(client.get(f"/img/{code.slug}.png?size=1").data))
     huge = Image.open(io.BytesIO(client.get(f"/img/{code.slug}.png?size=99999").data))
     assert small.size == (64, 64) and huge.size == (2048, 2048)
+
+
+def test_an_image_the_cache_cannot_keep_is_served_all_the_same_and_logged(app, client, db, alice, caplog):
+    code = gen_code(db, alice)
+    cache_folder = Path(app.extensions["qrtrack"].images.directory)
+    cache_folder.parent.mkdir(parents=True, exist_ok=True)
+    cache_folder.write_text("a file where the folder should be")  # what a folder the app cannot write does to put()
+    with caplog.at_level(logging.WARNING):
+        response = client.get(f"/img/{code.slug}.png")
+    assert response.status_code == 200 and decode_png(response.data) == f"http://localhost/p/{code.slug}"
+    assert [record.getMessage().split(" (")[0] for record in caplog.records] == [
+        f"could not keep a QR image in the cache folder {cache_folder}"]
 
 
 def test_png_uses_base_url_and_logo(tmp_path):
