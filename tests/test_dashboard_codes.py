@@ -227,6 +227,20 @@ def test_a_logo_that_is_not_png_jpeg_or_webp_is_refused_and_the_typed_values_kep
     assert codes.list_codes(services.db, owner_id=alice)[1] == 0
 
 
+def test_a_logo_the_server_cannot_store_is_refused_next_to_the_field_and_the_typed_values_kept(browser, services,
+                                                                                              alice, caplog):
+    services.logo_dir.parent.mkdir(parents=True, exist_ok=True)
+    services.logo_dir.write_text("a file where the folder should be")  # what a folder the app cannot write does
+    response = browser.post("/codes/new", data=create_form(logo=(io.BytesIO(png_bytes()), "logo.png")))
+    page = text(response)
+    assert response.status_code == 400
+    assert re.search(r'id="logo-error">The logo could not be stored on the server \(the error log says why\)', page)
+    assert 'value="https://example.com/menu"' in page and 'value="Spring menu"' in page
+    assert codes.list_codes(services.db, owner_id=alice)[1] == 0
+    assert [record.getMessage() for record in caplog.records if record.levelname == "ERROR"] == [
+        f"could not store an uploaded logo in {services.logo_dir}"]
+
+
 @pytest.mark.parametrize("kind", ["JPEG", "WEBP"])
 def test_jpeg_and_webp_logos_are_accepted(browser, services, alice, kind):
     response = browser.post("/codes/new", data=create_form(logo=(io.BytesIO(image_bytes(kind)), "logo.bin")))

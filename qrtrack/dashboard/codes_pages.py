@@ -1,6 +1,7 @@
 """Dashboard pages for codes: list, create, edit, pause/resume, delete, detail with analytics, CSV export."""
 from __future__ import annotations
 
+import logging
 import math
 import re
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from ..errors import ValidationError
 from ..web import as_sentence, services, short_url
 from . import bp
 from .charts import scans_chart
+
+log = logging.getLogger(__name__)
 
 PAGE_SIZE = 25
 # Far past any real list; it keeps the offset of a typed-in page number within the database's integers.
@@ -228,7 +231,11 @@ def _read_logo() -> tuple[str, str | None]:
         png = qrimage.sanitize_logo(upload.stream.read(max_bytes + 1), max_bytes=max_bytes)
     except qrimage.InvalidLogo as error:
         return "", f"{error}."
-    return codes.save_logo(services().logo_dir, png), None
+    try:
+        return codes.save_logo(services().logo_dir, png), None
+    except OSError:  # a folder the app cannot write, a full disk: the user's other fields are kept
+        log.exception("could not store an uploaded logo in %s", services().logo_dir)
+        return "", "The logo could not be stored on the server (the error log says why). Try again, or leave it out."
 
 
 # --- status and delete -------------------------------------------------------------------------
