@@ -269,4 +269,3 @@ def unavailable_hint(db: Database) -> str:
         file_owner = "nobody, as it is missing"
     return (f"the database is {path}, owned by {file_owner}; this process runs as {owner(os.geteuid())}, which must "
             "be able to write it, the files beside it and its folder (see the README's 'What every host needs')")
-

@@ -154,10 +154,8 @@ def handle_rate_limit_storage_error(error: StorageError):
     current_app.logger.error("refused %s %s: the rate-limit storage failed (%s: %s); %s", request.method,
                              request.path, type(error.storage_error).__name__, error.storage_error,
                              storage_failure_hint(uri))
-    response = error_response(503, "rate_limit_unavailable",
-                              "the server cannot check its rate limits right now; try again in a minute")
-    response.headers["Retry-After"] = str(UNAVAILABLE_RETRY_SECONDS)
-    return response
+    return _unavailable("rate_limit_unavailable",
+                        "the server cannot check its rate limits right now; try again in a minute")
 
 
 def handle_database_error(error: OperationalError):
@@ -170,8 +168,13 @@ def handle_database_error(error: OperationalError):
         return handle_unexpected_error(error)
     current_app.logger.error("refused %s %s: the database failed (%s); %s", request.method, request.path,
                              " ".join(str(error.orig).split()), unavailable_hint(db))
-    response = error_response(503, "database_unavailable",
-                              "the database cannot take this request right now; try again in a minute")
+    return _unavailable("database_unavailable",
+                        "the database cannot take this request right now; try again in a minute")
+
+
+def _unavailable(code: str, message: str):
+    """503 with Retry-After: refused for now, for a reason that is the server's and passes."""
+    response = error_response(503, code, message)
     response.headers["Retry-After"] = str(UNAVAILABLE_RETRY_SECONDS)
     return response
 
