@@ -255,7 +255,7 @@ class ClientInfoCache:
     def classify(self, user_agent: str) -> ClientInfo:
         try:
             conn = self._connect()
-        except sqlite3.Error:
+        except (sqlite3.Error, OSError):  # a cache it cannot open or create costs the parsers, never the scan
             return classify_user_agent(user_agent)
         try:
             row = conn.execute("SELECT device, os, browser, is_bot FROM client_info WHERE user_agent = ?",

@@ -21,6 +21,7 @@ from qrtrack.fastpath import (
 )
 from qrtrack.scanstore import ClientInfoCache
 from qrtrack.store import SqlAlchemyScanStore
+from qrtrack.useragent import classify_user_agent
 
 from .conftest import PROJECT_ROOT, env_without_settings, gen_code
 
@@ -287,6 +288,18 @@ def test_client_info_cache_answers_from_disk_the_second_time(tmp_path, monkeypat
     first = cache.classify(IPHONE)
     monkeypatch.setattr("qrtrack.scanstore.classify_user_agent", lambda _ua: (_ for _ in ()).throw(AssertionError))
     assert cache.classify(IPHONE) == first
+
+
+@pytest.mark.parametrize("blocked_by", ["file", "database"])
+def test_client_info_cache_that_cannot_be_used_classifies_all_the_same(tmp_path, blocked_by):
+    """Its folder cannot be made (a file in the way, as a parent the app cannot write would do) or its file is no
+    database: the User-Agent is parsed instead, and the scan goes on."""
+    if blocked_by == "file":
+        (tmp_path / "cache").write_text("a file where the folder should be")
+    else:
+        (tmp_path / "cache").mkdir()
+        (tmp_path / "cache" / "ua.db").write_bytes(b"not a database, " * 512)
+    assert ClientInfoCache(str(tmp_path / "cache" / "ua.db")).classify(IPHONE) == classify_user_agent(IPHONE)
 
 
 def test_sqlalchemy_scan_store_writes_the_same_rows(services, db, alice):
