@@ -13,7 +13,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
 from .config import DEFAULT_ENV_FILE, PROJECT_ROOT, ConfigError, Settings, default_database_url, load_settings
-from .db import Database, ensure_schema, make_engine
+from .db import Database, ensure_schema, make_engine, unavailable_hint
 from .fastpath import FastPath
 from .schema import MAX_INTEGER
 
@@ -129,7 +129,8 @@ def _open_database(settings: Settings) -> Database:
         where = db.engine.url.render_as_string(hide_password=True)
         db.dispose()
         reason = " ".join(str(error.orig).split())
-        raise ConfigError(f"{name}: cannot open the database {where}: {reason}") from None
+        hint = unavailable_hint(db)
+        raise ConfigError(f"{name}: cannot open the database {where}: {reason}; {hint}") from None
     return db
 
 

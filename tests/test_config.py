@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import pwd
 import subprocess
 import sys
 from pathlib import Path
@@ -178,7 +180,8 @@ def run_init_db(tmp_path: Path, **settings: str) -> subprocess.CompletedProcess:
 START_UP_FAILURES = [
     ({"INSTANCE_PATH": "TMP/a-file/instance"}, "INSTANCE_PATH: cannot create the folder"),
     ({"DATABASE_URL": "sqlite:///TMP/a-file/instance/qrtrack.db"}, "DATABASE_URL: cannot create the database's folder"),
-    ({"DATABASE_URL": "sqlite:///TMP"}, "DATABASE_URL: cannot open the database sqlite:///TMP: "),
+    ({"DATABASE_URL": "sqlite:///TMP"}, "DATABASE_URL: cannot open the database sqlite:///TMP: unable to open database "
+     "file; the database is TMP, owned by USER; this process runs as USER, which must be able to write it"),
     ({"DATABASE_URL": "postgresql+psycopg://qrtrack:secret-pw@127.0.0.1:1/qrtrack"},
      "DATABASE_URL: cannot open the database postgresql+psycopg://qrtrack:***@127.0.0.1:1/qrtrack: "),
     pytest.param({"DATABASE_URL": "mysql://x/y"},
@@ -190,10 +193,11 @@ START_UP_FAILURES = [
 
 @pytest.mark.parametrize("settings, message", START_UP_FAILURES)
 def test_a_folder_or_database_that_cannot_be_used_stops_a_command_with_one_line(tmp_path, settings, message):
-    """TMP stands for tmp_path, where a-file is a file, not a folder."""
+    """TMP stands for tmp_path, where a-file is a file, not a folder; USER for the user running the tests."""
     (tmp_path / "a-file").write_text("not a folder")
     result = run_init_db(tmp_path, **{name: value.replace("TMP", str(tmp_path)) for name, value in settings.items()})
     assert result.returncode != 0
     [line] = result.stderr.strip().splitlines()
-    assert line.startswith("QR Track cannot start: " + message.replace("TMP", str(tmp_path))), line
+    expected = message.replace("TMP", str(tmp_path)).replace("USER", pwd.getpwuid(os.geteuid()).pw_name)
+    assert line.startswith("QR Track cannot start: " + expected), line
     assert "secret-pw" not in result.stderr
