@@ -68,7 +68,8 @@ ERROR_RESPONSES = {
             "content": {"application/json": {"schema": _ERROR}}},
     "503": {"description": "The rate-limit counters (code rate_limit_unavailable) or the database (code "
                            "database_unavailable) cannot take the request right now; retry after Retry-After seconds.",
-            "headers": {"Retry-After": {"description": "Seconds to wait.", "required": True,
+            "headers": {**RATE_LIMIT_HEADERS,
+                        "Retry-After": {"description": "Seconds to wait.", "required": True,
                                         "schema": {"type": "integer", "minimum": 0}}},
             "content": {"application/json": {"schema": _ERROR}}},
 }

@@ -397,9 +397,11 @@ def test_api_reference_shows_every_operation_parameter_schema_and_error(admin_cl
         assert f'id="schema-{name}"' in body
         for prop in schema.get("properties", {}):
             assert f'<code class="field-name">{prop}</code>' in body
-    for status in ("400", "401", "404", "413", "415", "429"):
-        assert f'<span class="status-pill status-4xx">{status}</span>' in body
+    for status in ("400", "401", "404", "413", "415", "429", "503"):
+        assert f'<span class="status-pill status-{status[0]}xx">{status}</span>' in body
     assert "X-Api-Key" in body and "/api/openapi.json" in body
+    assert ("Every response carries <code>X-RateLimit-Limit</code>, <code>X-RateLimit-Remaining</code>, "
+            "<code>X-RateLimit-Reset</code>.") in body
 
 
 def test_api_reference_curl_examples_use_this_sites_address_and_a_key_variable(admin_client):
