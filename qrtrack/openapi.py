@@ -184,7 +184,7 @@ def openapi_document(*, server_url: str) -> dict[str, Any]:
                     "parameters": [_UUID_PARAM, *LIST_PARAMETERS],
                     "responses": {"200": _json({"anyOf": [_ref("CodeList"), _ref("CodeDetail")]},
                                                "The list, or the code with ?uuid="),
-                                  **{k: ERROR_RESPONSES[k] for k in ("400", "401", "404", "429")}}},
+                                  **{k: ERROR_RESPONSES[k] for k in ("400", "401", "404", "429", "503")}}},
             "post": {"operationId": "createOrUpdateCode", "summary": "Create a code, or update one with ?uuid=",
                      "parameters": [_UUID_PARAM],
                      "requestBody": {"required": True, "content": {"application/json": {"schema": {
@@ -196,7 +196,7 @@ def openapi_document(*, server_url: str) -> dict[str, Any]:
             "delete": {"operationId": "deleteCode", "summary": "Delete a code and its scan log",
                        "parameters": [{**_UUID_PARAM, "required": True}],
                        "responses": {"200": _json(_ref("Deleted"), "Deleted"),
-                                     **{k: ERROR_RESPONSES[k] for k in ("400", "401", "404", "429")}}},
+                                     **{k: ERROR_RESPONSES[k] for k in ("400", "401", "404", "429", "503")}}},
         }},
         "components": {"schemas": SCHEMAS,
                        "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key"}}},

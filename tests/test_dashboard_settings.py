@@ -399,6 +399,8 @@ def test_api_reference_shows_every_operation_parameter_schema_and_error(admin_cl
             assert f'<code class="field-name">{prop}</code>' in body
     for status in ("400", "401", "404", "413", "415", "429", "503"):
         assert f'<span class="status-pill status-{status[0]}xx">{status}</span>' in body
+    for operation in (operation for methods in document["paths"].values() for operation in methods.values()):
+        assert "503" in operation["responses"], operation["operationId"]  # any call may meet a broken store
     assert "X-Api-Key" in body and "/api/openapi.json" in body
     assert ("Every response carries <code>X-RateLimit-Limit</code>, <code>X-RateLimit-Remaining</code>, "
             "<code>X-RateLimit-Reset</code>.") in body
