@@ -236,9 +236,10 @@ def _is_same_file(first: str, second: str) -> bool:
         return False
 
 
-# What SQLite says when the trouble is the file or its folder, not the SQL: refused with a 503 (web.py).
-SQLITE_UNAVAILABLE_MESSAGES = ("attempt to write a readonly database", "unable to open database file",
-                               "database is locked", "database or disk is full", "disk i/o error")
+# SQLite's primary result codes when the trouble is the file, its folder or another process, not the SQL
+# (which is SQLITE_ERROR): refused with a 503 (web.py).
+SQLITE_UNAVAILABLE_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_READONLY,
+                                      sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN})
 
 
 def is_unavailable(error: OperationalError, dialect: str) -> bool:
@@ -246,8 +247,8 @@ def is_unavailable(error: OperationalError, dialect: str) -> bool:
     a full disk, a lock held past the timeout, a server that went away), rather than a bug in the SQL."""
     if dialect != "sqlite":
         return True  # PostgreSQL's OperationalError is the connection's or the server's; bad SQL is ProgrammingError
-    message = str(error.orig).lower()
-    return any(known in message for known in SQLITE_UNAVAILABLE_MESSAGES)
+    code = getattr(error.orig, "sqlite_errorcode", None)  # an extended code keeps its primary code in the low byte
+    return code is not None and (code & 0xFF) in SQLITE_UNAVAILABLE_CODES
 
 
 def unavailable_hint(db: Database) -> str:
