@@ -1,12 +1,15 @@
 """Find a scan's client address, anonymise it, and place it in a country and city.
 
 Pure: no Flask, no database. Works on a WSGI environ and plain strings.
+
+IPv4 text is read here, by the rules of the standard library's ipaddress; anything else goes to
+ipaddress itself, imported on first use. Importing it costs a CGI scan about 3 ms (a tenth of the
+scan) and parsing it a server's scan several microseconds, for the most common kind of address.
 """
 
 from __future__ import annotations
 
 import _thread  # threading's Lock without importing threading: a CGI scan would pay ~2 ms for it
-import ipaddress
 import os
 from collections import namedtuple
 
@@ -18,9 +21,16 @@ if TYPE_CHECKING:
 
 MAX_CITY_LENGTH = 100
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-_IPV4_NETWORK_24 = 0xFFFFFF00
 _IPV6_NETWORK_48 = ((1 << 48) - 1) << 80
+
+IPV4_NOT_ROUTABLE = ("0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+                     "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
+                     "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4")
+"""IPv4 networks that are not globally reachable in IANA's special-purpose address registry, and multicast: what
+ipaddress's `not is_global or is_multicast` says in Python releases with the fix of gh-113171 (CVE-2024-4032; older
+ones call most of 192.0.0.0/24 global). tests/test_geo.py holds the two equal."""
+IPV4_ROUTABLE_EXCEPTIONS = ("192.0.0.9", "192.0.0.10")
+"""Inside those networks, the addresses IANA lists as globally reachable (anycast for PCP and TURN)."""
 
 # Per CDN: (country header, city header, is the city percent-encoded).
 # CloudFront and Vercel percent-encode non-ASCII; Cloudflare sends raw UTF-8.
@@ -39,16 +49,26 @@ class Location(namedtuple("Location", "country city")):
     __slots__ = ()
 
 
+class ClientAddress(namedtuple("ClientAddress", "text is_routable anonymised")):
+    """A valid client address, parsed once for all a scan needs of it.
+
+    text is canonical (an IPv4-mapped IPv6 address is the IPv4 address it carries); is_routable is True
+    for globally reachable unicast, the only addresses worth looking up; anonymised is what anonymise_ip gives.
+    """
+
+    __slots__ = ()
+
+
 _NOWHERE = Location(None, None)
 
 
 def client_address(environ: Mapping[str, str], *, trust_proxy: int) -> str | None:
     """Return the client's IP address (see client_ip) as canonical text, or None if it is not valid."""
-    ip = client_ip(environ, trust_proxy=trust_proxy)
-    return str(ip) if ip is not None else None
+    address = client_ip(environ, trust_proxy=trust_proxy)
+    return address.text if address is not None else None
 
 
-def client_ip(environ: Mapping[str, str], *, trust_proxy: int) -> IPAddress | None:
+def client_ip(environ: Mapping[str, str], *, trust_proxy: int) -> ClientAddress | None:
     """Return the client's IP address, or None if it is not valid.
 
     trust_proxy is the number of proxies in front of the app that append to
@@ -65,21 +85,33 @@ def client_ip(environ: Mapping[str, str], *, trust_proxy: int) -> IPAddress | No
         hops = forwarded.split(",")
         if len(hops) >= trust_proxy:
             candidate = hops[-trust_proxy]
-    return _parse_ip(candidate)
+    return parse_address(candidate)
 
 
-def anonymise_ip(address: str | IPAddress | None) -> str | None:
+def anonymise_ip(address: str | ClientAddress | None) -> str | None:
     """Return the address with its host part zeroed: IPv4 keeps /24, IPv6 keeps /48.
 
     An IPv4-mapped IPv6 address is treated as the IPv4 address it carries.
     Anything that is not a valid address gives None.
     """
-    ip = _parse_ip(address)
-    if ip is None:
+    parsed = parse_address(address)
+    return parsed.anonymised if parsed is not None else None
+
+
+def parse_address(address: str | ClientAddress | None) -> ClientAddress | None:
+    """Parse address text (surrounding spaces ignored); None when missing or not a valid IPv4 or IPv6 address.
+
+    A scan parses its client's address once (client_ip) and hands the result on: parsing is a good part of a scan.
+    """
+    if isinstance(address, ClientAddress):
+        return address
+    if not address:
         return None
-    if ip.version == 4:
-        return str(ipaddress.IPv4Address(int(ip) & _IPV4_NETWORK_24))
-    return str(ipaddress.IPv6Address(int(ip) & _IPV6_NETWORK_48))
+    text = address.strip()
+    value = _ipv4_value(text)
+    if value is not None:
+        return _ipv4_address(text, value)
+    return _parse_ipv6(text) if ":" in text else None
 
 
 class GeoLocator:
@@ -111,22 +143,23 @@ class GeoLocator:
         return any(_is_dbip(path, reader) for path, reader in zip(self._mmdb_paths, self._open_readers(), strict=True))
 
     def warm_up(self) -> None:
-        """Open the .mmdb files and import iptocc now rather than on the first scan."""
+        """Open the .mmdb files and import iptocc and ipaddress now rather than on the first scans."""
         self._open_readers()
-        _from_iptocc(ipaddress.ip_address("192.0.2.1"))
+        _from_iptocc("192.0.2.1")
+        parse_address("2001:db8::1")
 
-    def locate(self, address: str | IPAddress | None, environ: Mapping[str, str]) -> Location:
+    def locate(self, address: str | ClientAddress | None, environ: Mapping[str, str]) -> Location:
         """Return the best Location for a client address (text or parsed) and its WSGI environ."""
         found = self._from_cdn(environ)
-        ip = _parse_ip(address)
-        if ip is None or not ip.is_global or ip.is_multicast:
+        parsed = parse_address(address)
+        if parsed is None or not parsed.is_routable:
             return found
         for reader in self._open_readers():
             if found.country and found.city:
                 break
-            found = _merge(found, _from_mmdb(reader, ip))
+            found = _merge(found, _from_mmdb(reader, parsed.text))
         if found.country is None:
-            found = _merge(found, _from_iptocc(ip))
+            found = _merge(found, _from_iptocc(parsed.text))
         return found
 
     def _from_cdn(self, environ: Mapping[str, str]) -> Location:
@@ -148,22 +181,56 @@ class GeoLocator:
         return self._readers
 
 
-def _parse_ip(address: str | IPAddress | None) -> IPAddress | None:
-    """Parse an address, unwrapping IPv4-mapped IPv6; None when missing or invalid. A scan parses its
-    client's address once (client_ip) and hands the parsed address on: parsing is a good part of a scan."""
-    if not address:
+def _ipv4_value(text: str) -> int | None:
+    """The 32-bit value of dotted-quad text, or None; ipaddress's rules: four decimal octets, no leading zeros."""
+    octets = text.split(".")
+    if len(octets) != 4 or not text.isascii():
         return None
-    if isinstance(address, ipaddress.IPv4Address):
-        return address
-    if isinstance(address, ipaddress.IPv6Address):
-        return address.ipv4_mapped or address
+    value = 0
+    for octet in octets:
+        if not octet.isdigit() or len(octet) > 3 or (octet[0] == "0" and len(octet) > 1):
+            return None
+        number = int(octet)
+        if number > 255:
+            return None
+        value = value << 8 | number
+    return value
+
+
+def _ipv4_networks_by_first_octet(cidrs: Sequence[str]) -> dict[int, list[tuple[int, int]]]:
+    """{first octet: [(network value, mask)]} for a.b.c.d/n, so an address is checked against few networks."""
+    by_first_octet: dict[int, list[tuple[int, int]]] = {}
+    for cidr in cidrs:
+        address, _, prefix_length = cidr.partition("/")
+        network, mask = _ipv4_value(address), (0xFFFFFFFF << (32 - int(prefix_length))) & 0xFFFFFFFF
+        for first_octet in range(network >> 24, ((network | ~mask & 0xFFFFFFFF) >> 24) + 1):
+            by_first_octet.setdefault(first_octet, []).append((network, mask))
+    return by_first_octet
+
+
+_IPV4_NOT_ROUTABLE_BY_FIRST_OCTET = _ipv4_networks_by_first_octet(IPV4_NOT_ROUTABLE)
+_IPV4_ROUTABLE_EXCEPTION_VALUES = frozenset(_ipv4_value(address) for address in IPV4_ROUTABLE_EXCEPTIONS)
+
+
+def _ipv4_address(text: str, value: int) -> ClientAddress:
+    networks = _IPV4_NOT_ROUTABLE_BY_FIRST_OCTET.get(value >> 24, ())
+    is_routable = not any(value & mask == network for network, mask in networks) or (
+        value in _IPV4_ROUTABLE_EXCEPTION_VALUES)
+    return ClientAddress(text, is_routable, text[:text.rindex(".")] + ".0")
+
+
+def _parse_ipv6(text: str) -> ClientAddress | None:
+    import ipaddress  # here: see the module's docstring
+
     try:
-        ip = ipaddress.ip_address(address.strip())
+        ip = ipaddress.IPv6Address(text)
     except ValueError:
         return None
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
+    if ip.ipv4_mapped is not None:
+        mapped = str(ip.ipv4_mapped)
+        return _ipv4_address(mapped, _ipv4_value(mapped))
+    anonymised = str(ipaddress.IPv6Address(int(ip) & _IPV6_NETWORK_48))
+    return ClientAddress(str(ip), ip.is_global and not ip.is_multicast, anonymised)
 
 
 def _open_mmdb(path: str) -> Reader:
@@ -176,10 +243,10 @@ def _open_mmdb(path: str) -> Reader:
         raise ValueError(message) from error
 
 
-def _from_mmdb(reader: Reader, ip: IPAddress) -> Location:
+def _from_mmdb(reader: Reader, address: str) -> Location:
     """Read one record: nested GeoLite2/DB-IP layout, or flat ip-location-db layout."""
     try:
-        record = reader.get(ip)
+        record = reader.get(address)
     except ValueError:  # an IPv4-only file asked about an IPv6 address
         return _NOWHERE
     if not isinstance(record, dict):
@@ -193,10 +260,10 @@ def _from_mmdb(reader: Reader, ip: IPAddress) -> Location:
     return Location(_clean_country(country), _clean_city(city))
 
 
-def _from_iptocc(ip: IPAddress) -> Location:
+def _from_iptocc(address: str) -> Location:
     import iptocc  # lazy: keeps CGI start-up cheap when the scan path does not need it
 
-    return Location(_clean_country(iptocc.country_code(str(ip))), None)
+    return Location(_clean_country(iptocc.country_code(address)), None)
 
 
 def _merge(found: Location, extra: Location) -> Location:

@@ -1,6 +1,7 @@
 """Tests for qrtrack.geo: client address, anonymisation, and country/city lookup."""
 
 import ipaddress
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,16 @@ import pytest
 from mmdb_writer import MmdbU32, MMDBWriter
 from netaddr import IPSet
 
-from qrtrack.geo import GeoLocator, Location, anonymise_ip, client_address, client_ip
+from qrtrack.geo import (
+    IPV4_NOT_ROUTABLE,
+    ClientAddress,
+    GeoLocator,
+    Location,
+    anonymise_ip,
+    client_address,
+    client_ip,
+    parse_address,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -137,18 +147,97 @@ def test_client_address_rejects_negative_trust_proxy():
 )
 def test_anonymise_ip_zeroes_the_host_part(address, expected):
     assert anonymise_ip(address) == expected
-    assert anonymise_ip(ipaddress.ip_address(address)) == expected
+    assert anonymise_ip(parse_address(address)) == expected
 
 
 def test_client_ip_is_the_parsed_client_address_with_mapped_ipv4_unwrapped():
-    environ = {"REMOTE_ADDR": "::ffff:198.51.100.7"}
-    assert client_ip(environ, trust_proxy=0) == ipaddress.IPv4Address("198.51.100.7")
-    assert client_address(environ, trust_proxy=0) == "198.51.100.7"
+    environ = {"REMOTE_ADDR": "::ffff:8.8.4.4"}
+    assert client_ip(environ, trust_proxy=0) == ClientAddress("8.8.4.4", is_routable=True, anonymised="8.8.4.0")
+    assert client_address(environ, trust_proxy=0) == "8.8.4.4"
     assert client_ip({"REMOTE_ADDR": "nonsense"}, trust_proxy=0) is None
 
 
 def test_locate_takes_a_parsed_address_as_well_as_text():
-    assert GeoLocator().locate(ipaddress.ip_address("8.8.8.8"), {}) == Location("US", None)
+    assert GeoLocator().locate(parse_address("8.8.8.8"), {}) == Location("US", None)
+
+
+# parse_address: IPv4 by hand, held to the standard library's ipaddress
+
+
+IANA_192_0_0 = ipaddress.IPv4Network("192.0.0.0/24")
+
+
+def _expected_by_ipaddress(text):
+    """What parse_address should give for text, worked out with ipaddress."""
+    try:
+        ip = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    network = ipaddress.ip_network(f"{ip}/{24 if ip.version == 4 else 48}", strict=False)
+    is_routable = ip.is_global and not ip.is_multicast
+    if ip in IANA_192_0_0:  # see test_ipv4_routability_in_192_0_0_0_follows_iana_where_python_versions_differ
+        is_routable = str(ip) in ("192.0.0.9", "192.0.0.10")
+    return ClientAddress(str(ip), is_routable, str(network.network_address))
+
+
+def _ipv4_lookalikes(count):
+    """Dotted quads, most with one octet or edge swapped for something close: leading zeros, signs, spaces,
+    non-ASCII digits, too many or too few octets."""
+    generator = random.Random(20261129)
+    odd_octets = ["00", "01", "010", "256", "299", "999", "1000", "0x1", "+1", "-1", " 1", "1 ", "", "\u0661", "\u00b2",
+                  "1_0", "a", "1.1"]
+    odd_edges = [" ", "\t", ".", "/24", ":80", "%eth0"]
+    texts = []
+    for _ in range(count):
+        octets = [str(generator.choice([0, 1, 9, 10, 99, 100, 127, 192, 255, generator.randrange(256)]))
+                  for _ in range(4)]
+        change = generator.randrange(4)
+        if change == 1:
+            octets[generator.randrange(4)] = generator.choice(odd_octets)
+        elif change == 2:
+            del octets[generator.randrange(4)]
+        text = ".".join(octets)
+        if change == 3:
+            text = generator.choice(["", *odd_edges]) + text + generator.choice(["", *odd_edges])
+        texts.append(text)
+    return texts
+
+
+def test_parse_address_agrees_with_ipaddress():
+    texts = ["0.0.0.0", "255.255.255.255", " 8.8.8.8 ", "1.2.3.04", "1.2.3", "1.2.3.4.5", "1..2.3", "256.1.1.1",
+             "8.8.8.8/32", "", "::", "::1", "2001:DB8::1", "fe80::1%eth0", "::ffff:10.1.2.3", "::ffff:0a01:0203",
+             "1:2:3:4:5:6:7:8:9", "2001:db8::g", *_ipv4_lookalikes(4000)]
+    assert 1000 < sum(_expected_by_ipaddress(text) is not None for text in texts) < 3000  # both kinds tried
+    assert [(text, parse_address(text)) for text in texts if parse_address(text) != _expected_by_ipaddress(text)] == []
+
+
+def _ipv4_near_every_special_network():
+    """The first and last address of each listed network and their neighbours, and a sample of all others."""
+    addresses = set()
+    for cidr in IPV4_NOT_ROUTABLE:
+        network = ipaddress.IPv4Network(cidr)
+        first, last = int(network.network_address), int(network.broadcast_address)
+        addresses.update(value for value in (first - 1, first, last, last + 1) if 0 <= value < 2**32)
+    generator = random.Random(29)
+    addresses.update(generator.randrange(2**32) for _ in range(3000))
+    return [str(ipaddress.IPv4Address(value)) for value in sorted(addresses)]
+
+
+def test_ipv4_routability_agrees_with_ipaddress():
+    texts = _ipv4_near_every_special_network()
+    disagreeing = [text for text in texts if parse_address(text).is_routable
+                   is not _expected_by_ipaddress(text).is_routable]
+    assert disagreeing == []
+
+
+@pytest.mark.parametrize(("text", "is_routable"), [
+    ("192.0.0.0", False), ("192.0.0.8", False), ("192.0.0.9", True), ("192.0.0.10", True), ("192.0.0.11", False),
+    ("192.0.0.170", False), ("192.0.0.171", False), ("192.0.0.255", False)])
+def test_ipv4_routability_in_192_0_0_0_follows_iana_where_python_versions_differ(text, is_routable):
+    """Python releases before the fix of gh-113171 call most of 192.0.0.0/24 global; IANA's registry does not."""
+    assert parse_address(text).is_routable is is_routable
 
 
 @pytest.mark.parametrize("address", [None, "", "not-an-ip", "203.0.113.256", "203.0.113.0/24"])
