@@ -235,6 +235,8 @@ def serve_cgi(environ: Mapping[str, Any], *, out=None) -> bool:
     for chunk in body:
         out.write(chunk)
     out.flush()
+    if isinstance(lean.recorder.scan_store, SqliteScanStore):
+        lean.recorder.scan_store.trim_wal()
     return True
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import sqlite3
 import subprocess
 import sys
 import time
@@ -321,14 +322,17 @@ def test_sqlalchemy_scan_store_writes_the_same_rows(services, db, alice):
 NOT_IMPORTED_BY_A_CGI_REQUEST = ("flask", "sqlalchemy", "werkzeug", "user_agents", "crawlerdetect", "limits", "dotenv",
                                  "typing", "re", "pathlib", "enum", "urllib.parse", "dataclasses", "logging",
                                  "tempfile", "threading", "sqlite3.dbapi2", "datetime")
-NOT_IMPORTED_BY_A_CGI_SCAN = (*NOT_IMPORTED_BY_A_CGI_REQUEST, "hashlib", "_hashlib", "hmac")
+NOT_IMPORTED_BY_A_CGI_SCAN = (*NOT_IMPORTED_BY_A_CGI_REQUEST, "hashlib", "_hashlib", "hmac",
+                              "ipaddress")  # for an IPv4 client, as cgi_environ's
 
 
-def run_cgi_in_a_new_process(environ: dict[str, str], *,
-                             not_imported: tuple[str, ...] = NOT_IMPORTED_BY_A_CGI_SCAN) -> subprocess.CompletedProcess:
-    """serve_cgi as app.cgi calls it, in a fresh interpreter; prints what it wrote, then the costly modules loaded."""
+def run_cgi_in_a_new_process(environ: dict[str, str], *, not_imported: tuple[str, ...] = NOT_IMPORTED_BY_A_CGI_SCAN,
+                             first: str = "") -> subprocess.CompletedProcess:
+    """serve_cgi as app.cgi calls it, in a fresh interpreter, after the Python line first; prints what it wrote,
+    then the costly modules loaded. The process ends with os._exit, as app.cgi's does."""
     program = (
         "import os, sys, io\n"
+        f"{first}\n"
         "import hosting\n"
         "from qrtrack.fastpath import serve_cgi\n"
         f"os.environ.update({environ!r})\n"
@@ -336,6 +340,8 @@ def run_cgi_in_a_new_process(environ: dict[str, str], *,
         "assert serve_cgi(hosting.cgi_wsgi_environ(), out=out)\n"
         "print(out.getvalue().split(b'\\r\\n')[0].decode())\n"
         f"print(','.join(m for m in {not_imported!r} if m in sys.modules))\n"
+        "sys.stdout.flush()\n"
+        "os._exit(0)\n"
     )
     env = {**env_without_settings(), "PYTHONPATH": str(PROJECT_ROOT)}
     run = subprocess.run([sys.executable, "-c", program], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True,
@@ -350,6 +356,28 @@ def test_cgi_scan_imports_none_of_the_costly_modules_on_a_cache_hit(services, db
     runs = [run_cgi_in_a_new_process(environ) for _ in range(2)]  # the first fills the User-Agent cache
     assert runs[1].stdout.splitlines() == ["Status: 302 Found", ""]
     assert codes.get_code(db, owner_id=alice, uuid=code.uuid).scan_count == 2
+
+
+def test_cgi_scans_keep_the_wal_short(services, db, alice, tmp_path):
+    """Processes that end without closing the database never let SQLite start the WAL over (see trim_wal)."""
+    code = gen_code(db, alice)
+    instance = tmp_path / "only-cgi"  # no connection of this process's: each CGI process is the database's only one
+    instance.mkdir()
+    with sqlite3.connect(services.settings.sqlite_path) as source, sqlite3.connect(instance / "qrtrack.db") as copy:
+        source.backup(copy)
+    environ = cgi_environ(services, code.slug, INSTANCE_PATH=str(instance))
+    limit, scans = 40_000, 12
+    lower_the_limit = f"import qrtrack.scanstore; qrtrack.scanstore.WAL_TRIM_BYTES = {limit}"
+    sizes = []
+    for _ in range(scans):
+        run = run_cgi_in_a_new_process(environ, first=lower_the_limit)
+        assert run.stdout.startswith("Status: 302 Found")
+        sizes.append((instance / "qrtrack.db-wal").stat().st_size)
+    assert scans * sizes[0] > 3 * limit  # left alone, the WAL would have grown well past the limit
+    assert max(sizes) <= limit
+    with sqlite3.connect(instance / "qrtrack.db") as copy:
+        assert copy.execute("SELECT scan_count FROM codes WHERE id = ?", (code.id,)).fetchone() == (scans,)
+        assert copy.execute("SELECT COUNT(*) FROM scans WHERE code_id = ?", (code.id,)).fetchone() == (scans,)
 
 
 def test_cgi_cached_image_imports_none_of_the_costly_modules(client, services, db, alice):
