@@ -4,11 +4,13 @@
 A scan of an active code (GET /p/<slug>) and an image already in the cache (GET /img/<slug>.png) are
 answered by qrtrack.fastpath without importing Flask; everything else pays Python's start-up and the
 full app's imports, so prefer app.fcgi or Passenger where the host has them. Point the first line at
-your venv's python (…/.venv/bin/python) to skip the re-exec that hosting.use_venv() does.
+your venv's python with -S (#!/…/.venv/bin/python -S) to skip the re-exec that hosting.use_venv() does.
+-S skips site's start-up work, which the lean path does not need (hosting.add_venv_packages).
 """
 import hosting
 
-hosting.use_venv()
+hosting.use_venv("-S")
+hosting.add_venv_packages()
 
 import os  # noqa: E402
 
@@ -17,9 +19,11 @@ from qrtrack.fastpath import serve_cgi  # noqa: E402 - only once the venv's pyth
 if serve_cgi(hosting.cgi_wsgi_environ()):
     # The answer is flushed (a scan's row committed first): end here. A normal exit would tear the
     # interpreter down and, closing the last connection, checkpoint SQLite's WAL with its syncs
-    # (about 12 ms of a ~60 ms CGI scan here); the next writer checkpoints instead.
+    # (about 12 ms of a ~60 ms CGI scan here); serve_cgi empties the WAL now and then instead.
     os._exit(0)
 else:
+    hosting.run_site()
+
     from wsgiref.handlers import CGIHandler
 
     from app import app

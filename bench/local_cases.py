@@ -15,9 +15,10 @@ from .load import PHONE_ADDRESS, PHONE_USER_AGENT, BenchError, alternate, median
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CGI_TIMEOUT_SECONDS = 60
 SCAN_COUNT_SQL = "SELECT scan_count FROM codes WHERE id = ?"
-# The CGI entries a host may run, the first present one being what the target is about; run with this
-# interpreter (the venv's), as app.cgi's first line should point at, so hosting.use_venv() does not re-exec.
-CGI_ENTRIES = {"app.cgi": "app.cgi (the shipped CGI entry)", "app.py": "python app.py (the whole app)"}
+# The CGI entries a host may run, the first present one being what the target is about, each with the
+# interpreter options it is run with: this interpreter (the venv's) as the README has app.cgi's first line
+# point at (with -S), so hosting.use_venv() does not re-execute.
+CGI_ENTRIES = {"app.cgi": ("app.cgi (the shipped CGI entry)", ["-S"]), "app.py": ("python app.py (the whole app)", [])}
 
 
 def measure_image_cold(bench: Bench) -> list[Row]:
@@ -44,7 +45,7 @@ def measure_cgi(bench: Bench) -> list[Row]:
     environ = cgi_environ(bench, f"/p/{bench.data.scan_slug}")
     image_environ = cgi_environ(bench, f"/img/{bench.data.image_slug}.png")
     entries = [name for name in CGI_ENTRIES if (PROJECT_ROOT / name).is_file()]
-    commands = {name: [sys.executable, str(PROJECT_ROOT / name)] for name in entries}
+    commands = {name: [sys.executable, *CGI_ENTRIES[name][1], str(PROJECT_ROOT / name)] for name in entries}
     commands["flask"] = [sys.executable, str(PROJECT_ROOT / "bench" / "baseline_apps.py")]
     commands["stdlib"] = [sys.executable, str(PROJECT_ROOT / "bench" / "baseline_cgi_scan.py")]
     rounds, warm_up = (1, 0) if bench.quick else (21, 1)  # a first, uncounted round fills the page cache
@@ -67,7 +68,7 @@ def measure_cgi(bench: Bench) -> list[Row]:
         ours = wall[name]
         target, result = ("≤ 30 ms and ≤ 0.2×", met(ours <= 30 and ours <= 0.2 * flask)) if number == 0 else (
             "report", "report")
-        rows.append(Row("cgi", f"CGI scan through {CGI_ENTRIES[name]}, process start to exit", f"{ours:.1f} ms",
+        rows.append(Row("cgi", f"CGI scan through {CGI_ENTRIES[name][0]}, process start to exit", f"{ours:.1f} ms",
                         f"{flask:.1f} ms minimal Flask CGI", ratio(ours, flask), target, result,
                         f"{notes}; {ours / stdlib:.2f}× the standard-library scan below; CPU {cpu[name]:.1f} ms, "
                         f"{cpu[name] / cpu['stdlib']:.2f}× that scan's {cpu['stdlib']:.1f} ms; {recorded} of "

@@ -53,11 +53,47 @@ def test_use_venv_re_executes_once_under_the_venv_python(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["/srv/qr/app.cgi"])
     calls = []
     monkeypatch.setattr(os, "execv", lambda path, argv: calls.append((path, argv)))
-    hosting.use_venv()
+    hosting.use_venv("-S")
     python = str(venv / "bin" / "python")
-    assert calls == [(python, [python, "/srv/qr/app.cgi"])]
+    assert calls == [(python, [python, "-S", "/srv/qr/app.cgi"])]
     with pytest.raises(SystemExit, match="did not start inside its virtual environment"):
         hosting.use_venv()
+
+
+in_a_venv = pytest.mark.skipif(sys.prefix == sys.base_prefix, reason="the tests run outside a virtual environment")
+
+
+def run_under_python_s(program: str) -> list[str]:
+    """program's printed lines, run by this venv's python with -S, as app.cgi's first line asks."""
+    env = {**os.environ, hosting.VENV_VARIABLE: sys.prefix}
+    env.pop(hosting._REEXEC_MARK, None)
+    run = subprocess.run([sys.executable, "-S", "-c", program], cwd=PROJECT_ROOT, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    return run.stdout.splitlines()
+
+
+@in_a_venv
+def test_under_python_s_the_venv_packages_are_found_without_running_site():
+    printed = run_under_python_s(
+        "import sys, hosting\n"
+        "hosting.use_venv('-S')\n"  # already the venv's python: no re-execution
+        "hosting.add_venv_packages()\n"
+        "import iptocc\n"  # a package of the venv's, which the lean path needs
+        "print('site' in sys.modules, sys.prefix == sys.base_prefix)\n"
+        "hosting.run_site()\n"
+        "hosting.run_site()\n"  # once is enough
+        "import flask\n"
+        "print('site' in sys.modules, sys.prefix == sys.base_prefix, sys.path.count(sys.path[-1]))\n")
+    assert printed == ["False True", "True False 1"]
+
+
+def test_a_venv_that_includes_the_system_packages_runs_site(tmp_path):
+    venv = make_venv_layout(tmp_path / "venv")
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\ninclude-system-site-packages = true\nversion = 3.11.2\n")
+    assert hosting._includes_system_packages(str(venv))
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\ninclude-system-site-packages = false\n")
+    assert not hosting._includes_system_packages(str(venv))
 
 
 @pytest.mark.parametrize(("script_name", "expected"), [

@@ -291,6 +291,24 @@ def test_client_info_cache_answers_from_disk_the_second_time(tmp_path, monkeypat
     assert cache.classify(IPHONE) == first
 
 
+def test_client_info_cache_keeps_a_rollback_journal_even_if_made_with_a_wal(tmp_path, monkeypatch):
+    path = tmp_path / "cache" / "ua.db"
+    path.parent.mkdir()
+    with sqlite3.connect(path) as made_by_an_older_version:
+        made_by_an_older_version.execute("PRAGMA journal_mode=WAL")
+        made_by_an_older_version.execute("CREATE TABLE client_info (user_agent TEXT PRIMARY KEY, device TEXT NOT NULL, "
+                                         "os TEXT NOT NULL, browser TEXT NOT NULL, is_bot INTEGER NOT NULL)")
+        made_by_an_older_version.execute("INSERT INTO client_info VALUES (?, 'iPhone', 'iOS 17.5', 'Safari', 0)",
+                                         (IPHONE,))
+    made_by_an_older_version.close()
+    monkeypatch.setattr("qrtrack.scanstore.classify_user_agent", lambda _ua: (_ for _ in ()).throw(AssertionError))
+    assert ClientInfoCache(str(path)).classify(IPHONE) == ("iPhone", "iOS 17.5", "Safari", False)
+    with sqlite3.connect(path) as cache:
+        assert cache.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    cache.close()
+    assert sorted(file.name for file in path.parent.iterdir()) == ["ua.db"]  # no -wal or -shm left beside it
+
+
 @pytest.mark.parametrize("blocked_by", ["file", "database"])
 def test_client_info_cache_that_cannot_be_used_classifies_all_the_same(tmp_path, blocked_by):
     """Its folder cannot be made (a file in the way, as a parent the app cannot write would do) or its file is no
@@ -356,6 +374,23 @@ def test_cgi_scan_imports_none_of_the_costly_modules_on_a_cache_hit(services, db
     runs = [run_cgi_in_a_new_process(environ) for _ in range(2)]  # the first fills the User-Agent cache
     assert runs[1].stdout.splitlines() == ["Status: 302 Found", ""]
     assert codes.get_code(db, owner_id=alice, uuid=code.uuid).scan_count == 2
+
+
+def test_app_cgi_under_python_s_answers_scans_lean_and_everything_else_with_the_full_app(services, db, alice):
+    code = gen_code(db, alice)
+
+    def run_app_cgi(**extra: str) -> str:
+        env = {**env_without_settings(), **cgi_environ(services, code.slug, **extra)}
+        env.pop("QRTRACK_REEXECUTED_INTO", None)
+        run = subprocess.run([sys.executable, "-S", str(PROJECT_ROOT / "app.cgi")], env=env, cwd=PROJECT_ROOT,
+                             capture_output=True, timeout=60)
+        assert run.returncode == 0, run.stderr.decode()
+        return run.stdout.decode()
+
+    assert run_app_cgi().startswith(f"Status: 302 Found\r\nLocation: {code.destination}\r\n")
+    head, _, body = run_app_cgi(PATH_INFO="/api.php").partition("\r\n\r\n")  # no key: Flask's 401
+    assert head.startswith("Status: 401 UNAUTHORIZED") and '"error"' in body
+    assert codes.get_code(db, owner_id=alice, uuid=code.uuid).scan_count == 1
 
 
 def test_cgi_scans_keep_the_wal_short(services, db, alice, tmp_path):
