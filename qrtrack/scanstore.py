@@ -191,15 +191,28 @@ class SqliteScanStore:
         close makes). The next process finds no record of what was already copied (the first connection
         rebuilds SQLite's WAL index from the file), so SQLite never starts the WAL over: it grew with every
         scan, every process read all of it on opening and copied all of it again at each automatic
-        checkpoint. After 10 MB of it a CGI scan took ~10 ms more here. Called once the answer is sent;
-        if another process holds the database past the busy timeout, a later process trims instead.
+        checkpoint. After 10 MB of it a CGI scan took ~10 ms more here. Called once the answer is sent.
+
+        Emptying the file needs a moment when no other process writes or reads an older snapshot, and
+        SQLite holds off writers while it waits for one. So it is tried only when it need not wait, in
+        the writers' turn (see the class) and without SQLite's busy timeout: a backup or a long report
+        running elsewhere makes it give up at once, and a later process tries again.
         """
         try:
             if os.stat(self.path + "-wal").st_size <= WAL_TRIM_BYTES:
                 return
-            self._connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn, writer_lock = self._connection(), self._writer_lock()
+            fcntl.flock(writer_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError if another process writes
         except (OSError, sqlite3.Error):
             return
+        try:
+            conn.execute("PRAGMA busy_timeout=0")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            pass
+        finally:
+            fcntl.flock(writer_lock, fcntl.LOCK_UN)
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_SECONDS * 1000}")
 
     def _write_batch(self, rows: list[Mapping[str, Any]]) -> None:
         conn = self._connection()

@@ -1,6 +1,7 @@
 """The scan path's store: group commit hands every caller its own batch's outcome, and nothing is lost."""
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -204,3 +205,31 @@ def test_a_failed_write_is_rolled_back_whole_and_the_next_one_goes_through(servi
     with db.read() as conn:
         assert conn.exec_driver_sql("SELECT COUNT(*) FROM scans").scalar_one() == 1
         assert conn.exec_driver_sql("SELECT scan_count FROM codes WHERE id = ?", (code.id,)).scalar_one() == 1
+
+
+def test_trim_wal_empties_a_long_wal_but_never_waits_for_a_reader(services, db, alice, monkeypatch):
+    """A reader on an older snapshot (a backup, a long report) would hold an emptying checkpoint, and every writer
+    behind it, for the busy timeout: trim_wal gives up at once instead, and empties the WAL once it is alone."""
+    monkeypatch.setattr("qrtrack.scanstore.WAL_TRIM_BYTES", 16 * 1024)
+    code = gen_code(db, alice)
+    path = services.settings.sqlite_path
+    scan_store = SqliteScanStore(path, group_commit=False)
+    reader = sqlite3.connect(path, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT COUNT(*) FROM scans").fetchone() == (0,)  # holds this snapshot
+        for _ in range(20):
+            scan_store.write([{**SCAN_ROW, "code_id": code.id}])
+        started = time.monotonic()
+        scan_store.trim_wal()
+        assert time.monotonic() - started < 5  # not the busy timeout, 10 s
+        assert os.path.getsize(path + "-wal") > 16 * 1024
+        reader.execute("COMMIT")
+        scan_store.trim_wal()
+        assert os.path.getsize(path + "-wal") == 0
+        scan_store.write([{**SCAN_ROW, "code_id": code.id}])  # the connection still waits for others as before
+        assert scan_store._connection().execute("PRAGMA busy_timeout").fetchone() == (10_000,)
+    finally:
+        reader.close()
+        scan_store.close()
+    assert code_scan_count(db, code.id) == 21
