@@ -54,11 +54,12 @@ def add_venv_packages():
     if _site_has_run:
         return
     venv = find_venv()
-    packages = os.path.join(venv or "", "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}", "site-packages")
-    if venv is not None and runs_in(venv) and os.path.isdir(packages) and not _includes_system_packages(venv):
-        sys.path.append(packages)
-    else:
-        run_site()
+    if venv is not None and runs_in(venv) and not _includes_system_packages(venv):
+        packages = os.path.join(venv, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}", "site-packages")
+        if os.path.isdir(packages):
+            sys.path.append(packages)
+            return
+    run_site()
 
 
 def run_site():
