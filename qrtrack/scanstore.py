@@ -39,6 +39,8 @@ COUNT_SCANS_SQL = "UPDATE codes SET scan_count = scan_count + :added WHERE id = 
 FIND_IMAGE_SOURCE_SQL = "SELECT logo FROM codes WHERE slug = :slug"
 BUSY_TIMEOUT_SECONDS = 10
 WRITER_LOCK_SUFFIX = "-writer.lock"
+DAMAGED_DATABASE_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+"""SQLite's result codes for a file that is not, or no longer, a sound database."""
 WAL_TRIM_BYTES = 512 * 1024
 """How long a one-shot process lets the WAL grow before it empties it (SqliteScanStore.trim_wal): about 40
 scans. Each process reads the WAL on opening (~2 µs a page here); emptying it costs a checkpoint and its syncs."""
@@ -290,10 +292,19 @@ class ClientInfoCache:
         self.path = path
 
     def classify(self, user_agent: str) -> ClientInfo:
+        """The cached classification, else the parsers' (then cached). A cache it cannot open, create or read
+        costs the parsers, never the scan; a damaged one is deleted, so later scans do not all pay for them."""
         try:
-            conn = self._connect()
-        except (sqlite3.Error, OSError):  # a cache it cannot open or create costs the parsers, never the scan
+            return self._classify_through_cache(user_agent)
+        except sqlite3.DatabaseError as error:
+            if (getattr(error, "sqlite_errorcode", 0) & 0xFF) in DAMAGED_DATABASE_CODES:
+                self._delete_files()
             return classify_user_agent(user_agent)
+        except (sqlite3.Error, OSError):
+            return classify_user_agent(user_agent)
+
+    def _classify_through_cache(self, user_agent: str) -> ClientInfo:
+        conn = self._connect()
         try:
             row = conn.execute("SELECT device, os, browser, is_bot FROM client_info WHERE user_agent = ?",
                                (user_agent,)).fetchone()
@@ -303,15 +314,24 @@ class ClientInfoCache:
             conn.execute("INSERT OR REPLACE INTO client_info VALUES (?, ?, ?, ?, ?)",
                          (user_agent, info.device, info.os, info.browser, int(info.is_bot)))
             return info
-        except sqlite3.Error:
-            return classify_user_agent(user_agent)
         finally:
             conn.close()
+
+    def _delete_files(self) -> None:
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            try:
+                os.remove(self.path + suffix)
+            except OSError:
+                pass
 
     def _connect(self) -> sqlite3.Connection:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=DELETE")  # also turns a cache made in WAL mode by older versions
-        conn.execute("CREATE TABLE IF NOT EXISTS client_info (user_agent TEXT PRIMARY KEY, device TEXT NOT NULL, "
-                     "os TEXT NOT NULL, browser TEXT NOT NULL, is_bot INTEGER NOT NULL)")
+        try:
+            conn.execute("PRAGMA journal_mode=DELETE")  # also turns a cache made in WAL mode by older versions
+            conn.execute("CREATE TABLE IF NOT EXISTS client_info (user_agent TEXT PRIMARY KEY, device TEXT NOT NULL, "
+                         "os TEXT NOT NULL, browser TEXT NOT NULL, is_bot INTEGER NOT NULL)")
+        except BaseException:
+            conn.close()
+            raise
         return conn

@@ -321,6 +321,29 @@ def test_client_info_cache_that_cannot_be_used_classifies_all_the_same(tmp_path,
     assert ClientInfoCache(str(tmp_path / "cache" / "ua.db")).classify(IPHONE) == classify_user_agent(IPHONE)
 
 
+@pytest.mark.parametrize("damage", ["not-a-database", "torn-page"])
+def test_a_damaged_client_info_cache_is_deleted_and_fills_again(tmp_path, monkeypatch, damage):
+    """Left in place, it would make every CGI scan import the parsers (over 100 ms) for good."""
+    path = tmp_path / "ua.db"
+    cache = ClientInfoCache(str(path))
+    if damage == "not-a-database":
+        path.write_bytes(b"not a database, " * 512)
+    else:
+        for number in range(300):  # pages enough that the table's root page is not the first
+            cache.classify(f"{IPHONE} {number:03}")
+        with sqlite3.connect(path) as conn:
+            root_page = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'client_info'").fetchone()[0]
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        conn.close()
+        with open(path, "r+b") as file:
+            file.seek((root_page - 1) * page_size)
+            file.write(b"\xff" * page_size)
+    assert cache.classify(IPHONE) == classify_user_agent(IPHONE)  # parsed, and the damaged file deleted
+    assert cache.classify(IPHONE) == classify_user_agent(IPHONE)  # parsed into a new cache
+    monkeypatch.setattr("qrtrack.scanstore.classify_user_agent", lambda _ua: (_ for _ in ()).throw(AssertionError))
+    assert cache.classify(IPHONE) == classify_user_agent(IPHONE)  # from the new cache
+
+
 def test_sqlalchemy_scan_store_writes_the_same_rows(services, db, alice):
     code = gen_code(db, alice)
     scan_store = SqlAlchemyScanStore(db.engine)
