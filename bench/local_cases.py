@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import io
+import re
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -15,6 +17,8 @@ from .load import PHONE_ADDRESS, PHONE_USER_AGENT, BenchError, alternate, median
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CGI_TIMEOUT_SECONDS = 60
 SCAN_COUNT_SQL = "SELECT scan_count FROM codes WHERE id = ?"
+CALLGRIND = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+"""Counts instructions for the cgi case when Debian's valgrind is installed (apt-get install -y valgrind)."""
 # The CGI entries a host may run, the first present one being what the target is about, each with the
 # interpreter options it is run with: this interpreter (the venv's) as the README has app.cgi's first line
 # point at (with -S), so hosting.use_venv() does not re-execute.
@@ -83,7 +87,31 @@ def measure_cgi(bench: Bench) -> list[Row]:
         ours = wall["image"]
         rows.append(Row("cgi", "CGI cached QR image through app.cgi, process start to exit", f"{ours:.1f} ms",
                         f"{flask:.1f} ms minimal Flask CGI", ratio(ours, flask), "report", "report", notes))
+    if "app.cgi" in commands and not bench.quick and shutil.which(CALLGRIND[0]):
+        rows.append(_instructions_row(commands["app.cgi"], commands["stdlib"], environ))
     return rows
+
+
+def _instructions_row(app_cgi: list[str], stdlib_scan: list[str], environ: dict[str, str]) -> Row:
+    """Machine instructions of one CGI scan, counted by callgrind: the same count run after run, where the
+    wall clock of this shared machine swings by a third. Against `python -c pass` and the standard-library
+    scan, for how far above the floor the scan's own work is."""
+    counts = {name: _count_instructions(command, environ) for name, command in (
+        ("app.cgi", app_cgi), ("stdlib", stdlib_scan), ("python", [sys.executable, "-c", "pass"]))}
+    ours, floor, stdlib = (counts[name] / 1e6 for name in ("app.cgi", "python", "stdlib"))
+    return Row("cgi", "instructions per CGI scan through app.cgi (callgrind)", f"{ours:.1f} M",
+               f"{floor:.1f} M `python -c pass`", ratio(ours, floor), "report", "report",
+               f"one scan each; the standard-library scan {stdlib:.1f} M ({ours / stdlib:.2f}× that); "
+               f"deterministic, unlike the wall clock here")
+
+
+def _count_instructions(command: list[str], environ: dict[str, str]) -> int:
+    completed = subprocess.run([*CALLGRIND, *command], env=environ, cwd=PROJECT_ROOT, capture_output=True,
+                               timeout=CGI_TIMEOUT_SECONDS * 5)
+    found = re.search(rb"Collected : (\d+)", completed.stderr)
+    if completed.returncode != 0 or found is None:
+        raise BenchError(f"callgrind could not count {' '.join(command[1:])}: {completed.stderr[-500:]!r}")
+    return int(found.group(1))
 
 
 def _compile_modules() -> None:

@@ -25,7 +25,8 @@ alternates baseline and subject (3 rounds; 1 with --quick) and takes medians. --
 1 s loads, to keep the benchmark from rotting in the test suite; it never writes RESULTS.md. A full run of
 every case with the shipped threads and without errors rewrites the generated block of bench/RESULTS.md.
 --profile adds a py-spy profile of one worker under the scan load. Needs wrk (`apt-get install -y wrk`)
-for scan, scan-threads, memory, image-warm, api-create and hosting.
+for scan, scan-threads, memory, image-warm, api-create and hosting. With valgrind installed (`apt-get install
+-y valgrind`), case cgi also counts a CGI scan's instructions, a figure the machine's load does not move.
 """
 from __future__ import annotations
 
