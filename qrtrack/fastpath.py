@@ -153,7 +153,8 @@ class FastPath:
             except QrTrackError:
                 return self.app(environ, start_response)
             start_response("302 Found", [("Location", location_header(destination)), *REDIRECT_HEADERS])
-            return [b""]
+            after_answer = self.recorder.scan_store.after_answer()
+            return [b""] if after_answer is None else _ThenCall([b""], after_answer)
         image = image_request(environ)
         cached = self._cached_image(environ, image) if image is not None else None
         if cached is None:

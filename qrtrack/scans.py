@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
         def write(self, rows: list[Mapping[str, Any]]) -> None: ...
 
+        def after_answer(self) -> Callable[[], None] | None: ...
+
 MAX_REFERRER_HOST_LENGTH = 255
 VISITOR_KEY_PERSONAL = b"qrtrack visitor"
 VISITOR_ID_BYTES = 16

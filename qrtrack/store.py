@@ -313,6 +313,10 @@ class SqlAlchemyScanStore:
         with self.engine.begin() as conn:
             insert_scans(conn, rows)
 
+    def after_answer(self) -> None:
+        """As SqliteScanStore.after_answer: nothing to do here, the database server keeps its own log."""
+        return None
+
     def dispose(self) -> None:
         """Close the pooled connections (for tests and embedding programs that outlive the app)."""
         self.engine.dispose()

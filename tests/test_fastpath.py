@@ -344,9 +344,27 @@ def test_a_damaged_client_info_cache_is_deleted_and_fills_again(tmp_path, monkey
     assert cache.classify(IPHONE) == classify_user_agent(IPHONE)  # from the new cache
 
 
+def test_a_scan_is_answered_before_the_wal_checkpoint_that_falls_due_with_it(app, services, db, alice, monkeypatch):
+    monkeypatch.setattr("qrtrack.scanstore.CHECKPOINT_AFTER_ROWS", 3)
+    code = gen_code(db, alice)
+    checkpoints = []
+    monkeypatch.setattr(services.recorder.scan_store, "checkpoint_wal", lambda: checkpoints.append("copied"))
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": f"/p/{code.slug}", "REMOTE_ADDR": "8.8.8.8",
+               "SERVER_NAME": "localhost", "SERVER_PORT": "80", "wsgi.url_scheme": "http"}
+    answers = []
+    bodies = [app.wsgi_app(dict(environ), lambda status, headers: answers.append(status)) for _ in range(3)]
+    assert answers == ["302 Found"] * 3 and checkpoints == []
+    for body in bodies:
+        assert b"".join(body) == b""
+        getattr(body, "close", lambda: None)()  # what the server does once it has sent the answer
+    assert checkpoints == ["copied"]
+    assert codes.get_code(db, owner_id=alice, uuid=code.uuid).scan_count == 3
+
+
 def test_sqlalchemy_scan_store_writes_the_same_rows(services, db, alice):
     code = gen_code(db, alice)
     scan_store = SqlAlchemyScanStore(db.engine)
+    assert scan_store.after_answer() is None  # the database server keeps its own log
     assert scan_store.find_target(code.slug) == (code.id, code.destination, "active")
     assert scan_store.find_target("nosuch1") is None
     row = {"code_id": code.id, "ts": 5, "country": "US", "city": None, "device": "Mac", "os": "", "browser": "",

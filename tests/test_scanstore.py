@@ -233,3 +233,63 @@ def test_trim_wal_empties_a_long_wal_but_never_waits_for_a_reader(services, db, 
         reader.close()
         scan_store.close()
     assert code_scan_count(db, code.id) == 21
+
+
+def wal_starts(path: str) -> int:
+    """How many times the WAL has been started over: the checkpoint sequence number in its header."""
+    with open(path + "-wal", "rb") as wal:
+        return int.from_bytes(wal.read(16)[12:16], "big")
+
+
+def test_a_long_running_store_copies_the_wal_once_answered_not_inside_a_commit(services, db, alice, monkeypatch):
+    """SQLite would copy the WAL inside the commit that takes it past 1,000 pages, and so the WAL would start over."""
+    monkeypatch.setattr("qrtrack.scanstore.CHECKPOINT_AFTER_ROWS", 500)
+    code = gen_code(db, alice)
+    path = services.settings.sqlite_path
+    scan_store = SqliteScanStore(path)  # with group commit: a long-running process's
+    try:
+        scan_store.write([{**SCAN_ROW, "code_id": code.id}])
+        starts = wal_starts(path)
+        for _ in range(499):  # well past 1,000 pages: three or so a scan
+            assert scan_store.after_answer() is None
+            scan_store.write([{**SCAN_ROW, "code_id": code.id}])
+        assert wal_starts(path) == starts
+        after_answer = scan_store.after_answer()
+        assert after_answer == scan_store.checkpoint_wal
+        after_answer()
+        assert scan_store.after_answer() is None
+        scan_store.write([{**SCAN_ROW, "code_id": code.id}])
+        assert wal_starts(path) == starts + 1
+    finally:
+        scan_store.close()
+    assert code_scan_count(db, code.id) == 501
+    assert SqliteScanStore(path, group_commit=False).after_answer() is None  # a CGI scan's: SQLite's own checkpoints
+
+
+def test_checkpoint_wal_takes_the_writers_turn_only_for_what_was_added_meanwhile(services, db, alice, monkeypatch):
+    import fcntl
+
+    code = gen_code(db, alice)
+    scan_store = SqliteScanStore(services.settings.sqlite_path)
+    events = []
+
+    class RecordingConnection:
+        def __init__(self, conn):
+            self.conn = conn
+
+        def execute(self, sql, *args):
+            events.append(sql)
+            return self.conn.execute(sql, *args)
+
+    real_flock = fcntl.flock
+    monkeypatch.setattr("qrtrack.scanstore.fcntl.flock", lambda fd, operation: (
+        events.append("turn taken" if operation & fcntl.LOCK_EX else "turn ended"), real_flock(fd, operation))[1])
+    try:
+        scan_store.write([{**SCAN_ROW, "code_id": code.id}])
+        scan_store._local.conn = RecordingConnection(scan_store._local.conn)
+        events.clear()
+        scan_store.checkpoint_wal()
+    finally:
+        scan_store._local.conn = scan_store._local.conn.conn
+        scan_store.close()
+    assert events == ["PRAGMA wal_checkpoint(PASSIVE)", "turn taken", "PRAGMA wal_checkpoint(PASSIVE)", "turn ended"]
