@@ -44,6 +44,9 @@ DAMAGED_DATABASE_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTAD
 CHECKPOINT_AFTER_ROWS = 300
 """How many scans a long-running process writes between its copies of the WAL into the database (checkpoint_wal):
 about the 1,000 WAL pages at which SQLite would copy it itself, inside a commit."""
+CHECKPOINT_BACKSTOP_PAGES = 4000
+"""Where SQLite still copies the WAL inside a commit for a long-running process: should processes end before
+writing CHECKPOINT_AFTER_ROWS scans each (a host that stops idle ones), the WAL stops growing there."""
 WAL_TRIM_BYTES = 512 * 1024
 """How long a one-shot process lets the WAL grow before it empties it (SqliteScanStore.trim_wal): about 40
 scans. Each process reads the WAL on opening (~2 µs a page here); emptying it costs a checkpoint and its syncs."""
@@ -165,8 +168,8 @@ class SqliteScanStore:
             conn.execute(f"PRAGMA journal_mode={self.journal_mode}")
             conn.execute(f"PRAGMA synchronous={'NORMAL' if self.syncs_wal_itself else self.synchronous}")
             conn.execute("PRAGMA foreign_keys=ON")
-            if self._group_commit is not None:
-                conn.execute("PRAGMA wal_autocheckpoint=0")  # see checkpoint_wal
+            if self._group_commit is not None:  # see checkpoint_wal
+                conn.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_BACKSTOP_PAGES}")
             self._local.conn, self._local.pid = conn, os.getpid()
         return conn
 

@@ -293,3 +293,20 @@ def test_checkpoint_wal_takes_the_writers_turn_only_for_what_was_added_meanwhile
         scan_store._local.conn = scan_store._local.conn.conn
         scan_store.close()
     assert events == ["PRAGMA wal_checkpoint(PASSIVE)", "turn taken", "PRAGMA wal_checkpoint(PASSIVE)", "turn ended"]
+
+
+def test_should_processes_end_before_they_copy_the_wal_sqlite_still_does(services, db, alice, monkeypatch):
+    monkeypatch.setattr("qrtrack.scanstore.CHECKPOINT_AFTER_ROWS", 10_000)
+    monkeypatch.setattr("qrtrack.scanstore.CHECKPOINT_BACKSTOP_PAGES", 60)
+    code = gen_code(db, alice)
+    path = services.settings.sqlite_path
+    scan_store = SqliteScanStore(path)
+    try:
+        scan_store.write([{**SCAN_ROW, "code_id": code.id}])
+        starts = wal_starts(path)
+        for _ in range(40):  # over 60 pages, then some
+            scan_store.write([{**SCAN_ROW, "code_id": code.id}])
+        assert scan_store.after_answer() is None
+        assert wal_starts(path) > starts
+    finally:
+        scan_store.close()
