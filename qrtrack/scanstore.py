@@ -238,12 +238,12 @@ class SqliteScanStore:
     def checkpoint_wal(self) -> None:
         """Copy the WAL into the database, in two passes so that other processes' scans hardly wait.
 
-        SQLite would copy it inside the commit that takes the WAL to 1,000 pages: that scan's answer
-        waited ~6 ms, and as the commit holds the writers' turn, every other worker's scan waited with it.
-        With no checkpoint at all during the bench's scan load, the p99 at 50 connections read 1.60-1.64×
-        the bare 302's instead of 1.92-1.98× (2026-11-29). Here the bulk is copied while the other
-        processes go on writing, then, in the writers' turn, the few pages they added meanwhile: the WAL
-        is then copied whole, and the next commit starts it over instead of letting it grow.
+        SQLite copied it inside the commit that took the WAL past 1,000 pages: that scan's answer waited
+        ~6 ms, and as the commit holds the writers' turn, every other worker's scan waited with it. Here
+        the bulk is copied while the other processes go on writing, then, in the writers' turn, the few
+        pages they added meanwhile: the WAL is then copied whole, and the next commit starts it over
+        instead of letting it grow. The bench's p99 at 50 connections read 1.71-1.86× the bare 302's
+        this way, 1.92-2.13× before, and 1.60-1.64× with no checkpoint at all (bench/RESULTS.md).
         """
         self._rows_since_checkpoint = 0
         try:
