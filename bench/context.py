@@ -51,9 +51,9 @@ class Bench:
     def server(self, name: str) -> Server:
         return self.servers[name]
 
-    def count(self, sql: str, *params: object) -> int:
-        """One integer from the instance database, read-only: for checking what the app recorded."""
-        connection = sqlite3.connect(f"file:{self.data.database}?mode=ro", uri=True, timeout=30)
+    def count(self, sql: str, *params: object, database: Path | None = None) -> int:
+        """One integer from the instance database (or another), read-only: for checking what the app recorded."""
+        connection = sqlite3.connect(f"file:{database or self.data.database}?mode=ro", uri=True, timeout=30)
         try:
             return connection.execute(sql, params).fetchone()[0]
         finally:
