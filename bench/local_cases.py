@@ -46,21 +46,22 @@ def measure_image_cold(bench: Bench) -> list[Row]:
 def measure_cgi(bench: Bench) -> list[Row]:
     """The shipped CGI entry (app.cgi, whose lean path answers scans and cached images without Flask) and
     `python app.py` (the whole app under CGIHandler), each against a minimal Flask CGI app, all in turn."""
-    environ = cgi_environ(bench, f"/p/{bench.data.scan_slug}")
-    image_environ = cgi_environ(bench, f"/img/{bench.data.image_slug}.png")
+    # Each CGI process must be its database's only connection, as on a site that only takes CGI scans (see
+    # SqliteScanStore.trim_wal): the servers of the other cases hold the bench's database open, and python
+    # app.py, closing a database no one else holds, empties its WAL. So the CGI scans get a copy of the
+    # instance folder, and python app.py another.
+    cgi_instance, full_app_instance = (_copy_of_instance(bench, name) for name in ("cgi", "app-py"))
+    environ = cgi_environ(bench, f"/p/{bench.data.scan_slug}", instance=cgi_instance)
+    image_environ = cgi_environ(bench, f"/img/{bench.data.image_slug}.png", instance=cgi_instance)
     _compile_modules()
     entries = [name for name in CGI_ENTRIES if (PROJECT_ROOT / name).is_file()]
     commands = {name: [sys.executable, *CGI_ENTRIES[name][1], str(PROJECT_ROOT / name)] for name in entries}
     commands["flask"] = [sys.executable, str(PROJECT_ROOT / "bench" / "baseline_apps.py")]
     commands["stdlib"] = [sys.executable, str(PROJECT_ROOT / "bench" / "baseline_cgi_scan.py")]
-    # python app.py closes the database as it exits, which empties the WAL; on the same database it kept
-    # app.cgi's WAL near empty, never as long as on a site that only takes CGI scans (see trim_wal).
-    full_app_instance = bench.run_dir / "instance-of-app-py"
-    shutil.copytree(bench.data.instance, full_app_instance)
     environs = {name: cgi_environ(bench, f"/p/{bench.data.scan_slug}", instance=full_app_instance)
                 if name == "app.py" else environ for name in commands}
     rounds, warm_up = (1, 0) if bench.quick else (21, 1)  # a first, uncounted round fills the page cache
-    databases = (bench.data.database, full_app_instance / bench.data.database.name)
+    databases = tuple(instance / bench.data.database.name for instance in (cgi_instance, full_app_instance))
     before = _scans_recorded(bench, databases)
     measures = {name: (lambda command=command, name=name: _time_cgi(command, environs[name], expect=b"Status: 302"))
                 for name, command in commands.items()}
@@ -119,6 +120,12 @@ def _count_instructions(command: list[str], environ: dict[str, str]) -> int:
     if completed.returncode != 0 or found is None:
         raise BenchError(f"callgrind could not count {' '.join(command[1:])}: {completed.stderr[-500:]!r}")
     return int(found.group(1))
+
+
+def _copy_of_instance(bench: Bench, name: str) -> Path:
+    copy = bench.run_dir / f"instance-of-{name}"
+    shutil.copytree(bench.data.instance, copy)
+    return copy
 
 
 def _scans_recorded(bench: Bench, databases: tuple[Path, ...]) -> int:
