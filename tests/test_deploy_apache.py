@@ -270,3 +270,35 @@ def test_backup_while_serving_gives_a_sound_copy(folder_site: Site):
         copy.close()
     assert (backups / "copy.db").owner() == WEB_USER
 
+
+
+def test_an_apache_start_that_dies_of_a_signal_is_tried_once_more(tmp_path, monkeypatch):
+    """What the harness does for the crash in Apache.start's docstring; a start that fails otherwise still fails."""
+    import subprocess
+
+    from .deploy import apache as apache_module
+
+    actions = []
+
+    def run(command, **kwargs):
+        action = command[-1]
+        actions.append(action)
+        if action == "start" and actions.count("start") == 1:
+            raise subprocess.CalledProcessError(-6, command)  # SIGABRT
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(apache_module.subprocess, "run", run)
+    monkeypatch.setattr(apache_module, "wait_for_port", lambda port, what: None)
+    server = Apache("cgi", tmp_path)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "httpd.pid").write_text("4242")  # as a start that got that far leaves it
+    monkeypatch.setattr(apache_module.time, "sleep", lambda seconds: (tmp_path / "run" / "httpd.pid").unlink())
+    server.start()
+    assert actions == ["start", "stop", "start"]
+
+    actions.clear()
+    monkeypatch.setattr(apache_module.subprocess, "run", lambda command, **kwargs: (
+        actions.append(command[-1]), (_ for _ in ()).throw(subprocess.CalledProcessError(1, command)))[1])
+    with pytest.raises(subprocess.CalledProcessError):
+        server.start()
+    assert actions == ["start"]

@@ -197,12 +197,27 @@ PassengerDisableSecurityUpdateCheck on
 PassengerMaxPoolSize 4"""
 
     def start(self) -> None:
+        """Start Apache; a start that dies of a signal is tried once more.
+
+        Debian's mod_passenger 6.0.17 once crashed Apache's start in CI ("double free or corruption" right
+        after "Passenger core online", SIGABRT), before any request or app process: not ours to fix, and not
+        a reason for the suite to fail.
+        """
         for folder in ("run", "run/passenger", "logs"):
             (self.root / folder).mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(self.config_text())
-        subprocess.run(["apache2", "-f", self.config_path, "-k", "start"], check=True, capture_output=True,
-                       env={"PATH": CLEAN_PATH, "LANG": "C"}, timeout=60)
+        try:
+            self._apache_command("start")
+        except subprocess.CalledProcessError as error:
+            if error.returncode >= 0:
+                raise
+            self.stop()
+            self._apache_command("start")
         wait_for_port(self.folder_port, what=f"Apache (see {self.error_log})")
+
+    def _apache_command(self, action: str) -> None:
+        subprocess.run(["apache2", "-f", self.config_path, "-k", action], check=True, capture_output=True,
+                       env={"PATH": CLEAN_PATH, "LANG": "C"}, timeout=60)
 
     def restart(self) -> None:
         """Apache's own restart: its children and every app process they started end, and the next request
@@ -210,8 +225,7 @@ PassengerMaxPoolSize 4"""
         is handled, which on a busy machine takes a while, old children still answer and are then ended mid-request.
         """
         restarts = self._restarts_logged()
-        subprocess.run(["apache2", "-f", self.config_path, "-k", "restart"], check=True, capture_output=True,
-                       env={"PATH": CLEAN_PATH, "LANG": "C"}, timeout=60)
+        self._apache_command("restart")
         deadline = time.monotonic() + 60
         while self._restarts_logged() == restarts:
             if time.monotonic() > deadline:
@@ -226,8 +240,10 @@ PassengerMaxPoolSize 4"""
         pid_file = self.root / "run" / "httpd.pid"
         if not pid_file.exists():
             return
-        subprocess.run(["apache2", "-f", self.config_path, "-k", "stop"], capture_output=True,
-                       env={"PATH": CLEAN_PATH, "LANG": "C"}, timeout=60)
+        try:
+            self._apache_command("stop")
+        except subprocess.CalledProcessError:
+            pass  # already gone: the pid file is all it left
         deadline = time.monotonic() + 30
         while pid_file.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
