@@ -233,11 +233,14 @@ def serve_cgi(environ: Mapping[str, Any], *, out=None) -> bool:
     out = out or sys.stdout.buffer
     head = f"Status: {status}\r\n" + "".join(f"{name}: {value}\r\n" for name, value in headers) + "\r\n"
     out.write(head.encode("latin-1"))
-    for chunk in body:
-        out.write(chunk)
-    out.flush()
-    if isinstance(lean.recorder.scan_store, SqliteScanStore):
-        lean.recorder.scan_store.trim_wal()
+    try:
+        for chunk in body:
+            out.write(chunk)
+        out.flush()
+    finally:
+        close = getattr(body, "close", None)  # as a WSGI server does once it has sent the answer (after_answer)
+        if close is not None:
+            close()
     return True
 
 

@@ -143,8 +143,9 @@ class SqliteScanStore:
     to SQLite: see there why.
 
     With group_commit=False writes go straight to the database: for a process that writes once from
-    one thread, a CGI scan. Otherwise the process is a long-running one, which copies the WAL into the
-    database itself once an answer is sent (after_answer) instead of SQLite doing it inside a commit.
+    one thread, a CGI scan. Either way the store keeps the WAL short once an answer is sent
+    (after_answer): a one-shot process empties it now and then, a long-running one copies it into the
+    database itself instead of SQLite doing it inside a commit.
     """
 
     def __init__(self, path: str, *, wal: bool = True, synchronous: str = "NORMAL", group_commit: bool = True):
@@ -229,11 +230,11 @@ class SqliteScanStore:
             conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_SECONDS * 1000}")
 
     def after_answer(self) -> Callable[[], None] | None:
-        """Work for a long-running process to do once the answer to a scan is sent, or None: checkpoint_wal,
-        every CHECKPOINT_AFTER_ROWS scans it wrote."""
-        if self._group_commit is None or self._rows_since_checkpoint < CHECKPOINT_AFTER_ROWS:
-            return None
-        return self.checkpoint_wal
+        """Work to do once the answer to a scan is sent, or None. A one-shot process: trim_wal. A long-running
+        one: checkpoint_wal, every CHECKPOINT_AFTER_ROWS scans it wrote."""
+        if self._group_commit is None:
+            return self.trim_wal
+        return self.checkpoint_wal if self._rows_since_checkpoint >= CHECKPOINT_AFTER_ROWS else None
 
     def checkpoint_wal(self) -> None:
         """Copy the WAL into the database, in two passes so that other processes' scans hardly wait.

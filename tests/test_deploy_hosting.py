@@ -88,12 +88,24 @@ def test_under_python_s_the_venv_packages_are_found_without_running_site():
     assert printed == ["False True", "True False 1"]
 
 
-def test_a_venv_that_includes_the_system_packages_runs_site(tmp_path):
+def test_a_venv_that_includes_the_system_packages_runs_site(tmp_path, monkeypatch):
     venv = make_venv_layout(tmp_path / "venv")
+    packages = venv / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
+    packages.mkdir(parents=True)
+    monkeypatch.setenv(hosting.VENV_VARIABLE, str(venv))
+    monkeypatch.setattr(hosting, "_site_has_run", False)  # as under python -S
+    monkeypatch.setattr(hosting, "runs_in", lambda _venv: True)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    site_runs = []
+    monkeypatch.setattr(hosting, "run_site", lambda: site_runs.append("site"))
     (venv / "pyvenv.cfg").write_text("home = /usr/bin\ninclude-system-site-packages = true\nversion = 3.11.2\n")
     assert hosting._includes_system_packages(str(venv))
+    hosting.add_venv_packages()
+    assert site_runs == ["site"] and str(packages) not in sys.path
     (venv / "pyvenv.cfg").write_text("home = /usr/bin\ninclude-system-site-packages = false\n")
     assert not hosting._includes_system_packages(str(venv))
+    hosting.add_venv_packages()
+    assert site_runs == ["site"] and sys.path[-1] == str(packages)
 
 
 @pytest.mark.parametrize(("script_name", "expected"), [

@@ -263,7 +263,10 @@ def test_a_long_running_store_copies_the_wal_once_answered_not_inside_a_commit(s
     finally:
         scan_store.close()
     assert code_scan_count(db, code.id) == 501
-    assert SqliteScanStore(path, group_commit=False).after_answer() is None  # a CGI scan's: SQLite's own checkpoints
+    one_shot = SqliteScanStore(path, group_commit=False)  # a CGI scan's: SQLite's own checkpoints, and trim_wal
+    assert one_shot.after_answer() == one_shot.trim_wal
+    assert one_shot._connection().execute("PRAGMA wal_autocheckpoint").fetchone() == (1000,)
+    one_shot.close()
 
 
 def test_checkpoint_wal_takes_the_writers_turn_only_for_what_was_added_meanwhile(services, db, alice, monkeypatch):
