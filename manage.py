@@ -114,6 +114,8 @@ TEST_SYSTEM_PACKAGES = {
     "openssl": "/usr/bin/openssl",                        # ...over TLS with a throwaway certificate
     "wrk": "/usr/bin/wrk",                                # the benchmark's smoke test
     "postgresql": "/usr/share/doc/postgresql",            # database tests run on PostgreSQL too (its own cluster)
+    "redis-server": "/usr/bin/redis-server",              # RATELIMIT_STORAGE_URI=redis://... (its own server)
+    "memcached": "/usr/bin/memcached",                    # RATELIMIT_STORAGE_URI=memcached://...
 }
 
 

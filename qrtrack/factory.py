@@ -60,6 +60,8 @@ def build_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
 
 def _configure_flask(app: Flask, settings: Settings) -> None:
+    from .ratelimit import storage_options  # importing it registers its storages with limits (ratelimit.py)
+
     app.config.update(
         SECRET_KEY=settings.SECRET_KEY,
         TESTING=settings.TESTING,
@@ -69,7 +71,7 @@ def _configure_flask(app: Flask, settings: Settings) -> None:
         SESSION_COOKIE_SECURE=settings.SESSION_COOKIE_SECURE,
         SESSION_COOKIE_NAME="qrtrack_session",
         RATELIMIT_STORAGE_URI=settings.RATELIMIT_STORAGE_URI,
-        RATELIMIT_STORAGE_OPTIONS={"wrap_exceptions": True},  # a failing storage raises StorageError (web.py)
+        RATELIMIT_STORAGE_OPTIONS=storage_options(settings.RATELIMIT_STORAGE_URI),
         RATELIMIT_HEADERS_ENABLED=True,
         JSON_SORT_KEYS=False,
     )
@@ -142,7 +144,7 @@ def _database_setting_name(settings: Settings) -> str:
 def _register_blueprints(app: Flask, settings: Settings) -> None:
     from flask_limiter import Limiter
 
-    from . import api, dashboard, public, ratelimit  # noqa: F401 - ratelimit registers the qrtrack+sqlite storage
+    from . import api, dashboard, public
     from .dashboard import init_dashboard
 
     try:

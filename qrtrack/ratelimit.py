@@ -11,6 +11,9 @@ Options, from the URI query string (``?journal_mode=delete&timeout=2``) or as ke
 - ``journal_mode``: ``wal`` (default) or ``delete``, for a home directory on a network filesystem,
   where WAL's shared memory is unsafe.
 - ``timeout``: seconds to wait for another process's lock before raising; default 5.
+
+It also mends how limits talks to the counter servers RATELIMIT_STORAGE_URI may name instead (see
+`storage_options` and `MemcachedStorage`), so that a server that is down or silent is refused with a 503, soon.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import ClassVar
 
+import limits.storage
 from limits.errors import ConfigurationError
 from limits.storage import SlidingWindowCounterSupport, Storage
 from limits.storage.base import TimestampedSlidingWindow
@@ -32,6 +36,16 @@ from limits.storage.base import TimestampedSlidingWindow
 SCHEME = "qrtrack+sqlite"
 JOURNAL_MODES = ("wal", "delete")
 DEFAULT_TIMEOUT = 5.0
+COUNTER_SERVER_TIMEOUT_SECONDS = 2.0
+"""How long a rate-limit check waits on a redis or memcached server, to connect and for each answer. A healthy
+one answers in about a millisecond; without a bound, a server that stopped answering (a host gone behind a
+firewall that drops packets) would hold every API call and sign-in for minutes, where it now gets a 503."""
+# The clients' own keyword arguments, which limits passes on; for redis a value in the URI's query wins.
+_REDIS_TIMEOUTS = dict.fromkeys(("socket_connect_timeout", "socket_timeout"), COUNTER_SERVER_TIMEOUT_SECONDS)
+_COUNTER_SERVER_TIMEOUTS = {
+    "redis": _REDIS_TIMEOUTS, "rediss": _REDIS_TIMEOUTS, "redis+unix": _REDIS_TIMEOUTS,
+    "memcached": dict.fromkeys(("connect_timeout", "timeout"), COUNTER_SERVER_TIMEOUT_SECONDS),
+}
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS ratelimit_counter (key TEXT PRIMARY KEY, value INTEGER NOT NULL, expiry REAL NOT NULL)",
@@ -46,6 +60,14 @@ def storage_uri_for(path: str | os.PathLike[str], **options: str | float) -> str
         raise ValueError(f"the rate-limit database path must be absolute: {path!r}")
     query = f"?{urllib.parse.urlencode(options)}" if options else ""
     return f"{SCHEME}:///{urllib.parse.quote(path)}{query}"
+
+
+def storage_options(uri: str) -> dict[str, object]:
+    """flask-limiter's RATELIMIT_STORAGE_OPTIONS for the storage at uri: failures raised as limits' StorageError,
+    which the app answers with a 503 (web.handle_rate_limit_storage_error), and a bound on the wait for a
+    counter server."""
+    scheme = urllib.parse.urlsplit(uri).scheme
+    return {"wrap_exceptions": True, **_COUNTER_SERVER_TIMEOUTS.get(scheme, {})}
 
 
 def storage_failure_hint(uri: str) -> str:
@@ -275,3 +297,19 @@ def _sliding_window(conn: sqlite3.Connection, previous_key: str, current_key: st
     previous_ttl = (1 - (((now - expiry) / expiry) % 1)) * expiry if previous_count else 0.0
     current_ttl = (1 - ((now / expiry) % 1)) * expiry + expiry
     return previous_count, previous_ttl, current_count, current_ttl
+
+
+class MemcachedStorage(limits.storage.MemcachedStorage):
+    """limits' memcached storage, with every failure of the server counted as the storage's.
+
+    pymemcache raises the socket's own errors when the server is down or silent (ConnectionRefusedError,
+    TimeoutError), not its MemcacheError, and limits 5.8 wraps only the latter: a memcached that was down
+    turned every API call into a 500. Defining this class registers it for the memcached scheme, in
+    place of limits' own.
+    """
+
+    STORAGE_SCHEME: ClassVar[list[str]] = ["memcached"]
+
+    @property
+    def base_exceptions(self) -> tuple[type[Exception], ...]:
+        return (self.dependency.MemcacheError, OSError)

@@ -21,7 +21,7 @@ from limits.strategies import FixedWindowRateLimiter, SlidingWindowCounterRateLi
 from werkzeug.serving import make_server
 
 from qrtrack import ratelimit
-from qrtrack.ratelimit import SQLiteStorage, storage_uri_for
+from qrtrack.ratelimit import SQLiteStorage, storage_options, storage_uri_for
 
 SPAWN = multiprocessing.get_context("spawn")
 PROCESS_TIMEOUT = 30
@@ -74,6 +74,30 @@ def test_storage_uri_for_refuses_a_relative_path():
 
 def test_module_registers_its_scheme_with_limits():
     assert limits.storage.SCHEMES[ratelimit.SCHEME] is SQLiteStorage
+
+
+def test_module_registers_its_memcached_storage_in_place_of_limits_own():
+    """So that ConnectionRefusedError and timeouts count as the storage failing (test_ratelimit_servers.py)."""
+    assert limits.storage.SCHEMES["memcached"] is ratelimit.MemcachedStorage
+    assert issubclass(ratelimit.MemcachedStorage, limits.storage.MemcachedStorage)
+
+
+def test_storage_options_wrap_failures_and_bound_the_wait_on_a_counter_server(tmp_path):
+    timeout = ratelimit.COUNTER_SERVER_TIMEOUT_SECONDS
+    assert storage_options(storage_uri_for(tmp_path / "rl.db")) == {"wrap_exceptions": True}
+    assert storage_options("memcached://cache:11211") == {"wrap_exceptions": True, "connect_timeout": timeout,
+                                                           "timeout": timeout}
+    for uri in ("redis://cache:6379/0", "rediss://:pw@cache:6380", "redis+unix:///run/redis.sock"):
+        assert storage_options(uri) == {"wrap_exceptions": True, "socket_connect_timeout": timeout,
+                                        "socket_timeout": timeout}, uri
+
+
+def test_a_redis_uri_may_set_its_own_timeout_over_the_default():
+    """What the README says: `?socket_timeout=5` in the URI wins. Nothing connects until the first check."""
+    for uri, expected in (("redis://cache:6379/0", ratelimit.COUNTER_SERVER_TIMEOUT_SECONDS),
+                          ("redis://cache:6379/0?socket_timeout=5", 5.0)):
+        built = storage_from_string(uri, **storage_options(uri))
+        assert built.storage.connection_pool.connection_kwargs["socket_timeout"] == expected
 
 
 def test_storage_from_string_builds_the_storage_from_its_uri(tmp_path):
