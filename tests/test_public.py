@@ -11,6 +11,7 @@ from PIL import Image
 from sqlalchemy import text
 
 from qrtrack import codes, store
+from qrtrack.fastpath import FastPath
 
 from .conftest import gen_code, gen_user, make_app
 
@@ -65,6 +66,32 @@ def test_paused_code_gets_a_friendly_410_and_is_not_counted(client, services, db
     assert response.headers["Cache-Control"] == "no-store"  # a browser must see the code once it is resumed
     assert scans_of(db, code.id) == []
     assert codes.get_code(db, owner_id=alice, uuid=code.uuid).scan_count == 0
+
+
+def test_a_code_resumed_while_its_scan_falls_through_to_flask_is_recorded_and_redirected(app, client, services, db,
+                                                                                         alice):
+    """FastPath leaves a paused code's scan to the Flask view, which looks the code up again: if it was resumed
+    in between, that view records the scan and redirects as FastPath would have."""
+    code = gen_code(db, alice, destination="https://example.com/back")
+    codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=codes.CodeChanges(status="paused"),
+                      logo_dir=services.logo_dir, images=services.images)
+    fast_path = app.wsgi_app
+    assert isinstance(fast_path, FastPath)
+    flask_app = fast_path.app
+
+    def resume_then_flask(environ, start_response):
+        codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=codes.CodeChanges(status="active"),
+                          logo_dir=services.logo_dir, images=services.images)
+        return flask_app(environ, start_response)
+
+    fast_path.app = resume_then_flask
+    response = client.get(f"/p/{code.slug}", headers={"User-Agent": IPHONE}, environ_base={"REMOTE_ADDR": "8.8.8.8"})
+
+    assert response.status_code == 302 and response.headers["Location"] == "https://example.com/back"
+    assert response.headers["Cache-Control"] == "no-store"
+    [scan] = scans_of(db, code.id)
+    assert (scan.device, scan.country, scan.is_bot) == ("iPhone", "US", False)
+    assert codes.get_code(db, owner_id=alice, uuid=code.uuid).scan_count == 1
 
 
 def test_bots_are_redirected_but_flagged(client, db, alice):
