@@ -51,6 +51,11 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
             "content": {"application/json": {"schema": schema}}}
 
 
+def _without_body(response: dict[str, Any]) -> dict[str, Any]:
+    """A GET response as HEAD answers it: the same status and headers, no body."""
+    return {key: value for key, value in response.items() if key != "content"}
+
+
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -169,6 +174,16 @@ LIST_PARAMETERS = [
 ]
 
 
+_ALLOW_HEADER = {"description": "The methods this path answers.", "required": True,
+                 "schema": {"type": "string", "examples": ["GET, HEAD, POST, DELETE, OPTIONS"]}}
+_LIST_OR_GET: dict[str, Any] = {
+    "operationId": "listOrGetCodes", "summary": "List codes, or get one with its scan log",
+    "parameters": [_UUID_PARAM, *LIST_PARAMETERS],
+    "responses": {"200": _json({"anyOf": [_ref("CodeList"), _ref("CodeDetail")]}, "The list, or the code with ?uuid="),
+                  **{k: ERROR_RESPONSES[k] for k in ("400", "401", "404", "429", "503")}},
+}
+
+
 def openapi_document(*, server_url: str) -> dict[str, Any]:
     """The spec, with the server URL of the install answering."""
     return {
@@ -180,11 +195,11 @@ def openapi_document(*, server_url: str) -> dict[str, Any]:
         "servers": [{"url": server_url}],
         "security": [{"ApiKey": []}],
         "paths": {"/api.php": {
-            "get": {"operationId": "listOrGetCodes", "summary": "List codes, or get one with its scan log",
-                    "parameters": [_UUID_PARAM, *LIST_PARAMETERS],
-                    "responses": {"200": _json({"anyOf": [_ref("CodeList"), _ref("CodeDetail")]},
-                                               "The list, or the code with ?uuid="),
-                                  **{k: ERROR_RESPONSES[k] for k in ("400", "401", "404", "429", "503")}}},
+            "get": _LIST_OR_GET,
+            "head": {"operationId": "headCodes", "summary": "The status and headers GET would answer, without the body",
+                     "parameters": _LIST_OR_GET["parameters"],
+                     "responses": {status: _without_body(response)
+                                   for status, response in _LIST_OR_GET["responses"].items()}},
             "post": {"operationId": "createOrUpdateCode", "summary": "Create a code, or update one with ?uuid=",
                      "parameters": [_UUID_PARAM],
                      "requestBody": {"required": True, "content": {"application/json": {"schema": {
@@ -197,6 +212,11 @@ def openapi_document(*, server_url: str) -> dict[str, Any]:
                        "parameters": [{**_UUID_PARAM, "required": True}],
                        "responses": {"200": _json(_ref("Deleted"), "Deleted"),
                                      **{k: ERROR_RESPONSES[k] for k in ("400", "401", "404", "429", "503")}}},
+            "options": {"operationId": "apiOptions", "summary": "The methods /api.php answers",
+                        "security": [],
+                        "responses": {"204": {"description": "No body; Allow names the methods.",
+                                              "headers": {**RATE_LIMIT_HEADERS, "Allow": _ALLOW_HEADER}},
+                                      **{k: ERROR_RESPONSES[k] for k in ("429", "503")}}},
         }},
         "components": {"schemas": SCHEMAS,
                        "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key"}}},

@@ -832,7 +832,7 @@ def test_openapi_spec_is_served_without_a_key_and_names_this_server(client):
     spec = response.get_json()
     assert spec["openapi"].startswith("3.1")
     assert spec["servers"] == [{"url": "https://qr.yoursite.com"}]
-    assert set(spec["paths"]["/api.php"]) == {"get", "post", "delete"}
+    assert set(spec["paths"]["/api.php"]) == {"get", "head", "post", "delete", "options"}
     assert spec["components"]["securitySchemes"]["ApiKey"] == {"type": "apiKey", "in": "header", "name": "X-Api-Key"}
 
 

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from qrtrack import codes, openapi
+from qrtrack import api, codes, openapi
 from qrtrack.openapi import SCHEMAS
 
 from .conftest import gen_code, gen_key, gen_user, make_app
@@ -90,8 +90,10 @@ def check_post_branch(case, response) -> None:
         assert response.status_code in (400, 404, 415), (branch, case.body, response.text)
 
 
-@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=str)
-@pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
+@pytest.mark.parametrize(("method", "mode"), [
+    (method, mode) for method in api.ALLOWED_METHODS for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+    if (method, mode) != ("OPTIONS", GenerationMode.NEGATIVE)  # it takes no input that could be invalid
+], ids=lambda value: str(value))
 def test_api_answers_as_its_openapi_spec_says(target, method, mode):
     operation = api_schema(target.app)["/api.php"][method]
     strategy = operation.as_strategy(mode, headers={"X-Api-Key": target.key})
@@ -112,6 +114,16 @@ def test_api_answers_as_its_openapi_spec_says(target, method, mode):
             target.replace_deleted(case.query["uuid"])
 
     run()
+
+
+def test_every_method_the_api_answers_is_an_operation_of_the_spec(target):
+    client = target.app.test_client()
+    spec = client.get("/api/openapi.json").get_json()
+    operations = spec["paths"]["/api.php"]
+    assert list(operations) == [method.lower() for method in api.ALLOWED_METHODS]  # in the order the API lists them
+    allow = operations["options"]["responses"]["204"]["headers"]["Allow"]
+    assert allow["schema"]["examples"] == [client.options("/api.php").headers["Allow"]]
+    assert operations["options"]["security"] == []  # OPTIONS needs no key, as the spec's description says
 
 
 def accepts(validate, value) -> bool:

@@ -28,6 +28,8 @@ import pytest
 import requests
 
 from qrtrack.config import PROJECT_ROOT, SETTINGS
+from qrtrack.dashboard import reference_pages
+from qrtrack.openapi import openapi_document
 
 from .conftest import PASSWORD, env_without_settings, needs_tool
 from .deploy.site import free_port
@@ -194,6 +196,23 @@ def test_seed_curl_example_creates_a_code(server):
     assert shutil.which("curl"), "curl is needed"
     output = run_client(["bash", "-c", SEED_CURL.replace(SEED_URL, server.api)], server)
     assert_created(server, json.loads(output), label="Test")
+
+
+def test_every_curl_example_of_the_api_reference_answers_as_documented(server):
+    """The dashboard's API reference prints these for people to paste: each runs to its end (a HEAD written as
+    -X HEAD would wait for a body) and gets a status its operation documents."""
+    assert shutil.which("curl"), "curl is needed"
+    reference = reference_pages.describe_document(openapi_document(server_url=server.url))
+    statuses = {}
+    for operation in reference.operations:
+        for title, command in operation.curl_examples:
+            status = run_client(["bash", "-c", command + " --silent --output /dev/null --write-out '%{http_code}'"],
+                                server)
+            assert status in {response.status for response in operation.responses}, (title, status)
+            statuses[title] = status
+    assert statuses["GET /api.php"] == statuses["HEAD /api.php"] == "200"
+    assert statuses["OPTIONS /api.php"] == "204"
+    assert statuses["POST /api.php · CreateCode"] == "201"
 
 
 @needs_php

@@ -414,6 +414,16 @@ def test_api_reference_curl_examples_use_this_sites_address_and_a_key_variable(a
     assert json.loads(create)["destination"].startswith("https://")
 
 
+def test_api_reference_examples_of_head_and_options_run_as_written(admin_client):
+    """HEAD with curl's -I (with -X HEAD curl waits for a body that never comes); OPTIONS without a key."""
+    body = html.unescape(text(admin_client.get("/api-reference")))
+    examples = re.findall(r'<div class="code-example-title">([^<]*)</div>\s*<pre><code>([^<]*)</code>', body)
+    commands = {title: command for title, command in examples}
+    assert commands["HEAD /api.php"] == "curl -I 'http://localhost/api.php' \\\n     -H \"X-Api-Key: $QRT_KEY\""
+    assert commands["OPTIONS /api.php"] == "curl -X OPTIONS 'http://localhost/api.php'"
+    assert body.count("no key needed") == 1
+
+
 def test_api_reference_is_generated_from_the_openapi_document(admin_client, monkeypatch):
     def extended(*, server_url):
         document = openapi_document(server_url=server_url)

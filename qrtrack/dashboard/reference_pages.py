@@ -67,6 +67,7 @@ class DocumentedOperation:
     request_description: str
     responses: list[Response]
     curl_examples: list[tuple[str, str]]
+    needs_key: bool
 
 
 @dataclass
@@ -114,7 +115,7 @@ def describe_document(document: dict[str, Any]) -> Reference:
     server_url = document["servers"][0]["url"]
     auth_header = next(iter(document["components"]["securitySchemes"].values()))["name"]
     operations = [describe_operation(path, method, spec, schemas=schemas, server_url=server_url,
-                                     auth_header=auth_header)
+                                     auth_header=auth_header, document_security=document.get("security", []))
                   for path, methods in document["paths"].items() for method, spec in methods.items()]
     errors = {r.status: r for op in operations for r in op.responses if r.is_error}
     responses = [r for op in operations for r in op.responses]
@@ -129,7 +130,9 @@ def describe_document(document: dict[str, Any]) -> Reference:
 
 
 def describe_operation(path: str, method: str, spec: dict[str, Any], *, schemas: dict[str, Any], server_url: str,
-                       auth_header: str) -> DocumentedOperation:
+                       auth_header: str, document_security: list[dict[str, Any]]) -> DocumentedOperation:
+    """An operation's own `security` overrides the document's; an empty one means it needs no key."""
+    needs_key = bool(spec.get("security", document_security))
     parameters = [Field(name=p["name"], type=describe_type(p.get("schema", {})), required=bool(p.get("required")),
                         constraints=describe_constraints(p.get("schema", {})), description=p.get("description", ""),
                         location=p["in"]) for p in spec.get("parameters", [])]
@@ -143,7 +146,8 @@ def describe_operation(path: str, method: str, spec: dict[str, Any], *, schemas:
         parameters=parameters, request_type=describe_type(body_schema) if body_schema else [],
         request_description=request_body.get("description", ""), responses=responses,
         curl_examples=curl_examples(method.upper(), server_url + path, body_schema, schemas=schemas,
-                                    auth_header=auth_header))
+                                    auth_header=auth_header if needs_key else None),
+        needs_key=needs_key)
 
 
 def describe_schema(name: str, spec: dict[str, Any]) -> Schema:
@@ -236,20 +240,22 @@ def example_value(schema: dict[str, Any], *, schemas: dict[str, Any], name: str 
 
 
 def curl_examples(method: str, url: str, body_schema: dict[str, Any] | None, *, schemas: dict[str, Any],
-                  auth_header: str) -> list[tuple[str, str]]:
-    """(title, command) pairs: one per request body variant, or one call without a body."""
-    key_option = f'-H "{auth_header}: $QRT_KEY"'
+                  auth_header: str | None) -> list[tuple[str, str]]:
+    """(title, command) pairs: one per request body variant, or one call without a body. Without auth_header the
+    call sends no key. HEAD is curl's -I: with -X HEAD curl would wait for the body that Content-Length announces."""
+    key_option = f' \\\n     -H "{auth_header}: $QRT_KEY"' if auth_header else ""
     if body_schema is None:
-        queries = {"GET": ("", f"?uuid={EXAMPLE_UUID}")}.get(method, (f"?uuid={EXAMPLE_UUID}",))
-        verb = "" if method == "GET" else f"-X {method} "
-        return [(f"{method} /{url.rsplit('/', 1)[-1]}{query}", f"curl {verb}'{url}{query}' \\\n     {key_option}")
+        queries = {"GET": ("", f"?uuid={EXAMPLE_UUID}"), "HEAD": ("", f"?uuid={EXAMPLE_UUID}"),
+                   "OPTIONS": ("",)}.get(method, (f"?uuid={EXAMPLE_UUID}",))
+        verb = {"GET": "", "HEAD": "-I "}.get(method, f"-X {method} ")
+        return [(f"{method} /{url.rsplit('/', 1)[-1]}{query}", f"curl {verb}'{url}{query}'{key_option}")
                 for query in queries]
     examples = []
     for variant in body_schema.get("oneOf") or body_schema.get("anyOf") or [body_schema]:
         name = variant.get("$ref", "").removeprefix(REF_PREFIX) or "Request"
         body = json.dumps(example_value(variant, schemas=schemas), separators=(",", ":"))
         query = f"?uuid={EXAMPLE_UUID}" if name.startswith("Update") else ""
-        command = (f"curl -X {method} '{url}{query}' \\\n     {key_option} \\\n"
+        command = (f"curl -X {method} '{url}{query}'{key_option} \\\n"
                    f"     -H \"Content-Type: application/json\" \\\n     -d {shlex.quote(body)}")
         examples.append((f"{method} /{url.rsplit('/', 1)[-1]}{query} · {name}", command))
     return examples
