@@ -9,9 +9,11 @@ apache2, libapache2-mod-fcgid, libapache2-mod-passenger and python3-venv (manage
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import shutil
+import signal
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -285,6 +287,8 @@ def test_an_apache_start_that_dies_of_a_signal_is_tried_once_more(tmp_path, monk
         actions.append(action)
         if action == "start" and actions.count("start") == 1:
             raise subprocess.CalledProcessError(-6, command)  # SIGABRT
+        if action == "start":
+            (tmp_path / "run" / "httpd.pid").write_text("4243")  # as Apache does once it listens
         return subprocess.CompletedProcess(command, 0)
 
     monkeypatch.setattr(apache_module.subprocess, "run", run)
@@ -302,3 +306,26 @@ def test_an_apache_start_that_dies_of_a_signal_is_tried_once_more(tmp_path, monk
     with pytest.raises(subprocess.CalledProcessError):
         server.start()
     assert actions == ["start"]
+
+
+def test_an_apache_whose_parent_crashes_on_restart_is_started_afresh(monkeypatch):
+    """What the harness does for the crash in Apache.restart's docstring, on a real Apache: its parent process dies
+    where the restart would have signalled it, while its children still hold the ports."""
+    require(missing_for("cgi"), "serve the app under cgi")
+    apache = Apache("cgi", make_web_root())
+    try:
+        apache.htdocs.mkdir()
+        apache.root_site.mkdir()
+        write_probe(apache.probe_root, deploy_venv())
+        give_to_web_user(apache.htdocs, apache.root_site, apache.probe_root)
+        apache.start()
+        crashed = apache._parent_pid()
+        signal_apache = apache._apache_command
+        monkeypatch.setattr(apache, "_apache_command", lambda action: os.kill(crashed, signal.SIGKILL)
+                            if action == "restart" else signal_apache(action))
+        apache.restart()
+        assert apache._parent_pid() not in (None, crashed)
+        assert fetch(apache.probe_url("/p/after-the-crash")).header("Location") == "https://example.com/after-the-crash"
+    finally:
+        apache.stop()
+        shutil.rmtree(apache.root, ignore_errors=True)
