@@ -11,6 +11,7 @@ import hosting
 
 hosting.use_venv("-S")
 hosting.add_venv_packages()
+hosting.import_sqlite_without_functools()
 
 import os  # noqa: E402
 

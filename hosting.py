@@ -72,6 +72,35 @@ def run_site():
         site.main()
 
 
+def import_sqlite_without_functools():
+    """Import SQLite's C module for a one-shot CGI process without importing functools and collections.
+
+    _sqlite3 imports functools only to take lru_cache for its statement cache, and functools imports
+    collections: about 4 ms of a 28 ms CGI scan here, the most its imports had left (records.py keeps the
+    app's own modules off collections). A CGI process runs each statement about once, so _sqlite3 is given,
+    while it loads, a stand-in functools whose lru_cache caches nothing; then the stand-in is gone, and the
+    real functools imports as usual (the full app, when the lean path leaves a request to it, only loses
+    statement caching for that one request). Should _sqlite3 want more of functools (another Python), it
+    is imported the usual way. Long-running processes must not call this: they keep the statement cache.
+    """
+    if "_sqlite3" in sys.modules or "functools" in sys.modules:
+        return
+    stand_in = type(sys)("functools")
+    stand_in.lru_cache = _caches_nothing
+    sys.modules["functools"] = stand_in
+    try:
+        import _sqlite3  # noqa: F401 - kept in sys.modules for qrtrack.scanstore
+    except (AttributeError, ImportError):  # it wanted more than lru_cache, or there is no SQLite here
+        pass
+    finally:
+        if sys.modules.get("functools") is stand_in:
+            del sys.modules["functools"]
+
+
+def _caches_nothing(maxsize=128, typed=False):
+    return lambda function: function
+
+
 def _includes_system_packages(venv):
     try:
         with open(os.path.join(venv, "pyvenv.cfg")) as config:

@@ -1,10 +1,11 @@
-"""The floor for a scan under CGI: one CGI request of GET /p/<slug> done with the standard library alone.
+"""A yardstick for a scan under CGI: one CGI request of GET /p/<slug> done plainly with the standard library.
 
 What any Python CGI script that records scans must do: look the slug up, insert a scan row, count it and
 commit (WAL, synchronous=NORMAL, as QR Track's default), then answer 302. It classifies nothing, places
 no one in a country and hashes nothing: the row's device, OS, browser and visitor are fixed text. It ends
 with os._exit after the flush, as app.cgi does, so closing SQLite's last connection does not checkpoint
-the WAL. The database is DATABASE_URL's SQLite file, as for the app.
+the WAL. The database is DATABASE_URL's SQLite file, as for the app. It imports sqlite3 as usual, so it
+pays for functools and collections, which app.cgi avoids (hosting.import_sqlite_without_functools).
 """
 import os
 import sqlite3

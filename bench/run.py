@@ -13,7 +13,8 @@ Cases, in the order they run (default: all):
   api-create  sustained POST /api.php creations/s, rate limit raised (reported, no target)
   analytics   API scan log (and the dashboard page, when it exists) of a code with 1,000,000 scans vs COUNT(*)
   cgi         app.cgi and python app.py as real CGI processes vs a minimal Flask CGI app, and a
-              standard-library CGI scan (bench/baseline_cgi_scan.py) vs python -c pass as the floor
+              standard-library CGI scan (bench/baseline_cgi_scan.py) vs python -c pass as the floor, all on a
+              venv of Debian's python3 as the README's CGI guide has hosts make (app.cgi also on this python)
   hosting     a scan through a private Apache on 127.0.0.1 under FastCGI (app.fcgi, mod_fcgid) and Passenger
               (passenger_wsgi.py) vs a minimal Flask redirect behind the same entries and Apache; needs root
               and Debian's apache2, libapache2-mod-fcgid, libapache2-mod-passenger and python3-venv

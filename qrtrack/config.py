@@ -4,14 +4,15 @@ Load order, later wins: the table's defaults, then ``TiCore/.env``, then the pro
 environment, then the ``overrides`` a test or embedding program passes in.
 
 A CGI scan loads the settings on every request, and under CGI import time is request time: this
-module imports only os and collections (which sqlite3 imports anyway). Not typing, re or pathlib:
-together they cost a CGI scan about a third of its time here. So paths are plain strings, the
-tuples are collections.namedtuple, and the few patterns are matched by hand.
+module imports only os. Not typing, re or pathlib: together they cost a CGI scan about a third of its
+time here; nor collections (see records.py). So paths are plain strings, the tuples are records, and
+the few patterns are matched by hand.
 """
 from __future__ import annotations
 
 import os
-from collections import namedtuple
+
+from .records import record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -148,7 +149,7 @@ def _parse_text(name: str, raw: str) -> str:
     return raw.strip()
 
 
-class Setting(namedtuple("Setting", "name default parse help")):
+class Setting(record("Setting", "name default parse help")):
     """One row of the table: name, default (as .env text), parse(name, raw) -> value, and help text."""
 
     __slots__ = ()
@@ -194,10 +195,10 @@ SETTING_NAMES_IN_ORDER = tuple(setting.name for setting in SETTINGS)
 SETTING_NAMES = frozenset(SETTING_NAMES_IN_ORDER)
 
 
-class Settings(namedtuple("Settings", (*SETTING_NAMES_IN_ORDER, "TESTING"), defaults=(False,))):
+class Settings(record("Settings", " ".join((*SETTING_NAMES_IN_ORDER, "TESTING")), defaults=(False,))):
     """The settings in force, one field per row of SETTINGS (parsed: INSTANCE_PATH an absolute folder
     path as str, SQLITE_WAL a bool, TRUST_PROXY an int, GEOIP_DB a tuple of paths, BASE_URL and
-    TRUST_CDN None when empty), plus TESTING. A namedtuple, not a dataclass or typing.NamedTuple,
+    TRUST_CDN None when empty), plus TESTING. A record, not a dataclass or typing.NamedTuple,
     for a CGI scan's import time (see the module docstring)."""
 
     __slots__ = ()

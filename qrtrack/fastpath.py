@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import os
 import sys
-from collections import namedtuple
 
 from . import imagecache, links
 from .config import Settings
 from .errors import QrTrackError
 from .geo import GeoLocator
 from .imagecache import ImageCache
+from .records import record
 from .scans import ScanRecorder
 from .scanstore import SqliteScanStore
 from .useragent import ClientInfo, classify_user_agent
@@ -43,7 +43,7 @@ URL_PATH_CHARACTERS = SLUG_CHARACTERS | frozenset("_.-~/")  # what a URL's path 
 REDIRECT_HEADERS = (("Cache-Control", "no-store"), ("Content-Length", "0"))
 
 
-class ImageRequest(namedtuple("ImageRequest", "slug kind size version")):
+class ImageRequest(record("ImageRequest", "slug kind size version")):
     """A request for a QR image: slug, "png" or "svg", size in pixels (None for SVG), the ?v= named or None."""
 
     __slots__ = ()

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import _thread  # threading's Lock without importing threading: a CGI scan would pay ~2 ms for it
 import os
-from collections import namedtuple
+
+from .records import record
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a CGI scan several milliseconds
 if TYPE_CHECKING:
@@ -43,13 +44,13 @@ _CDN_HEADERS = {
 _NOT_COUNTRIES = frozenset({"XX", "T1"})
 
 
-class Location(namedtuple("Location", "country city")):
+class Location(record("Location", "country city")):
     """A client's ISO-3166 alpha-2 country (upper-case) and city, each str or None for unknown."""
 
     __slots__ = ()
 
 
-class ClientAddress(namedtuple("ClientAddress", "text is_routable anonymised")):
+class ClientAddress(record("ClientAddress", "text is_routable anonymised")):
     """A valid client address, parsed once for all a scan needs of it.
 
     text is canonical (an IPv4-mapped IPv6 address is the IPv4 address it carries); is_routable is True

@@ -5,11 +5,10 @@ handler in front of it and a one-shot CGI process, where import time is request 
 """
 from __future__ import annotations
 
-from collections import namedtuple
-
 from .clock import now_epoch
 from .errors import Gone, NotFound
 from .geo import GeoLocator, anonymise_ip, client_ip
+from .records import record
 from .useragent import MAX_USER_AGENT_LENGTH, ClientInfo, classify_user_agent
 
 try:
@@ -37,7 +36,10 @@ MAX_REFERRER_HOST_LENGTH = 255
 VISITOR_KEY_PERSONAL = b"qrtrack visitor"
 VISITOR_ID_BYTES = 16
 
-ScanTarget = namedtuple("ScanTarget", "code_id destination")
+class ScanTarget(record("ScanTarget", "code_id destination")):
+    """The code a scan's slug names: its id, and the destination to redirect to."""
+
+    __slots__ = ()
 
 
 class ScanRecorder:

@@ -8,14 +8,15 @@ scan redirect does not need them; long-running servers call warm_up() at start.
 from __future__ import annotations
 
 import _thread  # threading's Lock without importing threading: a CGI scan would pay ~2 ms for it
-import functools
-from collections import namedtuple
+
+from .records import record
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a CGI scan several milliseconds
 if TYPE_CHECKING:
     from user_agents.parsers import UserAgent
 
 MAX_USER_AGENT_LENGTH = 512
+CLASSIFIED_KEPT = 4096
 
 _OTHER = "Other"
 _BOT_DEVICE = "Bot"
@@ -25,7 +26,7 @@ _WARM_UP_USER_AGENT = (
 )
 
 
-class ClientInfo(namedtuple("ClientInfo", "device os browser is_bot")):
+class ClientInfo(record("ClientInfo", "device os browser is_bot")):
     """What a User-Agent says about the client, as shown on the dashboard: device, os and browser
     names (str) and whether it is a bot (bool)."""
 
@@ -33,6 +34,7 @@ class ClientInfo(namedtuple("ClientInfo", "device os browser is_bot")):
 
 
 _UNKNOWN_BOT = ClientInfo(device=_BOT_DEVICE, os=_OTHER, browser=_OTHER, is_bot=True)
+_classified: dict[str, ClientInfo] = {}
 
 # CrawlerDetect keeps the last match on the instance, so one instance is shared
 # per process and every call through it holds this lock.
@@ -57,11 +59,16 @@ def warm_up() -> None:
     _classify_uncached(_WARM_UP_USER_AGENT)
 
 
-@functools.lru_cache(maxsize=4096)
 def _classify_truncated(user_agent: str) -> ClientInfo:
-    if not user_agent.strip():
-        return _UNKNOWN_BOT
-    return _classify_uncached(user_agent)
+    """Memoised in a dict emptied when it holds CLASSIFIED_KEPT strings: functools.lru_cache would import functools
+    and collections into every CGI scan (see records.py), and a User-Agent repeats for a long-running process's life."""
+    found = _classified.get(user_agent)
+    if found is None:
+        found = _UNKNOWN_BOT if not user_agent.strip() else _classify_uncached(user_agent)
+        if len(_classified) >= CLASSIFIED_KEPT:
+            _classified.clear()
+        _classified[user_agent] = found
+    return found
 
 
 def _classify_uncached(user_agent: str) -> ClientInfo:

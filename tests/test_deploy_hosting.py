@@ -88,6 +88,28 @@ def test_under_python_s_the_venv_packages_are_found_without_running_site():
     assert printed == ["False True", "True False 1"]
 
 
+def test_sqlite_is_imported_without_functools_and_works_then_the_real_functools_imports():
+    printed = run_under_python_s(
+        "import sys, hosting\n"
+        "hosting.import_sqlite_without_functools()\n"
+        "print(sorted(name for name in ('_sqlite3', 'functools', 'collections') if name in sys.modules))\n"
+        "import _sqlite3\n"
+        "conn = _sqlite3.connect(':memory:')\n"  # every statement prepared anew: the stand-in caches nothing
+        "print([conn.execute('SELECT ? * 2', (n,)).fetchone()[0] for n in range(3)])\n"
+        "import functools\n"
+        "print(functools.reduce(lambda a, b: a + b, [1, 2, 3]), functools.lru_cache(maxsize=2)(abs)(-4))\n")
+    assert printed == ["['_sqlite3']", "[0, 2, 4]", "6 4"]
+
+
+def test_sqlite_is_imported_as_usual_where_functools_is_loaded_already():
+    """A long-running process (the full app loaded first) keeps sqlite3's statement cache."""
+    printed = run_under_python_s(
+        "import sys, functools, hosting\n"
+        "hosting.import_sqlite_without_functools()\n"
+        "print('_sqlite3' in sys.modules, sys.modules['functools'] is functools)\n")
+    assert printed == ["False True"]
+
+
 def test_a_venv_that_includes_the_system_packages_runs_site(tmp_path, monkeypatch):
     venv = make_venv_layout(tmp_path / "venv")
     packages = venv / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"

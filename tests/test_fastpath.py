@@ -376,23 +376,27 @@ def test_sqlalchemy_scan_store_writes_the_same_rows(services, db, alice):
 
 # Under CGI import time is request time: a scan must not load the app's libraries, nor the standard
 # modules that cost it most (typing, re, pathlib and enum together were about a third of a scan here;
-# hashlib with OpenSSL and threading another ~6 ms of CPU; the sqlite3 package's datetime adapters ~3 ms). A cached
-# image needs hashlib for its ETag.
+# hashlib with OpenSSL and threading another ~6 ms of CPU; the sqlite3 package's datetime adapters ~3 ms;
+# functools and collections ~4 ms, see hosting.import_sqlite_without_functools). A cached image needs hashlib
+# for its ETag.
 NOT_IMPORTED_BY_A_CGI_REQUEST = ("flask", "sqlalchemy", "werkzeug", "user_agents", "crawlerdetect", "limits", "dotenv",
                                  "typing", "re", "pathlib", "enum", "urllib.parse", "dataclasses", "logging",
-                                 "tempfile", "threading", "sqlite3.dbapi2", "datetime")
+                                 "tempfile", "threading", "sqlite3.dbapi2", "datetime", "functools", "collections")
 NOT_IMPORTED_BY_A_CGI_SCAN = (*NOT_IMPORTED_BY_A_CGI_REQUEST, "hashlib", "_hashlib", "hmac",
                               "ipaddress")  # for an IPv4 client, as cgi_environ's
 
 
 def run_cgi_in_a_new_process(environ: dict[str, str], *, not_imported: tuple[str, ...] = NOT_IMPORTED_BY_A_CGI_SCAN,
                              first: str = "") -> subprocess.CompletedProcess:
-    """serve_cgi as app.cgi calls it, in a fresh interpreter, after the Python line first; prints what it wrote,
-    then the costly modules loaded. The process ends with os._exit, as app.cgi's does."""
+    """serve_cgi as app.cgi calls it, in a fresh interpreter under -S with app.cgi's set-up (then the Python line
+    first); prints what it wrote, then the costly modules loaded. The process ends with os._exit, as app.cgi's
+    does."""
     program = (
         "import os, sys, io\n"
-        f"{first}\n"
         "import hosting\n"
+        "hosting.add_venv_packages()\n"
+        "hosting.import_sqlite_without_functools()\n"
+        f"{first}\n"
         "from qrtrack.fastpath import serve_cgi\n"
         f"os.environ.update({environ!r})\n"
         "out = io.BytesIO()\n"
@@ -403,8 +407,8 @@ def run_cgi_in_a_new_process(environ: dict[str, str], *, not_imported: tuple[str
         "os._exit(0)\n"
     )
     env = {**env_without_settings(), "PYTHONPATH": str(PROJECT_ROOT)}
-    run = subprocess.run([sys.executable, "-c", program], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True,
-                         timeout=60)
+    run = subprocess.run([sys.executable, "-S", "-c", program], env=env, cwd=PROJECT_ROOT, capture_output=True,
+                         text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     return run
 
@@ -432,6 +436,21 @@ def test_app_cgi_under_python_s_answers_scans_lean_and_everything_else_with_the_
     head, _, body = run_app_cgi(PATH_INFO="/api.php").partition("\r\n\r\n")  # no key: Flask's 401
     assert head.startswith("Status: 401 UNAUTHORIZED") and '"error"' in body
     assert codes.get_code(db, owner_id=alice, uuid=code.uuid).scan_count == 1
+
+
+def test_app_cgi_itself_imports_none_of_the_costly_modules_for_a_scan(services, db, alice):
+    """The shipped entry, not a copy of its steps: Python's own import log (-X importtime) of a scan with the
+    User-Agent cache filled."""
+    code = gen_code(db, alice)
+    env = {**env_without_settings(), **cgi_environ(services, code.slug)}
+    env.pop("QRTRACK_REEXECUTED_INTO", None)
+    runs = [subprocess.run([sys.executable, "-S", "-X", "importtime", str(PROJECT_ROOT / "app.cgi")], env=env,
+                           cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60) for _ in range(2)]
+    assert all(run.stdout.startswith("Status: 302 Found") for run in runs), [run.stderr[-2000:] for run in runs]
+    log = runs[1].stderr.splitlines()
+    imported = {line.rsplit("|", 1)[1].strip() for line in log if line.startswith("import time:")}
+    assert "qrtrack.fastpath" in imported and "_sqlite3" in imported
+    assert sorted(imported & set(NOT_IMPORTED_BY_A_CGI_SCAN)) == []
 
 
 def test_cgi_scans_keep_the_wal_short(services, db, alice, tmp_path):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from qrtrack import useragent
 from qrtrack.useragent import (
     MAX_USER_AGENT_LENGTH,
     ClientInfo,
@@ -167,6 +168,18 @@ def test_unknown_user_agent_is_other_and_not_a_bot():
 
 def test_same_user_agent_returns_the_cached_object():
     assert classify_user_agent(IPHONE_SAFARI) is classify_user_agent(IPHONE_SAFARI)
+
+
+def test_the_cache_is_bounded_and_refills(monkeypatch):
+    """A flood of distinct User-Agents (bots make them up) must not grow a long-running process without end."""
+    monkeypatch.setattr(useragent, "CLASSIFIED_KEPT", 3)
+    monkeypatch.setattr(useragent, "_classified", {})
+    first = classify_user_agent(IPHONE_SAFARI)
+    for number in range(10):
+        classify_user_agent(f"made-up-bot/{number}")
+        assert len(useragent._classified) <= 3
+    again = classify_user_agent(IPHONE_SAFARI)
+    assert again == first and classify_user_agent(IPHONE_SAFARI) is again
 
 
 def test_user_agent_is_truncated_before_classifying():
