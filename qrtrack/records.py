@@ -21,25 +21,11 @@ def record(typename: str, field_names: str, *, defaults: tuple = ()) -> type:
         raise ValueError(f"{typename}: field names must be distinct identifiers without a leading _: {fields}")
     if len(defaults) > len(fields):
         raise ValueError(f"{typename}: more defaults than fields")
-    first_default = len(fields) - len(defaults)
 
     def __new__(cls, *args, **kwargs):
-        if len(args) > len(fields):
-            raise TypeError(f"{typename}() takes {len(fields)} arguments, {len(args)} given")
-        values = list(args)
-        for index in range(len(args), len(fields)):
-            name = fields[index]
-            if name in kwargs:
-                values.append(kwargs.pop(name))
-            elif index >= first_default:
-                values.append(defaults[index - first_default])
-            else:
-                raise TypeError(f"{typename}() is missing its argument {name!r}")
-        if kwargs:
-            given_twice = [name for name in kwargs if name in fields]
-            problem = "got more than one value for" if given_twice else "got unexpected arguments"
-            raise TypeError(f"{typename}() {problem} {', '.join(map(repr, given_twice or kwargs))}")
-        return tuple.__new__(cls, values)
+        if not kwargs and len(args) == len(fields):  # the usual call, made on every scan: kept short
+            return tuple.__new__(cls, args)
+        return tuple.__new__(cls, _values(typename, fields, defaults, args, kwargs))
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{name}={value!r}" for name, value in zip(fields, self, strict=True))
@@ -53,3 +39,24 @@ def record(typename: str, field_names: str, *, defaults: tuple = ()) -> type:
     for index, name in enumerate(fields):
         namespace[name] = property(lambda self, index=index: self[index], doc=f"Field {index}: {name}")
     return type(typename, (tuple,), namespace)
+
+
+def _values(typename: str, fields: tuple, defaults: tuple, args: tuple, kwargs: dict) -> list:
+    """The field values of a call with keywords, defaults or the wrong arguments, in field order."""
+    if len(args) > len(fields):
+        raise TypeError(f"{typename}() takes {len(fields)} arguments, {len(args)} given")
+    first_default = len(fields) - len(defaults)
+    values = list(args)
+    for index in range(len(args), len(fields)):
+        name = fields[index]
+        if name in kwargs:
+            values.append(kwargs.pop(name))
+        elif index >= first_default:
+            values.append(defaults[index - first_default])
+        else:
+            raise TypeError(f"{typename}() is missing its argument {name!r}")
+    if kwargs:
+        given_twice = [name for name in kwargs if name in fields]
+        problem = "got more than one value for" if given_twice else "got unexpected arguments"
+        raise TypeError(f"{typename}() {problem} {', '.join(map(repr, given_twice or kwargs))}")
+    return values

@@ -64,7 +64,7 @@ class ScanRecorder:
         code_id, destination, status = found
         if status != "active":
             raise Gone("this QR code has been paused by its owner", code="code_paused")
-        return ScanTarget(code_id=code_id, destination=destination)
+        return ScanTarget(code_id, destination)
 
     def scan_row(self, target: ScanTarget, environ: Mapping[str, Any], *, now: int) -> dict[str, Any]:
         user_agent = (environ.get("HTTP_USER_AGENT") or "")[:MAX_USER_AGENT_LENGTH]
