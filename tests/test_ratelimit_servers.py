@@ -73,7 +73,7 @@ def test_the_api_limit_is_counted_on_the_server_across_processes(counter_server,
 
 def test_failed_sign_ins_are_counted_on_the_server_across_processes(counter_server, make_apps):
     first, second = (make_apps(RATELIMIT_STORAGE_URI=counter_server.uri) for _ in range(2))
-    api_key_for(first)
+    gen_user(first.extensions["qrtrack"].db, "alice")
     clients = [first.test_client(), second.test_client()]
 
     failures = [log_in(clients[attempt % 2], password="wrong password").status_code for attempt in range(10)]
