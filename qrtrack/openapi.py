@@ -79,6 +79,11 @@ ERROR_RESPONSES = {
             "content": {"application/json": {"schema": _ERROR}}},
 }
 
+_WITHOUT_BODY_ERRORS = {  # what a call without a request body can be refused with: no JSON to be malformed
+    "400": _error_response("An invalid query parameter, or an empty or missing uuid where one is needed."),
+    **{k: ERROR_RESPONSES[k] for k in ("401", "404", "429", "503")},
+}
+
 _DESTINATION = {"type": "string", "minLength": 1, "maxLength": MAX_DESTINATION_LENGTH,
                 "pattern": DESTINATION_PATTERN, "examples": ["https://example.com/my-page"],
                 "description": "An absolute http or https URL with a host; no spaces or control characters."}
@@ -180,7 +185,7 @@ _LIST_OR_GET: dict[str, Any] = {
     "operationId": "listOrGetCodes", "summary": "List codes, or get one with its scan log",
     "parameters": [_UUID_PARAM, *LIST_PARAMETERS],
     "responses": {"200": _json({"anyOf": [_ref("CodeList"), _ref("CodeDetail")]}, "The list, or the code with ?uuid="),
-                  **{k: ERROR_RESPONSES[k] for k in ("400", "401", "404", "429", "503")}},
+                  **_WITHOUT_BODY_ERRORS},
 }
 
 
@@ -211,7 +216,7 @@ def openapi_document(*, server_url: str) -> dict[str, Any]:
             "delete": {"operationId": "deleteCode", "summary": "Delete a code and its scan log",
                        "parameters": [{**_UUID_PARAM, "required": True}],
                        "responses": {"200": _json(_ref("Deleted"), "Deleted"),
-                                     **{k: ERROR_RESPONSES[k] for k in ("400", "401", "404", "429", "503")}}},
+                                     **_WITHOUT_BODY_ERRORS}},
             "options": {"operationId": "apiOptions", "summary": "The methods /api.php answers",
                         "security": [],
                         "responses": {"204": {"description": "No body; Allow names the methods.",
