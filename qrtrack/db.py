@@ -7,8 +7,8 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, String, create_engine, event, text
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy import Connection, Engine, String, create_engine, event, inspect, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
@@ -17,6 +17,7 @@ from .errors import ValidationError
 from .scanstore import FIND_SCHEMA_REVISION_SQL, SCHEMA_REVISION, WRITER_LOCK_SUFFIX
 
 MIGRATIONS_PATH = Path(__file__).resolve().parent / "migrations"
+VERSION_TABLE = "alembic_version"
 BUSY_TIMEOUT_MS = 10_000
 MIGRATION_LOCK_KEY = 0x51_72_74_72_61_63_6B  # "Qrtrack" in ASCII: PostgreSQL's advisory lock for migrations
 SQLITE_LOWER_FUNCTION = "unicode_lower"
@@ -148,11 +149,10 @@ def migrate_to_head(conn: Connection) -> None:
 
 def ensure_schema(db: Database) -> None:
     """Upgrade the schema at start-up when it is behind, so replacing the files is a whole upgrade."""
-    with db.engine.connect() as conn:  # outside the try: a database that cannot be reached is an error here
-        try:
-            current = conn.exec_driver_sql(FIND_SCHEMA_REVISION_SQL).scalar()
-        except (OperationalError, ProgrammingError):  # no such table: SQLite says the first, PostgreSQL the second
-            current = None
+    with db.engine.connect() as conn:  # a database that cannot be reached is an error here
+        # Asked of the catalog first: PostgreSQL would log the failed SELECT of a missing table as an ERROR.
+        has_table = inspect(conn).has_table(VERSION_TABLE)
+        current = conn.exec_driver_sql(FIND_SCHEMA_REVISION_SQL).scalar() if has_table else None
     if current != SCHEMA_REVISION:
         _refuse_newer_schema(db, current)
         upgrade_schema(db)

@@ -10,13 +10,14 @@ import threading
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import event, inspect, text
 
 from qrtrack import store
 from qrtrack.db import (
     SCHEMA_REVISION,
     Database,
     backup_sqlite,
+    ensure_schema,
     head_revision,
     is_schema_current,
     upgrade_schema,
@@ -112,6 +113,19 @@ def test_app_start_creates_or_upgrades_the_schema(tmp_path, empty_database_url):
                       "DATABASE_URL": empty_database_url})
     assert is_schema_current(app.extensions["qrtrack"].db)
     close_app(app)
+
+
+@pytest.mark.postgresql
+def test_start_up_on_an_empty_database_runs_no_failing_statement(tmp_path, empty_database_url):
+    """PostgreSQL logs every failed statement as an ERROR: a first start must not leave one in the server's log
+    (it looked for alembic_version before the table existed)."""
+    db = fresh_db(tmp_path, empty_database_url)
+    failed = []
+    event.listen(db.engine, "handle_error", lambda context: failed.append(context.statement))
+    ensure_schema(db)
+    ensure_schema(db)  # and again, now current
+    assert failed == [] and is_schema_current(db)
+    db.dispose()
 
 
 @pytest.mark.postgresql
