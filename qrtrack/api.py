@@ -88,13 +88,20 @@ def logged_path() -> str:
     return KEY_SECRET.sub("[redacted]", request.full_path.rstrip("?"))
 
 
+def _methods_answer() -> Response:
+    """204 with Allow, and no Content-Type, as there is no content (Flask would call it text/html)."""
+    response = Response(status=204, headers={"Allow": ", ".join(ALLOWED_METHODS)})
+    del response.headers["Content-Type"]
+    return response
+
+
 @bp.route("/api.php", methods=[*ALLOWED_METHODS, *WRONG_METHODS], provide_automatic_options=False)
 def api_endpoint():
     """HEAD is GET without the body (Flask routes it here with request.method "HEAD", and drops the body)."""
     if request.method in WRONG_METHODS:
         raise wrong_method()
     if request.method == "OPTIONS":
-        return Response(status=204, headers={"Allow": ", ".join(ALLOWED_METHODS)})
+        return _methods_answer()
     principal = current_principal()
     uuid = request.args.get("uuid")
     if uuid is not None or request.method == "DELETE":
