@@ -105,8 +105,8 @@ def measure_cgi(bench: Bench) -> list[Row]:
                           **host.environ}
     compare_own = host.python != sys.executable and "app.cgi" in commands
     if compare_own:
-        commands["own"], environs["own"] = [sys.executable, *CGI_ENTRIES["app.cgi"][1], commands["app.cgi"][-1]], \
-            own_environ
+        commands["own"] = [sys.executable, *CGI_ENTRIES["app.cgi"][1], commands["app.cgi"][-1]]
+        environs["own"] = own_environ
     rounds, warm_up = (1, 0) if bench.quick else (21, 1)  # a first, uncounted round fills the page cache
     databases = tuple(instance / bench.data.database.name for instance in (cgi_instance, full_app_instance))
     before = _scans_recorded(bench, databases)
