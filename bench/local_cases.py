@@ -23,10 +23,19 @@ CGI_TIMEOUT_SECONDS = 60
 SCAN_COUNT_SQL = "SELECT scan_count FROM codes WHERE id = ?"
 CALLGRIND = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
 """Counts instructions for the cgi case when Debian's valgrind is installed (apt-get install -y valgrind)."""
-# The CGI entries a host may run, the first present one being what the target is about, each with the
-# interpreter options it is run with: the venv's python, as the README has app.cgi's first line point at
-# (with -S), so hosting.use_venv() does not re-execute.
-CGI_ENTRIES = {"app.cgi": ("app.cgi (the shipped CGI entry)", ["-S"]), "app.py": ("python app.py (the whole app)", [])}
+@dataclass(frozen=True)
+class CgiEntry:
+    """A CGI entry a host may run: how the table names it, and the interpreter options it is run with by the
+    venv's python, as the README has app.cgi's first line point at (with -S), so hosting.use_venv() does not
+    re-execute."""
+
+    label: str
+    python_options: tuple[str, ...]
+
+
+# The first present one is what the target is about.
+CGI_ENTRIES = {"app.cgi": CgiEntry("app.cgi (the shipped CGI entry)", ("-S",)),
+               "app.py": CgiEntry("python app.py (the whole app)", ())}
 
 
 @dataclass(frozen=True)
@@ -97,7 +106,7 @@ def measure_cgi(bench: Bench) -> list[Row]:
     image_environ = {**cgi_environ(bench, f"/img/{bench.data.image_slug}.png", instance=cgi_instance), **host.environ}
     _compile_modules(host.python)
     entries = [name for name in CGI_ENTRIES if (PROJECT_ROOT / name).is_file()]
-    commands = {name: [host.python, *CGI_ENTRIES[name][1], str(PROJECT_ROOT / name)] for name in entries}
+    commands = {name: [host.python, *CGI_ENTRIES[name].python_options, str(PROJECT_ROOT / name)] for name in entries}
     commands["flask"] = [host.python, str(PROJECT_ROOT / "bench" / "baseline_apps.py")]
     commands["stdlib"] = [host.python, str(PROJECT_ROOT / "bench" / "baseline_cgi_scan.py")]
     environs = {name: environ for name in commands}
@@ -105,7 +114,7 @@ def measure_cgi(bench: Bench) -> list[Row]:
                           **host.environ}
     compare_own = host.python != sys.executable and "app.cgi" in commands
     if compare_own:
-        commands["own"] = [sys.executable, *CGI_ENTRIES["app.cgi"][1], commands["app.cgi"][-1]]
+        commands["own"] = [sys.executable, *CGI_ENTRIES["app.cgi"].python_options, commands["app.cgi"][-1]]
         environs["own"] = own_environ
     rounds, warm_up = (1, 0) if bench.quick else (21, 1)  # a first, uncounted round fills the page cache
     databases = tuple(instance / bench.data.database.name for instance in (cgi_instance, full_app_instance))
@@ -131,7 +140,7 @@ def measure_cgi(bench: Bench) -> list[Row]:
         target, result = ("≤ 30 ms and ≤ 0.2×", met(ours <= 30 and ours <= 0.2 * flask)) if number == 0 else (
             "report", "report")
         interpreter = f"; every process of this case on {host.name}" if number == 0 else ""
-        rows.append(Row("cgi", f"CGI scan through {CGI_ENTRIES[name][0]}, process start to exit", f"{ours:.1f} ms",
+        rows.append(Row("cgi", f"CGI scan through {CGI_ENTRIES[name].label}, process start to exit", f"{ours:.1f} ms",
                         f"{flask:.1f} ms minimal Flask CGI", ratio(ours, flask), target, result,
                         f"{notes}; {ours / stdlib:.2f}× the standard-library scan below; CPU {cpu[name]:.1f} ms, "
                         f"{cpu[name] / cpu['stdlib']:.2f}× that scan's {cpu['stdlib']:.1f} ms; {recorded} of "
