@@ -14,7 +14,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from .config import ConfigError, Settings
 from .errors import ValidationError
-from .scanstore import FIND_SCHEMA_REVISION_SQL, SCHEMA_REVISION, WRITER_LOCK_SUFFIX
+from .scanstore import FIND_SCHEMA_REVISION_SQL, SCHEMA_REVISION, WRITER_LOCK_SUFFIX, sqlite_primary_code
 
 MIGRATIONS_PATH = Path(__file__).resolve().parent / "migrations"
 VERSION_TABLE = "alembic_version"
@@ -247,8 +247,7 @@ def is_unavailable(error: OperationalError, dialect: str) -> bool:
     a full disk, a lock held past the timeout, a server that went away), rather than a bug in the SQL."""
     if dialect != "sqlite":
         return True  # PostgreSQL's OperationalError is the connection's or the server's; bad SQL is ProgrammingError
-    code = getattr(error.orig, "sqlite_errorcode", None)  # an extended code keeps its primary code in the low byte
-    return code is not None and (code & 0xFF) in SQLITE_UNAVAILABLE_CODES
+    return sqlite_primary_code(error.orig) in SQLITE_UNAVAILABLE_CODES
 
 
 def unavailable_hint(db: Database) -> str:

@@ -52,6 +52,13 @@ WAL_TRIM_BYTES = 512 * 1024
 scans. Each process reads the WAL on opening (~2 µs a page here); emptying it costs a checkpoint and its syncs."""
 
 
+def sqlite_primary_code(error: BaseException) -> int | None:
+    """The primary result code (SQLITE_CORRUPT, SQLITE_BUSY...) of a sqlite3 error, or None: an extended code keeps
+    its primary code in the low byte. Here rather than in db.py, which a CGI scan does not import."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return None if code is None else code & 0xFF
+
+
 def fit_scan_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """The row's SCAN_COLUMNS as every database stores them alike: a visitor's headers (User-Agent,
     Referer, a CDN's city) may carry NUL or parse into an over-long OS version, which PostgreSQL refuses,
@@ -358,7 +365,7 @@ class ClientInfoCache:
         try:
             return self._classify_through_cache(user_agent)
         except sqlite3.DatabaseError as error:
-            if (getattr(error, "sqlite_errorcode", 0) & 0xFF) in DAMAGED_DATABASE_CODES:
+            if sqlite_primary_code(error) in DAMAGED_DATABASE_CODES:
                 self._delete_files()
             return classify_user_agent(user_agent)
         except (sqlite3.Error, OSError):

@@ -9,7 +9,7 @@ import time
 import pytest
 from sqlalchemy import text
 
-from qrtrack.scanstore import GroupCommit, SqliteScanStore
+from qrtrack.scanstore import GroupCommit, SqliteScanStore, sqlite_primary_code
 
 from .conftest import gen_code
 
@@ -313,3 +313,20 @@ def test_should_processes_end_before_they_copy_the_wal_sqlite_still_does(service
         assert wal_starts(path) > starts
     finally:
         scan_store.close()
+
+
+def test_sqlite_primary_code_reads_the_low_byte_of_an_extended_code(tmp_path):
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (x UNIQUE)")
+    conn.execute("INSERT INTO t VALUES (1)")
+    with pytest.raises(sqlite3.IntegrityError) as duplicate:
+        conn.execute("INSERT INTO t VALUES (1)")
+    assert duplicate.value.sqlite_errorcode == sqlite3.SQLITE_CONSTRAINT_UNIQUE  # extended: 2067
+    assert sqlite_primary_code(duplicate.value) == sqlite3.SQLITE_CONSTRAINT
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database, " * 512)
+    with pytest.raises(sqlite3.DatabaseError) as damaged:
+        sqlite3.connect(garbage).execute("SELECT * FROM sqlite_master")
+    assert sqlite_primary_code(damaged.value) == sqlite3.SQLITE_NOTADB
+    assert sqlite_primary_code(ValueError("not SQLite's")) is None
+    conn.close()
