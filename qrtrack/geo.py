@@ -63,12 +63,6 @@ class ClientAddress(record("ClientAddress", "text is_routable anonymised")):
 _NOWHERE = Location(None, None)
 
 
-def client_address(environ: Mapping[str, str], *, trust_proxy: int) -> str | None:
-    """Return the client's IP address (see client_ip) as canonical text, or None if it is not valid."""
-    address = client_ip(environ, trust_proxy=trust_proxy)
-    return address.text if address is not None else None
-
-
 def client_ip(environ: Mapping[str, str], *, trust_proxy: int) -> ClientAddress | None:
     """Return the client's IP address, or None if it is not valid.
 
