@@ -18,7 +18,7 @@ from werkzeug.exceptions import MethodNotAllowed
 from . import codes, keys, links
 from .clock import isoformat_utc, now_epoch
 from .errors import PayloadTooLarge, QrTrackError, UnsupportedMediaType, ValidationError
-from .openapi import MAX_PAGE_SIZE, MAX_QUERY_INTEGER, openapi_document
+from .openapi import ALLOWED_METHODS, MAX_PAGE_SIZE, MAX_QUERY_INTEGER, openapi_document
 from .web import CONSOLE_PRINCIPAL_ENVIRON_KEY, public_base_url, services
 
 bp = Blueprint("api", __name__)
@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
 DEFAULT_SCAN_PAGE = 100
 WRONG_METHODS = ("PUT", "PATCH")  # the mistakes clients make; answered 405 and logged like other calls
-ALLOWED_METHODS = ("GET", "HEAD", "POST", "DELETE", "OPTIONS")
 INTEGER_ARG = re.compile(r"[+-]?[0-9]{1,25}")
 # The secret part of anything shaped like one of our keys, wherever a client put it (?api_key=, even
 # percent-encoded), never reaches the call log.

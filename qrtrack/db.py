@@ -14,14 +14,20 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from .config import ConfigError, Settings
 from .errors import ValidationError
-from .scanstore import FIND_SCHEMA_REVISION_SQL, SCHEMA_REVISION, WRITER_LOCK_SUFFIX, sqlite_primary_code
+from .scanstore import (
+    FIND_SCHEMA_REVISION_SQL,
+    SCHEMA_REVISION,
+    SQLITE_FILE_SUFFIXES,
+    WRITER_LOCK_SUFFIX,
+    sqlite_primary_code,
+)
 
 MIGRATIONS_PATH = Path(__file__).resolve().parent / "migrations"
 VERSION_TABLE = "alembic_version"
 BUSY_TIMEOUT_MS = 10_000
 MIGRATION_LOCK_KEY = 0x51_72_74_72_61_63_6B  # "Qrtrack" in ASCII: PostgreSQL's advisory lock for migrations
 SQLITE_LOWER_FUNCTION = "unicode_lower"
-LIVE_DATABASE_SUFFIXES = ("", "-journal", "-wal", "-shm", WRITER_LOCK_SUFFIX)
+LIVE_DATABASE_SUFFIXES = (*SQLITE_FILE_SUFFIXES, WRITER_LOCK_SUFFIX)
 """The database file and the files SQLite and the scan writer keep beside it."""
 
 

@@ -6,6 +6,9 @@ from typing import Any
 from .codes import CODE_TYPES, MAX_DESTINATION_LENGTH, MAX_LABEL_LENGTH, STATUSES
 from .schema import MAX_INTEGER
 
+ALLOWED_METHODS = ("GET", "HEAD", "POST", "DELETE", "OPTIONS")
+"""The methods /api.php answers, in the order Allow names them and the spec lists them."""
+
 MAX_PAGE_SIZE = 1000
 MAX_QUERY_INTEGER = MAX_INTEGER  # larger offsets and ids mean nothing to the database
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -180,7 +183,7 @@ LIST_PARAMETERS = [
 
 
 _ALLOW_HEADER = {"description": "The methods this path answers.", "required": True,
-                 "schema": {"type": "string", "examples": ["GET, HEAD, POST, DELETE, OPTIONS"]}}
+                 "schema": {"type": "string", "examples": [", ".join(ALLOWED_METHODS)]}}
 _LIST_OR_GET: dict[str, Any] = {
     "operationId": "listOrGetCodes", "summary": "List codes, or get one with its scan log",
     "parameters": [_UUID_PARAM, *LIST_PARAMETERS],

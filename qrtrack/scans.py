@@ -36,6 +36,7 @@ MAX_REFERRER_HOST_LENGTH = 255
 VISITOR_KEY_PERSONAL = b"qrtrack visitor"
 VISITOR_ID_BYTES = 16
 
+
 class ScanTarget(record("ScanTarget", "code_id destination")):
     """The code a scan's slug names: its id, and the destination to redirect to."""
 

@@ -39,6 +39,8 @@ COUNT_SCANS_SQL = "UPDATE codes SET scan_count = scan_count + :added WHERE id = 
 FIND_IMAGE_SOURCE_SQL = "SELECT logo FROM codes WHERE slug = :slug"
 BUSY_TIMEOUT_SECONDS = 10
 WRITER_LOCK_SUFFIX = "-writer.lock"
+SQLITE_FILE_SUFFIXES = ("", "-journal", "-wal", "-shm")
+"""The files SQLite keeps for a database at path: path + each suffix."""
 DAMAGED_DATABASE_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 """SQLite's result codes for a file that is not, or no longer, a sound database."""
 CHECKPOINT_AFTER_ROWS = 300
@@ -386,7 +388,7 @@ class ClientInfoCache:
             conn.close()
 
     def _delete_files(self) -> None:
-        for suffix in ("", "-journal", "-wal", "-shm"):
+        for suffix in SQLITE_FILE_SUFFIXES:
             try:
                 os.remove(self.path + suffix)
             except OSError:
