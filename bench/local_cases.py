@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.deploy.site import SYSTEM_PYTHON, deploy_venv
+from tests.deploy.site import SYSTEM_PYTHON, can_make_venvs, deploy_venv
 
 from .context import Bench, Row, met, ratio
 from .data import app_settings, logo_png
@@ -59,18 +59,13 @@ def cgi_python() -> CgiPython:
     Debian's and 27.7 million on pyenv's, a CGI scan 47.3 and 60.5 million.
     """
     own = CgiPython(sys.executable, {}, f"this bench's python {platform.python_version()}")
-    if not _can_make_venvs(SYSTEM_PYTHON):
+    if not can_make_venvs():
         return own
     venv = deploy_venv()
     version = subprocess.run([venv / "bin" / "python", "-c", "import platform; print(platform.python_version())"],
                              capture_output=True, text=True, check=True, timeout=CGI_TIMEOUT_SECONDS).stdout.strip()
     return CgiPython(str(venv / "bin" / "python"), {"QRTRACK_VENV": str(venv)},
                      f"a venv of Debian's {SYSTEM_PYTHON} ({version}), as the README's CGI guide has hosts make")
-
-
-def _can_make_venvs(python: str) -> bool:
-    return Path(python).is_file() and subprocess.run([python, "-c", "import ensurepip"],
-                                                     capture_output=True).returncode == 0
 
 
 def measure_image_cold(bench: Bench) -> list[Row]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from .site import (
     log_tail,
     missing_basics,
     wait_for_port,
+    wait_until_port_is_free,
 )
 
 MODES = ("cgi", "fastcgi", "passenger")
@@ -215,6 +215,7 @@ PassengerMaxPoolSize 4"""
             if error.returncode >= 0:
                 raise
             self.stop()
+            self._end_leftovers()
             self._apache_command("start")
         wait_for_port(self.folder_port, what=f"Apache (see {self.error_log})")
         deadline = time.monotonic() + 30
@@ -277,15 +278,19 @@ PassengerMaxPoolSize 4"""
             return b"AH00163" in log.read()
 
     def stop(self) -> None:
+        """Stop Apache and wait for its pid file to go; a parent that crashed leaves the file (see _end_leftovers)."""
         pid_file = self.root / "run" / "httpd.pid"
         if not pid_file.exists():
             return
+        parent = self._parent_pid()
         try:
             self._apache_command("stop")
         except subprocess.CalledProcessError:
             pass  # already gone: the pid file is all it left
         deadline = time.monotonic() + 30
         while pid_file.exists() and time.monotonic() < deadline:
+            if parent is not None and not _running(parent):
+                return
             time.sleep(0.1)
 
     def log_tail(self, lines: int = 40) -> str:
@@ -299,16 +304,6 @@ def _running(pid: int) -> bool:
     except OSError:
         return False
 
-
-def wait_until_port_is_free(port: int, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        except OSError:
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"something still listens on {port}")
 
 
 def missing_for(mode: str) -> list[str]:

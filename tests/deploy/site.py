@@ -107,10 +107,26 @@ def wait_for_port(port: int, *, what: str, process: subprocess.Popen | None = No
     raise RuntimeError(f"{what} did not listen on {port}")
 
 
+def wait_until_port_is_free(port: int, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"something still listens on {port}")
+
+
+def can_make_venvs() -> bool:
+    """Whether Debian's python here can make a venv (deploy_venv): it needs the package python3-venv."""
+    return Path(SYSTEM_PYTHON).exists() and subprocess.run([SYSTEM_PYTHON, "-c", "import ensurepip"],
+                                                           capture_output=True).returncode == 0
+
+
 def missing_basics() -> list[str]:
     """What every deploy test needs here: Debian's python with venv, and root to run servers as the web user."""
-    needs = {"python3 -m venv (Debian package python3-venv)": Path(SYSTEM_PYTHON).exists()
-             and subprocess.run([SYSTEM_PYTHON, "-c", "import ensurepip"], capture_output=True).returncode == 0,
+    needs = {"python3 -m venv (Debian package python3-venv)": can_make_venvs(),
              f"root, to run servers as {WEB_USER}": os.geteuid() == 0}
     return [what for what, present in needs.items() if not present]
 
