@@ -17,6 +17,8 @@ It also mends how limits talks to the counter servers RATELIMIT_STORAGE_URI may 
 """
 from __future__ import annotations
 
+import functools
+import logging
 import math
 import os
 import random
@@ -26,12 +28,17 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import limits.storage
 from limits.errors import ConfigurationError
 from limits.storage import SlidingWindowCounterSupport, Storage
 from limits.storage.base import TimestampedSlidingWindow
+
+from .scanstore import delete_database_files, is_damaged_database
+
+logger = logging.getLogger(__name__)
+R = TypeVar("R")
 
 SCHEME = "qrtrack+sqlite"
 JOURNAL_MODES = ("wal", "delete")
@@ -74,8 +81,7 @@ def storage_failure_hint(uri: str) -> str:
     """What an operator should check when the storage behind uri fails; names no password."""
     if uri.startswith(f"{SCHEME}:"):
         path = _parse_uri(uri)[0]
-        return (f"its counters are in {path}, which the app's user must be able to write, with its folder; "
-                "the file holds only counters, so a broken one may be deleted")
+        return f"its counters are in {path}, which the app's user must be able to write, with its folder"
     return f"check the {urllib.parse.urlsplit(uri).scheme} server that RATELIMIT_STORAGE_URI names"
 
 
@@ -109,6 +115,21 @@ def _parse_options(options: dict[str, str | float | bool]) -> tuple[float, str]:
     return timeout, journal_mode
 
 
+def _mends_damage(method: Callable[..., R]) -> Callable[..., R]:
+    """A storage method that, should the counter file prove damaged, replaces it and runs once more."""
+    @functools.wraps(method)
+    def mending(self: SQLiteStorage, *args: object, **kwargs: object) -> R:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as error:
+            if not is_damaged_database(error):
+                raise
+            self._replace_damaged_file(error)
+        return method(self, *args, **kwargs)
+
+    return mending
+
+
 class SQLiteStorage(Storage, SlidingWindowCounterSupport, TimestampedSlidingWindow):
     """Counters in a SQLite table, for the fixed-window and sliding-window-counter strategies.
 
@@ -116,6 +137,10 @@ class SQLiteStorage(Storage, SlidingWindowCounterSupport, TimestampedSlidingWind
     expired counter reads 0 and expires now (absolute epoch seconds). Each call is one short
     transaction; writes take the lock up front (BEGIN IMMEDIATE). Expired rows are deleted on
     about one write in a hundred (PURGE_PROBABILITY), not on every call.
+
+    A damaged file (SQLite finds it is not a database, or a malformed one: a disk fault, a copy cut short) is
+    deleted and started afresh, with a warning in the log, rather than refusing every API call and sign-in
+    until someone deletes it by hand: it holds nothing but counters that expire within a window anyway.
 
     Moving window is not supported: it needs a row per hit, and fixed or sliding windows are
     enough for an API limit.
@@ -147,6 +172,7 @@ class SQLiteStorage(Storage, SlidingWindowCounterSupport, TimestampedSlidingWind
         """The database path; flask-limiter's `flask limiter config` command prints `storage.storage`."""
         return self.path
 
+    @_mends_damage
     def incr(self, key: str, expiry: float, amount: int = 1) -> int:
         """Add amount to key's counter, starting a window of expiry seconds if none is running; the new value."""
         now = time.time()
@@ -156,11 +182,13 @@ class SQLiteStorage(Storage, SlidingWindowCounterSupport, TimestampedSlidingWind
                 conn.execute("DELETE FROM ratelimit_counter WHERE expiry <= ?", (now,))
         return value
 
+    @_mends_damage
     def get(self, key: str) -> int:
         row = self._connection().execute(
             "SELECT value FROM ratelimit_counter WHERE key = ? AND expiry > ?", (key, time.time())).fetchone()
         return row[0] if row else 0
 
+    @_mends_damage
     def get_expiry(self, key: str) -> float:
         now = time.time()
         row = self._connection().execute(
@@ -169,20 +197,27 @@ class SQLiteStorage(Storage, SlidingWindowCounterSupport, TimestampedSlidingWind
 
     def check(self) -> bool:
         try:
-            self._connection().execute("SELECT 1 FROM ratelimit_counter LIMIT 1").fetchall()
+            self._read_any_counter()
         except self.base_exceptions:
             return False
         return True
 
+    @_mends_damage
+    def _read_any_counter(self) -> None:
+        self._connection().execute("SELECT 1 FROM ratelimit_counter LIMIT 1").fetchall()
+
+    @_mends_damage
     def reset(self) -> int:
         """Delete every counter; the number of rows deleted."""
         with self._write() as conn:
             return conn.execute("DELETE FROM ratelimit_counter").rowcount
 
+    @_mends_damage
     def clear(self, key: str) -> None:
         with self._write() as conn:
             conn.execute("DELETE FROM ratelimit_counter WHERE key = ?", (key,))
 
+    @_mends_damage
     def acquire_sliding_window_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
         """Count a hit if the weighted count allows it; read and increment in one transaction, so no race."""
         if amount > limit:
@@ -197,11 +232,13 @@ class SQLiteStorage(Storage, SlidingWindowCounterSupport, TimestampedSlidingWind
             _increment(conn, current_key, 2 * expiry, amount, now)
         return True
 
+    @_mends_damage
     def get_sliding_window(self, key: str, expiry: int) -> tuple[int, float, int, float]:
         now = time.time()
         previous_key, current_key = self.sliding_window_keys(key, expiry, now)
         return _sliding_window(self._connection(), previous_key, current_key, expiry, now)
 
+    @_mends_damage
     def clear_sliding_window(self, key: str, expiry: int) -> None:
         previous_key, current_key = self.sliding_window_keys(key, expiry, time.time())
         with self._write() as conn:
@@ -225,17 +262,34 @@ class SQLiteStorage(Storage, SlidingWindowCounterSupport, TimestampedSlidingWind
             raise
 
     def _connection(self) -> sqlite3.Connection:
-        """This thread's connection, opened on first use in each thread and again after a fork."""
+        """This thread's connection, opened on first use in each thread, again after a fork, and again when the
+        file at its path was replaced or deleted since (a damaged one, by another process): so every process
+        counts in the file that is there now, never in a deleted one that it alone still holds open. That costs
+        a stat per call."""
         pid = os.getpid()
-        if getattr(self._local, "pid", None) == pid:
+        if getattr(self._local, "pid", None) == pid and self._local.file_id == _file_id(self.path):
             return self._local.conn
         # Inherited connections are closed before opening ours: SQLite keeps lock state per process,
         # and a new connection would share the parent's copy of it.
-        self._close_connections(lambda owner, thread: owner != pid or not thread.is_alive())
+        current = threading.current_thread()
+        self._close_connections(lambda owner, thread: owner != pid or thread is current or not thread.is_alive())
+        self._local.__dict__.clear()
         conn = self._open()
-        self._connections[(pid, threading.current_thread())] = conn
-        self._local.conn, self._local.pid = conn, pid
+        self._connections[(pid, current)] = conn
+        self._local.conn, self._local.pid, self._local.file_id = conn, pid, _file_id(self.path)
         return conn
+
+    def _replace_damaged_file(self, error: sqlite3.DatabaseError) -> None:
+        """Drop this thread's connection and delete the damaged file, unless another process or thread already
+        replaced it since this connection opened it: then only the new file is opened, and kept."""
+        pid, current = os.getpid(), threading.current_thread()
+        opened = self._local.file_id if getattr(self._local, "pid", None) == pid else None
+        self._close_connections(lambda owner, thread: owner == pid and thread is current)
+        self._local.__dict__.clear()
+        if opened is None or opened == _file_id(self.path):
+            delete_database_files(self.path)
+            logger.warning("the rate-limit counters in %s were damaged (%s): deleted them; counting starts afresh",
+                           self.path, error)
 
     def _close_connections(self, should_close: Callable[[int, threading.Thread], bool]) -> None:
         # dict.copy() and dict.pop() are atomic, so threads pruning at once close each connection once.
@@ -274,6 +328,15 @@ class SQLiteStorage(Storage, SlidingWindowCounterSupport, TimestampedSlidingWind
                 if "database is locked" not in str(exc) or time.monotonic() >= deadline:
                     raise
             time.sleep(random.uniform(0.005, 0.02))  # jitter, so that starting processes do not retry in step
+
+
+def _file_id(path: str) -> tuple[int, int] | None:
+    """Which file is at path now (device and inode), or None when there is none."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 def _increment(conn: sqlite3.Connection, key: str, expiry: float, amount: int, now: float) -> int:

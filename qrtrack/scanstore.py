@@ -61,6 +61,20 @@ def sqlite_primary_code(error: BaseException) -> int | None:
     return None if code is None else code & 0xFF
 
 
+def is_damaged_database(error: BaseException) -> bool:
+    """Whether SQLite raised error because the file is not, or no longer, a sound database."""
+    return sqlite_primary_code(error) in DAMAGED_DATABASE_CODES
+
+
+def delete_database_files(path: str) -> None:
+    """Delete the database at path with its journal and WAL files, ignoring those that are not there (or stay)."""
+    for suffix in SQLITE_FILE_SUFFIXES:
+        try:
+            os.remove(path + suffix)
+        except OSError:
+            pass
+
+
 def fit_scan_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """The row's SCAN_COLUMNS as every database stores them alike: a visitor's headers (User-Agent,
     Referer, a CDN's city) may carry NUL or parse into an over-long OS version, which PostgreSQL refuses,
@@ -367,8 +381,8 @@ class ClientInfoCache:
         try:
             return self._classify_through_cache(user_agent)
         except sqlite3.DatabaseError as error:
-            if sqlite_primary_code(error) in DAMAGED_DATABASE_CODES:
-                self._delete_files()
+            if is_damaged_database(error):
+                delete_database_files(self.path)
             return classify_user_agent(user_agent)
         except (sqlite3.Error, OSError):
             return classify_user_agent(user_agent)
@@ -386,13 +400,6 @@ class ClientInfoCache:
             return info
         finally:
             conn.close()
-
-    def _delete_files(self) -> None:
-        for suffix in SQLITE_FILE_SUFFIXES:
-            try:
-                os.remove(self.path + suffix)
-            except OSError:
-                pass
 
     def _connect(self) -> sqlite3.Connection:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)

@@ -257,6 +257,103 @@ def test_storage_errors_are_wrapped_when_asked(tmp_path):
     unusable.close()
 
 
+def damage(path) -> None:
+    """Put a file that is not a database where the counters are, as a disk fault or a copy cut short would."""
+    for suffix in ("-wal", "-shm"):
+        if os.path.exists(f"{path}{suffix}"):
+            os.remove(f"{path}{suffix}")
+    damaged = f"{path}.damaged"
+    with open(damaged, "wb") as file:
+        file.write(b"SQLite format 3\x00" + os.urandom(8192))
+    os.replace(damaged, path)
+
+
+def test_a_file_that_is_not_a_database_is_replaced_and_counting_starts_afresh(tmp_path, caplog):
+    path = tmp_path / "rl.db"
+    path.write_bytes(b"not a database, " * 512)
+    storage = SQLiteStorage(storage_uri_for(path), wrap_exceptions=True)
+    with caplog.at_level(logging.WARNING, logger="qrtrack.ratelimit"):
+        assert storage.incr("k", 60) == 1
+        assert storage.incr("k", 60) == 2
+    assert count_rows(path) == 1
+    assert [record.getMessage() for record in caplog.records] == [
+        f"the rate-limit counters in {path} were damaged (file is not a database): deleted them; "
+        "counting starts afresh"]
+    storage.close()
+
+
+@pytest.mark.parametrize("call", ["incr", "get", "get_expiry", "clear", "reset", "check", "sliding_window"])
+def test_every_call_replaces_a_damaged_file_and_answers(tmp_path, call):
+    path = tmp_path / "rl.db"
+    storage = SQLiteStorage(storage_uri_for(path), wrap_exceptions=True)
+    storage.incr("k", 60)
+    damage(path)
+    calls = {"incr": lambda: storage.incr("k", 60) == 1, "get": lambda: storage.get("k") == 0,
+             "get_expiry": lambda: storage.get_expiry("k") > 0, "clear": lambda: storage.clear("k") is None,
+             "reset": lambda: storage.reset() == 0, "check": lambda: storage.check() is True,
+             "sliding_window": lambda: storage.acquire_sliding_window_entry("k", 5, 60) is True}
+    assert calls[call]()
+    assert count_rows(path) == (1 if call in ("incr", "sliding_window") else 0)
+    storage.close()
+
+
+def test_a_file_replaced_by_another_process_is_joined_not_deleted_again(tmp_path, caplog):
+    """Two storages on one file stand for two processes: the first to meet the damage replaces the file; the
+    other, whose connection is on the old file, moves to the new one and keeps what was counted there."""
+    path = tmp_path / "rl.db"
+    first, second = (SQLiteStorage(storage_uri_for(path), wrap_exceptions=True) for _ in range(2))
+    assert (first.incr("k", 60), second.incr("k", 60)) == (1, 2)
+    damage(path)
+    with caplog.at_level(logging.WARNING, logger="qrtrack.ratelimit"):
+        assert first.incr("k", 60) == 1
+        assert second.incr("k", 60) == 2
+        assert first.get("k") == 2
+    assert len(caplog.records) == 1
+    first.close()
+    second.close()
+
+
+def test_damage_met_just_after_another_process_mended_it_keeps_the_new_file(tmp_path):
+    """The race the file check before each call leaves open: the other process replaces the file between that
+    check and this call's failing query. What the failing call then does must not delete the new file."""
+    path = tmp_path / "rl.db"
+    first, second = (SQLiteStorage(storage_uri_for(path)) for _ in range(2))
+    assert (first.incr("k", 60), second.incr("k", 60)) == (1, 2)
+    damage(path)
+    assert first.incr("k", 60) == 1
+    second._replace_damaged_file(sqlite3.DatabaseError("file is not a database"))
+    assert second.incr("k", 60) == 2
+    first.close()
+    second.close()
+
+
+def test_a_file_deleted_while_in_use_is_recreated_and_shared_again(tmp_path):
+    """The README says a broken counter file may be deleted: every process then counts in the new file, none
+    in the deleted one it still held open."""
+    path = tmp_path / "rl.db"
+    first, second = (SQLiteStorage(storage_uri_for(path)) for _ in range(2))
+    assert (first.incr("k", 60), second.incr("k", 60)) == (1, 2)
+    for suffix in ("", "-wal", "-shm"):
+        os.remove(f"{path}{suffix}")
+    assert second.incr("k", 60) == 1
+    assert first.incr("k", 60) == 2
+    assert count_rows(path) == 1
+    first.close()
+    second.close()
+
+
+def test_a_file_it_cannot_delete_stays_refused(tmp_path, monkeypatch):
+    """Mending must not loop: when the damaged file stays (its folder is read-only, say), the call fails once
+    more and the app answers 503 as for any storage it cannot use."""
+    path = tmp_path / "rl.db"
+    path.write_bytes(b"not a database, " * 512)
+    monkeypatch.setattr(ratelimit, "delete_database_files", lambda path: None)
+    storage = SQLiteStorage(storage_uri_for(path), wrap_exceptions=True)
+    with pytest.raises(StorageError, match="file is not a database"):
+        storage.incr("k", 60)
+    storage.close()
+
+
 def test_close_closes_every_threads_connection_and_the_storage_reopens(storage):
     opened, closed, values = threading.Event(), threading.Event(), []
 

@@ -108,12 +108,13 @@ def test_an_unexpected_error_is_logged_and_answered_500_as_json_for_the_api_and_
 
 def test_a_broken_rate_limit_store_refuses_api_calls_and_sign_ins_with_503_and_says_why_in_the_log(tmp_path, caplog):
     """Both must stay limited, so they are refused while the counters cannot be kept, with a 503 that tells the
-    client to come back, and the log names the file and what to check. Deleting the file mends it."""
+    client to come back, and the log names the file and what to check. A folder where the file should be
+    stands for any file the app cannot open; removing it mends it."""
     app = make_app(tmp_path)
     db = app.extensions["qrtrack"].db
     key = gen_key(db, gen_user(db, "alice"))
     counters = tmp_path / "ratelimit.db"
-    counters.write_bytes(b"not a database, " * 512)
+    counters.mkdir()
     client = app.test_client()
 
     with caplog.at_level(logging.ERROR):
@@ -127,12 +128,31 @@ def test_a_broken_rate_limit_store_refuses_api_calls_and_sign_ins_with_503_and_s
         assert "Back in a moment" in text(page) and "The server cannot check its rate limits right now" in text(page)
     logged = [record.getMessage() for record in caplog.records if "rate-limit storage failed" in record.getMessage()]
     assert [message.split(":", 1)[0] for message in logged] == ["refused GET /api.php", "refused POST /login"]
-    assert all(f"its counters are in {counters}" in message and "file is not a database" in message
+    assert all(f"its counters are in {counters}" in message and "unable to open database file" in message
                for message in logged)
 
-    counters.unlink()
+    counters.rmdir()
     assert client.get("/api.php", headers={"X-Api-Key": key}).status_code == 200
     assert log_in(client).status_code == 302
+    close_app(app)
+
+
+def test_a_damaged_rate_limit_file_is_replaced_and_api_calls_and_sign_ins_go_on(tmp_path, caplog):
+    """A file that is not a database holds no counters worth keeping: the app starts it afresh, says so in the log,
+    and goes on limiting, instead of refusing everyone until someone deletes it."""
+    app = make_app(tmp_path, API_RATE_LIMIT="2 per minute")
+    db = app.extensions["qrtrack"].db
+    key = gen_key(db, gen_user(db, "alice"))
+    counters = tmp_path / "ratelimit.db"
+    counters.write_bytes(b"not a database, " * 512)
+    client = app.test_client()
+
+    with caplog.at_level(logging.WARNING):
+        assert [client.get("/api.php", headers={"X-Api-Key": key}).status_code for _ in range(3)] == [200, 200, 429]
+        assert log_in(client).status_code == 302
+    warned = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+    assert warned == [f"the rate-limit counters in {counters} were damaged (file is not a database): deleted them; "
+                      "counting starts afresh"]
     close_app(app)
 
 
