@@ -193,6 +193,10 @@ SETTINGS: tuple[Setting, ...] = (
 
 SETTING_NAMES_IN_ORDER = tuple(setting.name for setting in SETTINGS)
 SETTING_NAMES = frozenset(SETTING_NAMES_IN_ORDER)
+SECRET_SETTINGS = frozenset({"SECRET_KEY"})
+URL_SETTINGS = frozenset({"DATABASE_URL", "RATELIMIT_STORAGE_URI"})
+"""Settings whose value may carry a password (postgresql://user:password@host, redis://:password@host)."""
+HIDDEN = "***"
 
 
 class Settings(record("Settings", " ".join((*SETTING_NAMES_IN_ORDER, "TESTING")), defaults=(False,))):
@@ -202,6 +206,12 @@ class Settings(record("Settings", " ".join((*SETTING_NAMES_IN_ORDER, "TESTING"))
     for a CGI scan's import time (see the module docstring)."""
 
     __slots__ = ()
+
+    def __repr__(self) -> str:
+        """Every field but the secrets: SECRET_KEY and the passwords in URLs are shown as ***, so that a log line,
+        a traceback or a debugger showing the settings never shows them."""
+        shown = ", ".join(f"{name}={_shown_value(name, value)}" for name, value in zip(self._fields, self, strict=True))
+        return f"{type(self).__name__}({shown})"
 
     @property
     def is_sqlite(self) -> bool:
@@ -214,6 +224,29 @@ class Settings(record("Settings", " ".join((*SETTING_NAMES_IN_ORDER, "TESTING"))
         if not self.DATABASE_URL.startswith(prefix) or self.DATABASE_URL == prefix + ":memory:":
             return None
         return self.DATABASE_URL[len(prefix):].split("?", 1)[0] or None
+
+
+def _shown_value(name: str, value: object) -> str:
+    if name in SECRET_SETTINGS and value:
+        return repr(HIDDEN)
+    if name in URL_SETTINGS and value:
+        return repr(url_without_password(value))
+    return repr(value)
+
+
+def url_without_password(url: str) -> str:
+    """url with the password of its user part, if any, shown as ***."""
+    from urllib.parse import urlsplit  # here: a CGI scan loads the settings on every request, never shows them
+
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return HIDDEN
+    if password is None:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    return parts._replace(netloc=f"{user.partition(':')[0]}:{HIDDEN}@{host}").geturl()
 
 
 NOT_IN_PLAIN_VALUES = frozenset("'\"\\$#")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from qrtrack.config import SETTING_NAMES, SETTINGS, ConfigError, load_settings
+from qrtrack.config import SETTING_NAMES, SETTINGS, ConfigError, load_settings, url_without_password
 
 from .conftest import PROJECT_ROOT, env_without_settings
 
@@ -36,6 +36,26 @@ def test_environment_overrides_env_file_and_overrides_win(tmp_path):
     assert settings.SECRET_KEY == "env"
     assert settings.API_RATE_LIMIT == "20 per minute"
     assert settings.TRUST_PROXY == 2
+
+
+def test_settings_are_shown_without_the_secret_key_or_passwords(tmp_path):
+    """What a log line, a traceback's locals or a debugger would show of them."""
+    settings = settings_from(tmp_path, "SECRET_KEY=the-signing-secret\n", environ={
+        "DATABASE_URL": "postgresql+psycopg://qrtrack:pass%40word@db.example:5432/qrtrack",
+        "RATELIMIT_STORAGE_URI": "redis://:the-redis-password@cache.example:6379/0"}, TRUST_PROXY=1)
+    shown = repr(settings)
+    assert "the-signing-secret" not in shown and "pass%40word" not in shown and "the-redis-password" not in shown
+    assert shown.startswith("Settings(SECRET_KEY='***', BASE_URL=None, ")
+    assert "DATABASE_URL='postgresql+psycopg://qrtrack:***@db.example:5432/qrtrack'" in shown
+    assert "RATELIMIT_STORAGE_URI='redis://:***@cache.example:6379/0'" in shown
+    assert "TRUST_PROXY=1" in shown and shown.endswith(", TESTING=False)")
+    assert settings.SECRET_KEY == "the-signing-secret"  # only the display hides it
+
+
+@pytest.mark.parametrize("url", ["sqlite:////srv/qr/instance/qrtrack.db", "redis://cache.example:6379",
+                                 "postgresql://qrtrack@/qrtrack?host=/var/run/postgresql"])
+def test_urls_without_a_password_are_shown_as_they_are(url):
+    assert url_without_password(url) == url
 
 
 @pytest.mark.parametrize("raw, expected", [("60", "60 per minute"), ("100/hour", "100/hour"),
