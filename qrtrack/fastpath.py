@@ -270,7 +270,7 @@ class LeanUntilLoaded:
 
     The full app loads in a thread started once the first response has been sent, so that answer is not
     slowed, or at once for a request the lean handlers leave to it, which then waits for it. `lean` is None
-    when the lean handlers must not write (see lean_fast_path).
+    when the lean handlers must not write (see lean_fast_path), and once the full app answers: it has its own.
     """
 
     def __init__(self, load_app: Callable[[], WsgiApp], settings: Settings):
@@ -286,9 +286,11 @@ class LeanUntilLoaded:
         self.lean = lean_fast_path(settings, self.full_app, group_commit=True)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        lean = self.lean  # read first: once the full app is set, another thread may drop it
         if self._app is not None:
+            self.lean = None  # the full app answers everything now; the lean store's connections go with it
             return self._app(environ, start_response)
-        return _ThenCall(self.lean(environ, start_response), self.start_loading)
+        return _ThenCall(lean(environ, start_response), self.start_loading)
 
     def full_app(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         """What the lean handlers fall through to: the full app, loaded now if it is not yet."""

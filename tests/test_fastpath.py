@@ -1,11 +1,13 @@
 """The lean scan path: same scan rows as the full app, no Flask or SQLAlchemy in a CGI scan."""
 from __future__ import annotations
 
+import gc
 import io
 import sqlite3
 import subprocess
 import sys
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -196,10 +198,13 @@ def test_a_new_process_answers_scans_lean_and_loads_the_full_app_after_its_first
     while full.loads == 0 and time.monotonic() < deadline:  # loading in the background, asked for by nothing else
         time.sleep(0.01)
     assert full.loads == 1
+    lean_store = weakref.ref(entry.lean.recorder.scan_store)
     assert answer_of(entry, {"REQUEST_METHOD": "GET", "PATH_INFO": "/api.php"}) == ("200 OK", b"full app")
     assert answer_of(entry, cgi_environ(services, code.slug)) == ("200 OK", b"full app")  # the full app's from now
     assert full.loads == 1
     assert codes.get_code(db, owner_id=alice, uuid=code.uuid).scan_count == 1
+    gc.collect()  # the store and its GroupCommit refer to each other
+    assert entry.lean is None and lean_store() is None  # and with it its idle connection to the database
 
 
 def test_requests_the_lean_handlers_leave_wait_for_one_load_of_the_full_app(services, db, alice, process_settings):
