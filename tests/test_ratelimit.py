@@ -488,6 +488,29 @@ def test_flask_limiter_counts_one_limit_across_three_server_processes(tmp_path):
     assert all(int(headers["Retry-After"]) > 0 for _, headers in responses[3:])
 
 
+def test_a_file_damaged_under_three_server_processes_is_replaced_and_the_limit_stays_shared(tmp_path):
+    """Each process holds its own connection to the damaged file: whichever meets the damage first replaces it,
+    and every other one moves to the new file rather than replacing it again or counting on in the old one."""
+    path = tmp_path / "rl.db"
+    ports, stop = SPAWN.Queue(), SPAWN.Event()
+    servers = [SPAWN.Process(target=serve_limited_app, args=(storage_uri_for(path), ports, stop)) for _ in range(3)]
+    try:
+        for server in servers:
+            server.start()
+        server_ports = [ports.get(timeout=PROCESS_TIMEOUT) for _ in servers]
+        before = [get_ping(port) for port in server_ports]
+        damage(path)
+        after = [get_ping(server_ports[i % 3]) for i in range(6)]
+    finally:
+        stop.set()
+        stop_processes(servers)
+        ports.close()
+        ports.join_thread()
+    assert [status for status, _ in before] == [200, 200, 200]
+    assert [status for status, _ in after] == [200, 200, 200, 429, 429, 429]
+    assert [headers["X-RateLimit-Remaining"] for _, headers in after] == ["2", "1", "0", "0", "0", "0"]
+
+
 def stop_processes(processes) -> None:
     """Wait briefly for each started process, kill it if it hangs, and release its resources."""
     for process in processes:
