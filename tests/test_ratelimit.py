@@ -328,8 +328,8 @@ def test_damage_met_just_after_another_process_mended_it_keeps_the_new_file(tmp_
 
 
 def test_a_file_deleted_while_in_use_is_recreated_and_shared_again(tmp_path):
-    """The README says a broken counter file may be deleted: every process then counts in the new file, none
-    in the deleted one it still held open."""
+    """An owner may delete the counter file while the app runs, as it holds nothing else: every process then
+    counts in the new file, none in the deleted one it still held open."""
     path = tmp_path / "rl.db"
     first, second = (SQLiteStorage(storage_uri_for(path)) for _ in range(2))
     assert (first.incr("k", 60), second.incr("k", 60)) == (1, 2)
