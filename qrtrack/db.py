@@ -153,12 +153,19 @@ def migrate_to_head(conn: Connection) -> None:
     command.upgrade(_alembic_config(conn), "head")
 
 
+def current_revision(conn: Connection) -> str | None:
+    """The schema revision of conn's database, None before its first migration. The catalog is asked first:
+    PostgreSQL logs a failed SELECT of a missing table as an ERROR, which a new install's first start and every
+    CGI scan before it (SqlAlchemyScanStore.has_current_schema) would leave in its log."""
+    if not inspect(conn).has_table(VERSION_TABLE):
+        return None
+    return conn.exec_driver_sql(FIND_SCHEMA_REVISION_SQL).scalar()
+
+
 def ensure_schema(db: Database) -> None:
     """Upgrade the schema at start-up when it is behind, so replacing the files is a whole upgrade."""
     with db.engine.connect() as conn:  # a database that cannot be reached is an error here
-        # Asked of the catalog first: PostgreSQL would log the failed SELECT of a missing table as an ERROR.
-        has_table = inspect(conn).has_table(VERSION_TABLE)
-        current = conn.exec_driver_sql(FIND_SCHEMA_REVISION_SQL).scalar() if has_table else None
+        current = current_revision(conn)
     if current != SCHEMA_REVISION:
         _refuse_newer_schema(db, current)
         upgrade_schema(db)
@@ -185,10 +192,8 @@ def _refuse_newer_schema(db: Database, current: str | None) -> None:
 
 
 def schema_revision(db: Database) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
     with db.engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        return current_revision(conn)
 
 
 def head_revision() -> str:

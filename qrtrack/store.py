@@ -16,7 +16,6 @@ from sqlalchemy import (
     false,
     func,
     insert,
-    inspect,
     literal,
     or_,
     select,
@@ -27,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import scanstore
-from .db import VERSION_TABLE, UnicodeLower
+from .db import UnicodeLower, current_revision
 from .schema import MAX_INTEGER, api_calls, api_keys, codes, scans, users
 
 LOGO_LOCK_SPACE = 0x51724C6F  # "QrLo": lock_logo's advisory locks, apart from db.py's migration lock
@@ -288,16 +287,12 @@ class SqlAlchemyScanStore:
         self.engine = engine
 
     def has_current_schema(self) -> bool:
-        """As SqliteScanStore.has_current_schema. The catalog is asked first, as db.ensure_schema does: PostgreSQL
-        logs a failed SELECT of a missing table as an ERROR, which every CGI scan of a new install made."""
+        """As SqliteScanStore.has_current_schema."""
         try:
             with self.engine.connect() as conn:
-                if not inspect(conn).has_table(VERSION_TABLE):
-                    return False
-                found = conn.execute(text(scanstore.FIND_SCHEMA_REVISION_SQL)).first()
+                return current_revision(conn) == scanstore.SCHEMA_REVISION
         except SQLAlchemyError:
             return False
-        return found is not None and found[0] == scanstore.SCHEMA_REVISION
 
     def find_target(self, slug: str) -> tuple[int, str, str] | None:
         if not is_storable(slug):

@@ -273,7 +273,6 @@ def test_backup_while_serving_gives_a_sound_copy(folder_site: Site):
     assert (backups / "copy.db").owner() == WEB_USER
 
 
-
 def test_an_apache_start_that_dies_of_a_signal_is_tried_once_more(tmp_path, monkeypatch):
     """What the harness does for the crash in Apache.start's docstring; a start that fails otherwise still fails."""
     import subprocess

@@ -305,7 +305,6 @@ def _running(pid: int) -> bool:
         return False
 
 
-
 def missing_for(mode: str) -> list[str]:
     """What this machine lacks to serve the app in mode; the Debian package to install is named."""
     missing = missing_basics()
