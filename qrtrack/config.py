@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 DEFAULT_ENV_FILE = os.path.join(PROJECT_ROOT, "TiCore", ".env")
 RATE_LIMIT_UNITS = frozenset({"second", "minute", "hour", "day", "month", "year"})
+SUPPORTED_DATABASES = frozenset({"sqlite", "postgresql"})
 
 
 class ConfigError(Exception):
@@ -149,6 +150,22 @@ def _parse_text(name: str, raw: str) -> str:
     return raw.strip()
 
 
+def _parse_database_url(name: str, raw: str) -> str:
+    """Empty (the SQLite default) or a URL of a database QR Track is tested on: SQLite or PostgreSQL.
+
+    Any other database SQLAlchemy can drive would start and mostly work, which is worse than refusing: MySQL and
+    MariaDB, for one, compare text without regard to case by default, so two codes whose slugs differ only in case
+    would be one. A URL without a scheme is left to SQLAlchemy, whose own error names what is wrong with it.
+    """
+    value = raw.strip()
+    scheme, separator, _ = value.partition("://")
+    dialect = scheme.partition("+")[0].lower()
+    if separator and dialect not in SUPPORTED_DATABASES:
+        raise ConfigError(f"{name} must be a SQLite or PostgreSQL URL (or empty, for the SQLite file in the instance "
+                          f"folder); QR Track does not run on {dialect}: got {url_without_password(value)!r}")
+    return value
+
+
 class Setting(record("Setting", "name default parse help")):
     """One row of the table: name, default (as .env text), parse(name, raw) -> value, and help text."""
 
@@ -163,9 +180,10 @@ SETTINGS: tuple[Setting, ...] = (
             "e.g. https://qr.example.com. Empty: derived from each request."),
     Setting("INSTANCE_PATH", "", _parse_text,
             "Folder for the database, rate-limit counters, logos and cached images. Empty: ./instance."),
-    Setting("DATABASE_URL", "", _parse_text,
+    Setting("DATABASE_URL", "", _parse_database_url,
             "SQLAlchemy URL. Empty: SQLite file qrtrack.db in the instance folder. For PostgreSQL: "
-            "postgresql+psycopg://user:password@host/database, after pip install 'psycopg[binary]'."),
+            "postgresql+psycopg://user:password@host/database, after pip install 'psycopg[binary]'. "
+            "Other databases (MySQL, MariaDB) are refused."),
     Setting("SQLITE_WAL", "true", _parse_bool,
             "Use SQLite's WAL journal (fast, concurrent readers). Set false when the instance folder "
             "sits on a network filesystem (NFS), where WAL is unsafe."),

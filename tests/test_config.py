@@ -81,6 +81,28 @@ def test_invalid_setting_is_refused_with_its_name(tmp_path, line, named):
         settings_from(tmp_path, f"SECRET_KEY=s\n{line}\n")
 
 
+@pytest.mark.parametrize("url, dialect", [
+    ("mysql+pymysql://u:p@localhost/qrtrack", "mysql"),
+    ("MySQL://u@localhost/qrtrack", "mysql"),
+    ("mariadb+mariadbconnector://u:p@localhost/qrtrack", "mariadb"),
+    ("mssql+pyodbc://u:p@dsn", "mssql"),
+    ("oracle+oracledb://u:p@localhost/qrtrack", "oracle"),
+])
+def test_a_database_qr_track_is_not_tested_on_is_refused_before_anything_connects(tmp_path, url, dialect):
+    """MySQL and MariaDB would start and mostly work, with slugs that differ only in case taken for one code."""
+    refusal = rf"^DATABASE_URL must be a SQLite or PostgreSQL URL .* not run on {dialect}: "
+    with pytest.raises(ConfigError, match=refusal) as refused:
+        settings_from(tmp_path, f"SECRET_KEY=s\nDATABASE_URL={url}\n")
+    assert ":p@" not in str(refused.value)
+
+
+@pytest.mark.parametrize("url", ["sqlite:////srv/qrtrack/qrtrack.db", "sqlite+pysqlite:///qrtrack.db",
+                                 "postgresql://u:p@localhost/qrtrack", "postgresql+psycopg://u:p@localhost/qrtrack",
+                                 "postgresql+psycopg2://u:p@/qrtrack?host=/var/run/postgresql"])
+def test_sqlite_and_postgresql_urls_are_taken_as_they_are(tmp_path, url):
+    assert settings_from(tmp_path, f"SECRET_KEY=s\nDATABASE_URL={url}\n").DATABASE_URL == url
+
+
 @pytest.mark.parametrize("raw", ["0", "00", "0/hour", "0 per 2 minutes", "1000/hour;0/second", "10/day, 0 per hour",
                                  "-5"])
 def test_an_api_rate_limit_that_allows_no_request_is_refused(tmp_path, raw):
@@ -204,10 +226,13 @@ START_UP_FAILURES = [
      "file; the database is TMP, owned by USER; this process runs as USER, which must be able to write it"),
     ({"DATABASE_URL": "postgresql+psycopg://qrtrack:secret-pw@127.0.0.1:1/qrtrack"},
      "DATABASE_URL: cannot open the database postgresql+psycopg://qrtrack:***@127.0.0.1:1/qrtrack: "),
-    pytest.param({"DATABASE_URL": "mysql://x/y"},
-                 "DATABASE_URL needs a database driver that is not installed: No module named 'MySQLdb'",
-                 marks=pytest.mark.skipif(importlib.util.find_spec("MySQLdb") is not None,
-                                          reason="needs MySQLdb not to be installed")),
+    pytest.param({"DATABASE_URL": "postgresql+pg8000://qrtrack:secret-pw@127.0.0.1:1/qrtrack"},
+                 "DATABASE_URL needs a database driver that is not installed: No module named 'pg8000'",
+                 marks=pytest.mark.skipif(importlib.util.find_spec("pg8000") is not None,
+                                          reason="needs pg8000 not to be installed")),
+    ({"DATABASE_URL": "mysql+pymysql://qrtrack:secret-pw@127.0.0.1:1/qrtrack"},
+     "DATABASE_URL must be a SQLite or PostgreSQL URL (or empty, for the SQLite file in the instance folder); "
+     "QR Track does not run on mysql: got 'mysql+pymysql://qrtrack:***@127.0.0.1:1/qrtrack'"),
 ]
 
 
