@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from . import store
 from .clock import now_epoch
 from .db import Database
+from .destinations import ascii_authority
 from .errors import NotFound, ValidationError
 from .imagecache import ImageCache
 from .text import has_control_characters
@@ -74,6 +75,11 @@ def validate_destination(value: Any) -> str:
     if parts.scheme.lower() not in {"http", "https"} or not host:
         raise ValidationError("destination must be an absolute http or https URL with a host, "
                               "e.g. https://example.com/page", code="invalid_destination", field="destination")
+    try:
+        ascii_authority(parts.netloc)
+    except ValueError as error:
+        raise ValidationError(f"destination's host is not one a browser can open: {error}",
+                              code="invalid_destination", field="destination") from None
     return destination
 
 

@@ -66,9 +66,9 @@ def location_header(destination: str) -> str:
     """Header values must be ASCII: internationalised destinations are sent in their URI form."""
     if destination.isascii():
         return destination
-    from werkzeug.urls import iri_to_uri
+    from .destinations import location
 
-    return iri_to_uri(destination)
+    return location(destination)
 
 
 def make_scan_store(settings: Settings, *, group_commit: bool = True) -> ScanStore:

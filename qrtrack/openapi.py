@@ -19,20 +19,29 @@ _UUID_PARAM = {"name": "uuid", "in": "query", "schema": {"type": "string", "form
 _SPACE_OR_CONTROL = r"\u0000-\u0020\u007f\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 _NOT_SPACE_OR_CONTROL = f"[^{_SPACE_OR_CONTROL}]"
 _H16 = "[0-9A-Fa-f]{1,4}"
-# An IPv6 address in hex groups, "::" in any one place (RFC 4291 2.2, without the dotted-IPv4 tail).
+_DEC_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+_LS32 = rf"({_H16}:{_H16}|{_DEC_OCTET}(\.{_DEC_OCTET}){{3}})"
+# An IPv6 address, RFC 3986's IPv6address: eight groups, or "::" in one place standing for the missing ones, the
+# last two groups possibly a dotted IPv4 address.
 _IPV6 = "|".join([
-    f"({_H16}:){{7}}{_H16}", f"({_H16}:){{1,7}}:", f":(:{_H16}){{1,7}}", "::",
-    *(f"({_H16}:){{1,{before}}}(:{_H16}){{1,{7 - before}}}" for before in range(1, 7)),
+    f"({_H16}:){{6}}{_LS32}",
+    f"::({_H16}:){{5}}{_LS32}",
+    *(f"(({_H16}:){{0,{before - 1}}}{_H16})?::({_H16}:){{{5 - before}}}{_LS32}" for before in range(1, 5)),
+    f"(({_H16}:){{0,4}}{_H16})?::{_LS32}",
+    f"(({_H16}:){{0,5}}{_H16})?::{_H16}",
+    f"(({_H16}:){{0,6}}{_H16})?::",
 ])
-_PORT = "([0-9]{0,4}|[0-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+_PORT = "0*([0-9]{0,4}|[0-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 # Characters Python's URL parser refuses in a host or user info because NFKC turns them into one of /?#@:
 # (fullwidth solidus, small commercial at, ...): all of them, as tests/test_api_schema.py checks.
 NFKC_DELIMITERS = (r"\u2047-\u2049\u2100\u2101\u2105\u2106\u2a74\ufe13\ufe16\ufe55\ufe56\ufe5f\ufe6b"
                    r"\uff03\uff0f\uff1a\uff1f\uff20")
-_NOT_IN_AUTHORITY = rf"{_SPACE_OR_CONTROL}{NFKC_DELIMITERS}/?#@\[\]"
-# The authority: optional user info, then a host (a name, IDN ones too, or a bracketed IPv6 address), then a
-# port up to 65535.
-_AUTHORITY = rf"([^{_NOT_IN_AUTHORITY}]+@)?(\[({_IPV6})\]|[^{_NOT_IN_AUTHORITY}:]+)(:{_PORT})?"
+_NOT_IN_USER_INFO = rf"{_SPACE_OR_CONTROL}{NFKC_DELIMITERS}/?#\[\]"
+# A host's label: not empty, and none of the characters the URL Standard forbids in a host (destinations.py).
+_LABEL = rf"[^{_NOT_IN_USER_INFO}@:.<>\\^|]+"
+# The authority: optional user info (up to its last @), then a host (a name of labels between dots, IDN ones too,
+# or a bracketed IPv6 address), then a port up to 65535.
+_AUTHORITY = rf"([^{_NOT_IN_USER_INFO}]+@)?(\[({_IPV6})\]|{_LABEL}(\.{_LABEL})*\.?)(:{_PORT})?"
 DESTINATION_PATTERN = rf"^[Hh][Tt][Tt][Pp][Ss]?://{_AUTHORITY}([/?#]{_NOT_SPACE_OR_CONTROL}*)?$"
 # The control characters validate_label refuses (those str.split() does not count as whitespace).
 LABEL_PATTERN = r"^[^\u0000-\u0008\u000e-\u001b\u007f-\u0084\u0086-\u009f]*$"
@@ -89,7 +98,9 @@ _WITHOUT_BODY_ERRORS = {  # what a call without a request body can be refused wi
 
 _DESTINATION = {"type": "string", "minLength": 1, "maxLength": MAX_DESTINATION_LENGTH,
                 "pattern": DESTINATION_PATTERN, "examples": ["https://example.com/my-page"],
-                "description": "An absolute http or https URL with a host; no spaces or control characters."}
+                "description": ("An absolute http or https URL with a host a browser can open (internationalised ones "
+                                "too: a scan is sent to their ASCII form, as browsers write it); no spaces or "
+                                "control characters.")}
 _LABEL = {"type": ["string", "null"], "maxLength": MAX_LABEL_LENGTH, "pattern": LABEL_PATTERN,
           "description": "Free text, stored as sent apart from runs of whitespace; null means no label."}
 _TYPE = {"enum": [*CODE_TYPES, None], "default": "url", "description": "Only url codes exist; null means url."}

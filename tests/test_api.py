@@ -401,7 +401,23 @@ BAD_DESTINATIONS = [
     " https://example.com/", "https://example.com/\t", "\nhttps://example.com/", "   ", "",
     "https://example.com/\x00", "https://example.com/\x7f", "https://example.com/" + "a" * 2029,
     None, 42, ["https://example.com"], {"url": "https://example.com"},
+    "https://a..b/", "https://[::1]x/", "https://xn--/",
 ]
+
+
+def test_a_destination_whose_host_no_browser_opens_is_refused_with_the_reason(shared):
+    created = shared.client.post("/api.php", headers=shared.headers, json={"destination": "https://shop..example/"})
+    message = assert_error(created, 400, "invalid_destination")["message"]
+    assert message == ("destination's host is not one a browser can open: 'shop..example' is not a domain name: "
+                       "it has an empty part between dots")
+    assert_unchanged(shared)
+
+
+def test_an_internationalised_destination_redirects_to_the_domain_browsers_read_in_it(client, api_headers):
+    """faß.de is xn--fa-hia.de to a browser; IDNA 2003 made it fass.de, a different domain."""
+    created = client.post("/api.php", headers=api_headers, json={"destination": "https://faß.de/straße"})
+    assert created.status_code == 201 and created.get_json()["destination"] == "https://faß.de/straße"
+    assert scan(client, slug_of(created.get_json())).headers["Location"] == "https://xn--fa-hia.de/stra%C3%9Fe"
 
 
 @pytest.mark.parametrize("destination", BAD_DESTINATIONS)

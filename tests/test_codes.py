@@ -41,7 +41,8 @@ def test_slug_collision_is_retried(db, alice, monkeypatch):
 
 @pytest.mark.parametrize("destination", [
     "https://example.com", "http://example.com/a?b=c#d", "https://xn--bcher-kva.example/ü", "HTTPS://EXAMPLE.COM/x",
-    "https://example.com:8443/path", "https://" + "a" * 2000 + ".com",
+    "https://example.com:8443/path", "https://" + "a" * 2000 + ".com", "https://faß.de/", "https://i❤.ws/",
+    "https://[2001:db8::1]:8443/", "https://[::ffff:192.0.2.1]/", "https://example.com./",
 ])
 def test_valid_destinations_are_accepted(destination):
     assert codes.validate_destination(destination) == destination
@@ -51,6 +52,8 @@ def test_valid_destinations_are_accepted(destination):
     None, "", "   ", 42, "javascript:alert(1)", "data:text/html,hi", "/relative/path", "example.com",
     "ftp://example.com/file", "https://", "http:///nohost", "https://exa mple.com", "https://example.com:99999/",
     "https://example.com/\nx", "https://" + "a" * 2040 + ".com", "mailto:a@example.com",
+    "https://a..b/", "https://./", "https://xn--/", "https://[::1]x/", "https://[v1.x]/", "https://[fe80::1%25eth0]/",
+    "https://exa<mple.com/",
 ])
 def test_invalid_destinations_are_refused(destination):
     with pytest.raises(ValidationError) as caught:
