@@ -74,6 +74,9 @@ def _configure_flask(app: Flask, settings: Settings) -> None:
         RATELIMIT_STORAGE_OPTIONS=storage_options(settings.RATELIMIT_STORAGE_URI),
         RATELIMIT_HEADERS_ENABLED=True,
         JSON_SORT_KEYS=False,
+        # Tokens live as long as the sign-in, not Flask-WTF's default hour: a page left open over lunch must
+        # still save its form and sign out. The token is bound to the session, which signing out ends.
+        WTF_CSRF_TIME_LIMIT=None,
     )
     app.json.sort_keys = False
 

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import re
+import time
 
+import itsdangerous
 import pytest
 
 from qrtrack import accounts
@@ -97,6 +99,35 @@ def test_logout_is_a_post_and_ends_the_session(client, admin):
     token = csrf_token(client, "/settings/account")
     assert client.post("/logout", data={"csrf_token": token}).status_code == 302
     assert client.get("/settings/account").status_code == 302
+
+
+class SignedFiveHoursAgo(itsdangerous.TimestampSigner):
+    def get_timestamp(self) -> int:
+        return int(time.time()) - 5 * 3600
+
+
+def test_a_page_left_open_for_hours_still_signs_out_and_saves(client, admin):
+    """Flask-WTF refuses tokens over an hour old by default: Log out on a page left open over lunch failed.
+    The token is the one the page would have carried five hours ago: this session's, signed then."""
+    log_in(client)
+    csrf_token(client, "/settings/api-keys")
+    with client.session_transaction() as session:
+        session_token = session["csrf_token"]
+    token = itsdangerous.URLSafeTimedSerializer(client.application.secret_key, salt="wtf-csrf-token",
+                                                signer=SignedFiveHoursAgo).dumps(session_token)
+    assert client.post("/settings/api-keys", data={"name": "after lunch", "csrf_token": token}).status_code == 201
+    assert "after lunch" in text(client.get("/settings/api-keys"))
+    assert client.post("/logout", data={"csrf_token": token}).status_code == 302
+    assert client.get("/settings/account").status_code == 302
+
+
+def test_a_form_from_before_signing_out_is_refused(client, admin):
+    log_in(client)
+    token = csrf_token(client, "/settings/api-keys")
+    client.post("/logout", data={"csrf_token": token})
+    log_in(client)
+    response = client.post("/settings/api-keys", data={"name": "stale", "csrf_token": token})
+    assert response.status_code == 400 and "earlier sign-in" in text(response)
 
 
 # --- ?next= ----------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from flask import abort, current_app, flash, jsonify, redirect, render_template, request, url_for
+from flask import abort, current_app, flash, jsonify, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 from flask_wtf.csrf import CSRFError
 from limits import RateLimitItem, parse
@@ -16,8 +16,8 @@ from . import DashboardUser, bp, safe_next_url
 
 LOGIN_LIMIT_PER_ADDRESS = "20 per 5 minutes"
 LOGIN_LIMIT_PER_ACCOUNT = "10 per 5 minutes"
-CSRF_REFUSED_MESSAGE = ("This form was open too long, or was not sent from this site, so nothing was changed. "
-                        "Go back, reload the page and try again.")
+CSRF_REFUSED_MESSAGE = ("This form came from a page of an earlier sign-in, or was not sent from this site, so "
+                        "nothing was changed. Go back, reload the page and try again.")
 
 
 @bp.route("/setup", methods=["GET", "POST"])
@@ -64,7 +64,10 @@ def login():
 
 @bp.post("/logout")
 def logout():
+    """Ends the sign-in and forgets the whole session, its CSRF token too: a form still open from before is
+    refused rather than sent as the next person to sign in on this browser."""
     logout_user()
+    session.clear()
     flash("You are logged out.", "info")
     return redirect(url_for("dashboard.login"))
 
