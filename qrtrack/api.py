@@ -194,7 +194,7 @@ def update_code(principal: keys.ApiPrincipal, uuid: str, body: dict[str, Any]) -
     label = "" if "label" in body and body["label"] is None else body.get("label")
     changes = codes.CodeChanges(destination=body.get("destination"), label=label, status=body.get("status"))
     code = codes.update_code(services().db, owner_id=principal.user_id, uuid=uuid, changes=changes,
-                             logo_dir=services().logo_dir, images=services().images)
+                             logo_dir=services().logo_dir, images=services().images, site_base_url=public_base_url())
     return code_summary(code)
 
 

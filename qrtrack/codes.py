@@ -21,6 +21,7 @@ from .db import Database
 from .destinations import ascii_authority
 from .errors import NotFound, ValidationError
 from .imagecache import ImageCache
+from .links import slug_in_short_url
 from .text import has_control_characters
 
 CODE_TYPES = ("url",)
@@ -30,6 +31,7 @@ MAX_LABEL_LENGTH = 200
 SLUG_ALPHABET = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 SLUG_LENGTH = 7
 SLUG_ATTEMPTS = 8
+MAX_SHORT_URL_HOPS = 20  # codes pointing at codes of this site followed when looking for a loop
 UNUSED_LOGO_GRACE_SECONDS = 86400
 log = logging.getLogger(__name__)
 
@@ -163,13 +165,14 @@ def _is_uuid(value: str) -> bool:
 
 
 def update_code(db: Database, *, owner_id: int, uuid: Any, changes: CodeChanges, logo_dir: Path,
-                images: ImageCache) -> Row:
+                images: ImageCache, site_base_url: str | None = None) -> Row:
     """Apply the changes that are set; the next scan already follows a new destination.
 
     A new logo whose file is not in logo_dir is refused, and the file of a logo replaced or removed is
     deleted once no code uses it. The code's cached images are discarded only when the logo changes:
     an image encodes the short URL and shows the logo, so a new destination, label or status leaves it
-    as it was.
+    as it was. A destination that leads back to the code through short URLs of the site at site_base_url
+    is refused (_refuse_a_loop).
     """
     code = get_code(db, owner_id=owner_id, uuid=uuid)
     values = _changed_values(changes)
@@ -177,6 +180,8 @@ def update_code(db: Database, *, owner_id: int, uuid: Any, changes: CodeChanges,
         return code
     values["updated_at"] = now_epoch()
     with db.write() as conn:
+        if "destination" in values and site_base_url:
+            _refuse_a_loop(conn, code.slug, values["destination"], site_base_url)
         _check_logo_file(conn, logo_dir, values.get("logo"))
         store.update_code(conn, code.id, values)
         updated = store.get_code_by_uuid(conn, uuid=code.uuid, owner_id=owner_id)
@@ -185,6 +190,20 @@ def update_code(db: Database, *, owner_id: int, uuid: Any, changes: CodeChanges,
         if code.logo:
             remove_logo_if_unused(db, logo_dir, code.logo)
     return updated
+
+
+def _refuse_a_loop(conn: Connection, slug: str, destination: str, site_base_url: str) -> None:
+    """A code whose destination is its own short URL, or another code's that leads back to it, sends each
+    scan round until the browser gives up, counting a scan at every turn."""
+    seen: set[str] = set()
+    next_slug = slug_in_short_url(site_base_url, destination)
+    while next_slug is not None and next_slug not in seen and len(seen) < MAX_SHORT_URL_HOPS:
+        if next_slug == slug:
+            raise ValidationError("destination leads back to this code's own short URL, so every scan would go "
+                                  "round in a loop", code="invalid_destination", field="destination")
+        seen.add(next_slug)
+        target = store.get_full_code_by_slug(conn, next_slug)
+        next_slug = slug_in_short_url(site_base_url, target.destination) if target is not None else None
 
 
 def _changed_values(changes: CodeChanges) -> dict[str, Any]:

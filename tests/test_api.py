@@ -413,6 +413,14 @@ def test_a_destination_whose_host_no_browser_opens_is_refused_with_the_reason(sh
     assert_unchanged(shared)
 
 
+def test_a_code_cannot_be_pointed_at_its_own_short_url(client, api_headers):
+    code = create(client, api_headers)
+    response = client.post(f"/api.php?uuid={code['uuid']}", headers=api_headers,
+                           json={"destination": code["short_url"]})
+    assert "leads back to this code's own short URL" in assert_error(response, 400, "invalid_destination")["message"]
+    assert scan(client, slug_of(code)).headers["Location"] == "https://example.com/page"
+
+
 def test_an_internationalised_destination_redirects_to_the_domain_browsers_read_in_it(client, api_headers):
     """faß.de is xn--fa-hia.de to a browser; IDNA 2003 made it fass.de, a different domain."""
     created = client.post("/api.php", headers=api_headers, json={"destination": "https://faß.de/straße"})

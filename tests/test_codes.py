@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from qrtrack import codes, store
+from qrtrack import codes, links, store
 from qrtrack.errors import NotFound, ValidationError
 from qrtrack.imagecache import ImageCache, cache_key, image_fingerprint
 
@@ -116,6 +116,40 @@ def test_update_changes_only_what_is_given(services, db, alice):
     with pytest.raises(ValidationError):
         codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=codes.CodeChanges(status="deleted"),
                           logo_dir=services.logo_dir, images=services.images)
+
+
+def test_a_destination_leading_back_to_the_code_is_refused_and_changes_nothing(services, db, alice):
+    """A browser probe saved a code pointing at its own short URL: each visit went round 20 times, each counted."""
+    site = "https://qr.example.com"
+    first, second, third = (gen_code(db, alice, destination=f"https://example.com/{n}") for n in range(3))
+
+    def point(code, destination):
+        return codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=codes.CodeChanges(destination=destination),
+                                 logo_dir=services.logo_dir, images=services.images, site_base_url=site)
+
+    for loop in (links.short_url(site, first.slug), f"http://QR.example.com/p/{first.slug}?from=poster"):
+        with pytest.raises(ValidationError, match="leads back to this code's own short URL") as refused:
+            point(first, loop)
+        assert (refused.value.code, refused.value.field) == ("invalid_destination", "destination")
+    point(second, links.short_url(site, first.slug))
+    point(third, links.short_url(site, second.slug))
+    with pytest.raises(ValidationError, match="leads back"):
+        point(first, links.short_url(site, third.slug))  # first -> third -> second -> first
+    assert codes.get_code(db, owner_id=alice, uuid=first.uuid).destination == "https://example.com/0"
+    assert point(first, links.short_url("https://elsewhere.example", first.slug)).destination.startswith(
+        "https://elsewhere.example")  # another site's short URL with the same slug is no loop
+
+
+def test_a_chain_of_codes_that_loops_among_others_does_not_stop_an_update(services, db, alice):
+    site = "https://qr.example.com"
+    first, second, third = (gen_code(db, alice) for _ in range(3))
+    for code, target in ((second, third), (third, second)):  # a loop made before loops were refused
+        with db.write() as conn:
+            store.update_code(conn, code.id, {"destination": links.short_url(site, target.slug)})
+    updated = codes.update_code(db, owner_id=alice, uuid=first.uuid, logo_dir=services.logo_dir,
+                                images=services.images, site_base_url=site,
+                                changes=codes.CodeChanges(destination=links.short_url(site, second.slug)))
+    assert updated.destination == links.short_url(site, second.slug)
 
 
 def test_other_users_code_is_not_found_like_an_unknown_one(services, db, alice):

@@ -324,6 +324,15 @@ def test_editing_destination_and_label_changes_the_code_and_keeps_its_cached_ima
     assert "Changes saved" in text(browser.get(f"/codes/{code.uuid}"))
 
 
+def test_pointing_a_code_at_its_own_short_url_is_refused_on_the_form(browser, services, alice):
+    code = gen_code(services.db, alice)
+    response = browser.post(f"/codes/{code.uuid}/edit", data={"type": "url", "label": "",
+                                                              "destination": f"http://localhost/p/{code.slug}"})
+    assert response.status_code == 400
+    assert "Destination leads back to this code&#39;s own short URL" in text(response)
+    assert codes.get_code(services.db, owner_id=alice, uuid=code.uuid).destination == code.destination
+
+
 def test_changing_the_logo_discards_the_cached_images(browser, services, alice):
     code = gen_code(services.db, alice)
     before = rendered_images(browser, code.slug)

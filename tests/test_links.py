@@ -1,6 +1,8 @@
 """qrtrack/links.py: the public URLs the API hands out are the ones the app answers."""
 from urllib.parse import urlsplit
 
+import pytest
+
 from qrtrack import codes, links
 
 from .test_dashboard_codes import png_bytes
@@ -25,3 +27,22 @@ def test_urls_keep_the_folder_of_the_base_url():
     assert links.short_url(base, "AbC12") == "https://example.com/qr/p/AbC12"
     assert links.qr_image_url(base, "AbC12") == "https://example.com/qr/img/AbC12.png"
     assert links.logo_url(base, "0f" * 32) == f"https://example.com/qr/logo/{'0f' * 32}.png"
+
+
+@pytest.mark.parametrize(("url", "slug"), [
+    ("https://qr.example.com/q/p/AbC12", "AbC12"),
+    ("http://QR.Example.com:8080/q/p/AbC12?utm=x#top", "AbC12"),  # any scheme, port, case of host: the same scan
+    ("https://qr.example.com/q/p/AbC12/", None),
+    ("https://qr.example.com/p/AbC12", None),  # not under the site's folder
+    ("https://other.example.com/q/p/AbC12", None),
+    ("https://qr.example.com/q/img/AbC12.png", None),
+    ("https://qr.example.com/q/p/", None),
+    ("https://[::1]x/q/p/AbC12", None),
+])
+def test_a_short_url_of_the_site_gives_its_slug(url, slug):
+    assert links.slug_in_short_url("https://qr.example.com/q", url) == slug
+
+
+def test_a_short_url_with_an_internationalised_host_is_recognised_in_either_form():
+    assert links.slug_in_short_url("https://xn--fa-hia.de", "https://faß.de/p/AbC12") == "AbC12"
+    assert links.slug_in_short_url("https://faß.de", "https://xn--fa-hia.de/p/AbC12") == "AbC12"

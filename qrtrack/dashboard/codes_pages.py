@@ -13,7 +13,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from .. import analytics, codes, imagecache, qrimage
 from ..errors import ValidationError
-from ..web import as_sentence, services, short_url
+from ..web import as_sentence, public_base_url, services, short_url
 from . import bp
 from .charts import scans_chart
 
@@ -136,7 +136,7 @@ def code_edit(uuid: str):
         changes = None if errors else _edited_changes(form, opened)
         updated = None if errors else _saved(errors, lambda: codes.update_code(
             services().db, owner_id=current_user.user_id, uuid=code.uuid, changes=changes,
-            logo_dir=services().logo_dir, images=services().images))
+            logo_dir=services().logo_dir, images=services().images, site_base_url=public_base_url()))
         if updated is not None:
             flash("Changes saved. The next scan already follows them.", "success")
             for note in _changed_elsewhere_notes(code, opened, changes):
