@@ -298,8 +298,8 @@ def _bucket_start(day: date, granularity: str) -> date:
     return day
 
 
-def scan_log_csv(db: Database, *, code_id: int, period: Period) -> Iterator[str]:
-    """The code's scans in the period as CSV text in pieces, oldest first, bots included and flagged.
+def scan_log_csv(db: Database, *, code_id: int, period: Period, include_bots: bool = True) -> Iterator[str]:
+    """The code's scans in the period as CSV text in pieces, oldest first; bots, if included, flagged.
 
     Read in batches, each in its own short read, so a slow download holds no transaction open.
     """
@@ -308,7 +308,7 @@ def scan_log_csv(db: Database, *, code_id: int, period: Period) -> Iterator[str]
     while True:
         with db.read() as conn:
             rows = analyticsstore.list_scan_log_page(conn, code_id, start=period.start, end=period.end, after=after,
-                                            limit=CSV_BATCH)
+                                                     limit=CSV_BATCH, include_bots=include_bots)
         if rows:
             yield _csv_lines(_csv_cells(row) for row in rows)
         if len(rows) < CSV_BATCH:

@@ -187,9 +187,11 @@ def list_latest_scans(conn: Connection, *, code_id: int | None = None, owner_id:
 
 
 def list_scan_log_page(conn: Connection, code_id: int, *, start: int, end: int, after: tuple[int, int] | None,
-                       limit: int) -> list[Row]:
+                       limit: int, include_bots: bool = True) -> list[Row]:
     """Up to limit scans of a code in [start, end), oldest first, after the (ts, id) keyset cursor."""
     filters = [scans.c.code_id == code_id, scans.c.ts >= start, scans.c.ts < end]
+    if not include_bots:
+        filters.append(scans.c.is_bot.is_(False))
     if after is not None:
         after_ts, after_id = after
         # ts >= after_ts lets the (code_id, ts) index start at the cursor; the OR settles equal timestamps.

@@ -6,6 +6,7 @@ import html
 import io
 import re
 import uuid as uuid_module
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -549,21 +550,34 @@ def test_the_period_can_be_chosen_and_a_bad_one_falls_back_to_30_days(browser, d
     assert "Dates and times are UTC" in bad
 
 
+def test_the_csv_link_leaves_bots_out_exactly_when_the_page_does(browser, db, alice):
+    """A browser probe exported a page showing 6 scans, bots left out, and got 10 rows, 4 of them bots."""
+    code = gen_code(db, alice)
+    today = analytics.today_utc()
+    add_scans(db, [scan_row(code.id, ts=now_epoch() - 60), scan_row(code.id, ts=now_epoch() - 30, is_bot=True)])
+    for query, rows in (("", 1), ("&bots=1", 2)):
+        page = text(browser.get(f"/codes/{code.uuid}?from={today - timedelta(days=6)}&to={today}{query}"))
+        export_url = html.unescape(re.search(r'href="([^"]*/scans\.csv[^"]*)"', page)[1])
+        assert len(list(csv.reader(io.StringIO(text(browser.get(export_url)))))) == 1 + rows, (query, export_url)
+
+
 def test_the_csv_export_streams_the_scan_log_of_the_period(browser, db, alice):
     code = gen_code(db, alice)
     add_scans(db, [scan_row(code.id, ts=1_700_000_000, city="=cmd|' /C calc'!A0", referrer_host="news.example"),
                    scan_row(code.id, ts=1_700_000_060, is_bot=True), scan_row(code.id, ts=1_600_000_000)])
-    response = browser.get(f"/codes/{code.uuid}/scans.csv?from=2023-11-01&to=2023-11-30")
+    response = browser.get(f"/codes/{code.uuid}/scans.csv?from=2023-11-01&to=2023-11-30&bots=1")
     assert response.status_code == 200 and response.is_streamed
     assert response.mimetype == "text/csv"
     assert response.headers["Content-Disposition"] == (
-        f'attachment; filename="qrtrack-{code.slug}-scans-2023-11-01-to-2023-11-30.csv"')
-    assert list(csv.reader(io.StringIO(text(response)))) == [
-        ["timestamp", "country", "city", "device", "os", "browser", "is_bot", "referrer_host"],
-        ["2023-11-14T22:13:20Z", "FR", "'=cmd|' /C calc'!A0", "iPhone", "iOS 17.4", "Mobile Safari 17.4", "false",
-         "news.example"],
-        ["2023-11-14T22:14:20Z", "FR", "Paris", "iPhone", "iOS 17.4", "Mobile Safari 17.4", "true", ""],
-    ]
+        f'attachment; filename="qrtrack-{code.slug}-scans-2023-11-01-to-2023-11-30-with-bots.csv"')
+    header = ["timestamp", "country", "city", "device", "os", "browser", "is_bot", "referrer_host"]
+    human = ["2023-11-14T22:13:20Z", "FR", "'=cmd|' /C calc'!A0", "iPhone", "iOS 17.4", "Mobile Safari 17.4", "false",
+             "news.example"]
+    bot = ["2023-11-14T22:14:20Z", "FR", "Paris", "iPhone", "iOS 17.4", "Mobile Safari 17.4", "true", ""]
+    assert list(csv.reader(io.StringIO(text(response)))) == [header, human, bot]
+    without_bots = browser.get(f"/codes/{code.uuid}/scans.csv?from=2023-11-01&to=2023-11-30")
+    assert without_bots.headers["Content-Disposition"].endswith('-2023-11-30.csv"')
+    assert list(csv.reader(io.StringIO(text(without_bots)))) == [header, human]
     assert f'href="/codes/{code.uuid}/scans.csv?from=' in text(browser.get(f"/codes/{code.uuid}"))
     assert browser.get(f"/codes/{code.uuid}/scans.csv?from=someday").status_code == 400
 

@@ -278,7 +278,8 @@ def code_detail(uuid: str):
     options, period_error = _report_options()
     report = analytics.build_report(services().db, code_id=code.id, **options)
     csv_url = url_for("dashboard.code_scans_csv", uuid=code.uuid, **{"from": report.period.first.isoformat(),
-                                                                     "to": report.period.last.isoformat()})
+                                                                     "to": report.period.last.isoformat(),
+                                                                     "bots": "1" if report.include_bots else None})
     return render_template("dashboard/codes/detail.html", code=code, report=report, chart=scans_chart(report),
                            period_error=period_error, presets=_presets(report), csv_url=csv_url,
                            download_sizes=DOWNLOAD_SIZES)
@@ -298,8 +299,9 @@ def analytics_overview():
 def code_scans_csv(uuid: str):
     code = _owned_code(uuid)
     period = analytics.parse_period(request.args.get("from"), request.args.get("to"), today=analytics.today_utc())
-    filename = f"qrtrack-{code.slug}-scans-{period.first}-to-{period.last}.csv"
-    return Response(analytics.scan_log_csv(services().db, code_id=code.id, period=period),
+    include_bots = request.args.get("bots") == "1"  # as the page the link is on: bots left out unless it shows them
+    filename = f"qrtrack-{code.slug}-scans-{period.first}-to-{period.last}{'-with-bots' if include_bots else ''}.csv"
+    return Response(analytics.scan_log_csv(services().db, code_id=code.id, period=period, include_bots=include_bots),
                     mimetype="text/csv", headers={"Content-Disposition": f'attachment; filename="{filename}"',
                                                   "Cache-Control": "no-store"})
 
