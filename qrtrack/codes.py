@@ -359,6 +359,14 @@ def _check_logo_file(conn: Connection, logo_dir: Path, logo: str | None) -> None
 
 
 def scan_log(db: Database, *, code_id: int, limit: int, before_id: int | None = None) -> list[Row]:
-    """A page of a code's scan log, newest first (its total is the code's scan_count, kept in step)."""
+    """A page of a code's scan log, newest first (its total is the code's scan_count, kept in step).
+
+    before_id must be a scan of this code, as next_before is: any other id would silently give an empty page,
+    as if nothing were older.
+    """
     with db.read() as conn:
-        return store.list_scans(conn, code_id, limit=limit, before_id=before_id)
+        rows = store.list_scans(conn, code_id, limit=limit, before_id=before_id)
+    if rows is None:
+        raise ValidationError("before must be the id of a scan of this code: the next_before of the previous page",
+                              code="invalid_parameter", field="before")
+    return rows

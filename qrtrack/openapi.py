@@ -189,7 +189,8 @@ LIST_PARAMETERS = [
     {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(STATUSES)},
      "description": "Only codes with this status (default: active and paused)."},
     {"name": "before", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_QUERY_INTEGER},
-     "description": "With uuid: scans older than this scan id (next_before of the previous page)."},
+     "description": ("With uuid: scans older than this scan (next_before of the previous page); an id that is not "
+                     "a scan of this code is refused with 400.")},
 ]
 
 

@@ -322,17 +322,18 @@ class SqlAlchemyScanStore:
 
 
 def list_scans(conn: Connection, code_id: int, *, limit: int, before_id: int | None = None,
-               start: int | None = None, end: int | None = None, include_bots: bool = True) -> list[Row]:
+               start: int | None = None, end: int | None = None, include_bots: bool = True) -> list[Row] | None:
     """Newest first by (ts, id), which the (code_id, ts) index serves without sorting the whole log.
 
-    before_id is the keyset cursor from the previous page: the last scan shown there.
+    before_id is the keyset cursor from the previous page: the last scan shown there. None when it is not
+    a scan of this code.
     """
     filters = _scan_filters(code_id, start=start, end=end, include_bots=include_bots)
     if before_id is not None:
         cursor = select(scans.c.ts, scans.c.id).where(has_id(scans.c.id, before_id), scans.c.code_id == code_id)
         position = conn.execute(cursor).first()
         if position is None:
-            return []
+            return None
         filters.append(tuple_(scans.c.ts, scans.c.id) < tuple_(position.ts, position.id))
     query = (select(*SCAN_LOG_COLUMNS).where(*filters)
              .order_by(scans.c.ts.desc(), scans.c.id.desc()).limit(limit))

@@ -353,6 +353,19 @@ def test_scan_log_pages_with_limit_and_before_until_next_before_is_null(client, 
     assert pages == max(1, -(-scan_count // page_size))  # no empty last page
 
 
+def test_a_before_that_is_not_a_scan_of_the_code_is_refused_not_answered_with_an_empty_page(client, api_headers):
+    """An API probe got "scans": [] and next_before null for a made-up id, as if the code had no older scans."""
+    code, other = create(client, api_headers), create(client, api_headers)
+    scan(client, slug_of(code))
+    for _ in range(2):
+        scan(client, slug_of(other))
+    other_scan_id = client.get(f"/api.php?uuid={other['uuid']}&limit=1", headers=api_headers).get_json()["next_before"]
+    for before in (other_scan_id, 999_999):
+        response = client.get(f"/api.php?uuid={code['uuid']}&before={before}", headers=api_headers)
+        error = assert_error(response, 400, "invalid_parameter")
+        assert error["field"] == "before" and "next_before of the previous page" in error["message"]
+
+
 def test_label_with_html_is_stored_and_answered_verbatim(client, api_headers):
     label = '<script>alert("x")</script> & <b>bold</b>'
     code = create(client, api_headers, label=label)

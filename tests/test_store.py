@@ -81,7 +81,7 @@ def test_a_lookup_by_an_id_no_row_can_have_finds_nothing_instead_of_failing(db, 
         assert store.get_user_by_id(conn, outside_id) is None
         assert store.get_active_key_for_user(conn, key_id=outside_id, user_id=alice) is None
         assert store.revoke_api_key(conn, key_id=outside_id, user_id=alice, now=1) == 0
-        assert store.list_scans(conn, code.id, limit=10, before_id=outside_id) == []
+        assert store.list_scans(conn, code.id, limit=10, before_id=outside_id) is None
         assert store.get_user_by_id(conn, alice).username == "alice"
 
 
