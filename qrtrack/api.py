@@ -184,6 +184,8 @@ def update_code(principal: keys.ApiPrincipal, uuid: str, body: dict[str, Any]) -
     unknown = set(body) - {"destination", "label", "status", "type"}
     if unknown:
         raise ValidationError(f"cannot change: {', '.join(sorted(unknown))}", code="invalid_field")
+    if not body:
+        raise ValidationError("nothing to change: send destination, label or status", code="invalid_field")
     if "type" in body:
         codes.validate_type(body["type"])
     # null clears the label; destination and status have no "empty", so null is refused for them.

@@ -57,6 +57,8 @@ def _parse_base_url(name: str, raw: str) -> str | None:
     parts = urlsplit(value)
     if parts.scheme not in {"http", "https"} or not parts.netloc or parts.query or parts.fragment:
         raise ConfigError(f"{name} must be an http(s) origin with an optional path, got {raw!r}")
+    if any(character.isspace() or ord(character) < 32 or ord(character) == 127 for character in value):
+        raise ConfigError(f"{name} must not contain spaces or control characters (percent-encode them), got {raw!r}")
     return value
 
 

@@ -501,6 +501,7 @@ def test_create_refuses_a_bad_status_with_the_error_update_gives(shared, status)
     ({"status": None}, "invalid_status"),
     ({"destination": None}, "invalid_destination"),
     ({"type": "vcard"}, "invalid_type"),
+    ({}, "invalid_field"),  # the spec's minProperties: 1; a probe found it answered 200
 ])
 def test_update_refuses_bad_fields_and_changes_nothing(shared, body, code):
     response = shared.client.post(f"/api.php?uuid={shared.code['uuid']}", headers=shared.headers, json=body)

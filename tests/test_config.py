@@ -72,6 +72,8 @@ def test_api_rate_limit_accepts_numbers_and_limiter_strings(tmp_path, raw, expec
     ("TRUST_CDN=akamai", "TRUST_CDN"),
     ("BASE_URL=ftp://example.com", "BASE_URL"),
     ("BASE_URL=example.com", "BASE_URL"),
+    ("BASE_URL='https://example.com/q r'", "BASE_URL must not contain spaces"),  # a probe's short URLs had one
+    ("BASE_URL='https://example.com/q\tr'", "BASE_URL must not contain spaces"),
     ("SQLITE_WAL=maybe", "SQLITE_WAL"),
     ("SQLITE_SYNCHRONOUS=OFF", "SQLITE_SYNCHRONOUS"),
     ("GEOIP_DB=/nonexistent/city.mmdb", "GEOIP_DB"),
