@@ -26,12 +26,18 @@ def validate_username(username: object) -> str:
     return username.strip()
 
 
-def validate_password(password: object) -> str:
+def validate_password(password: object, *, username: str | None = None) -> str:
+    """At least MIN_PASSWORD_LENGTH characters, not all of them spaces, and not the user's own name: the
+    two guesses anyone tries first."""
     if not isinstance(password, str) or len(password) < MIN_PASSWORD_LENGTH:
         raise ValidationError(f"password must be at least {MIN_PASSWORD_LENGTH} characters",
                               code="invalid_password", field="password")
     if len(password) > MAX_PASSWORD_LENGTH:
         raise ValidationError("password is too long", code="invalid_password", field="password")
+    if not password.strip():
+        raise ValidationError("password must not be only spaces", code="invalid_password", field="password")
+    if username is not None and password.strip().casefold() == username.strip().casefold():
+        raise ValidationError("password must not be the user name", code="invalid_password", field="password")
     return password
 
 
@@ -47,7 +53,7 @@ def create_user(db: Database, *, username: object, password: object, is_admin: b
     (MySQL's usual case-insensitive collations make the plain unique constraint enough there too.)
     """
     clean_name = validate_username(username)
-    password_hash = generate_password_hash(validate_password(password))
+    password_hash = generate_password_hash(validate_password(password, username=clean_name))
     try:
         with db.write() as conn:
             store.lock_users_for_insert(conn)
@@ -150,7 +156,10 @@ def change_password(db: Database, *, user_id: int, current: str, new: object) ->
 
 
 def set_password(db: Database, *, user_id: int, password: object) -> None:
-    password_hash = generate_password_hash(validate_password(password))
+    user = get_user(db, user_id)
+    if user is None:
+        raise NotFound("no such user", code="user_not_found")
+    password_hash = generate_password_hash(validate_password(password, username=user.username))
     with db.write() as conn:
         if store.update_user(conn, user_id, {"password_hash": password_hash}) == 0:
             raise NotFound("no such user", code="user_not_found")

@@ -32,6 +32,22 @@ def test_short_password_is_refused(db):
         accounts.create_user(db, username="dave", password="short")
 
 
+@pytest.mark.parametrize(("username", "password", "reason"), [
+    ("spacey", " " * 10, "only spaces"),
+    ("samesame", "samesame", "the user name"),
+    ("Frank.Lee", " frank.lee ", "the user name"),
+])
+def test_the_first_guesses_anyone_tries_are_refused_as_passwords(db, username, password, reason):
+    """A browser probe created 'spacey' with ten spaces for a password, and signed in with them."""
+    with pytest.raises(ValidationError, match=reason) as refused:
+        accounts.create_user(db, username=username, password=password)
+    assert refused.value.field == "password"
+    user_id = gen_user(db, username)
+    with pytest.raises(ValidationError, match=reason):
+        accounts.set_password(db, user_id=user_id, password=password)
+    assert accounts.authenticate_user(db, username=username, password=PASSWORD) is not None
+
+
 def test_duplicate_username_is_a_conflict(db):
     gen_user(db, "erin")
     with pytest.raises(Conflict):

@@ -86,6 +86,12 @@ def test_a_short_new_password_is_shown_next_to_the_new_password_field(admin_clie
     assert "at least 8 characters" in field_error(text(response), "new_password")
 
 
+def test_a_new_password_of_only_spaces_is_shown_next_to_the_field(admin_client):
+    response = change_password(admin_client, new=" " * 12)
+    assert response.status_code == 400
+    assert field_error(text(response), "new_password") == "Password must not be only spaces."
+
+
 def test_password_fields_are_never_sent_back(admin_client):
     body = text(change_password(admin_client, new="short"))
     assert PASSWORD not in body and "short" not in re.findall(r'value="([^"]*)"', body)

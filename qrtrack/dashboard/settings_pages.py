@@ -66,7 +66,7 @@ def _change_password() -> dict[str, str]:
     new_password = request.form.get("new_password", "")
     errors: dict[str, str] = {}
     try:
-        accounts.validate_password(new_password)
+        accounts.validate_password(new_password, username=current_user.username)
     except QrTrackError as error:
         errors["new_password"] = as_sentence(error.message)
     if new_password != request.form.get("new_password_confirm", ""):
