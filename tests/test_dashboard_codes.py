@@ -270,6 +270,28 @@ def test_an_oversized_logo_is_refused_next_to_the_field(tmp_path, db):
     app.extensions["qrtrack"].db.dispose()
 
 
+def test_an_upload_past_the_request_limit_gets_a_readable_page_when_the_csrf_check_reads_it_first(tmp_path):
+    """With CSRF checked, as always outside this file's tests, the check reads the form before the page can say
+    'too large' beside the field: a browser without JavaScript got werkzeug's 'exceeds the capacity limit'."""
+    app = make_app(tmp_path / "small", MAX_LOGO_BYTES=4096)
+    gen_user(app.extensions["qrtrack"].db, "alice")
+    client = app.test_client()
+    log_in(client)
+    token = csrf_token(client, "/codes/new")
+    response = client.post("/codes/new", data=create_form(logo=(io.BytesIO(b"x" * 300_000), "huge.png"),
+                                                          csrf_token=token))
+    assert response.status_code == 413 and response.mimetype == "text/html"
+    assert "That upload is larger than the 4 kB logo limit, so nothing was saved." in text(response)
+    assert codes.list_codes(app.extensions["qrtrack"].db, owner_id=1)[1] == 0
+    app.extensions["qrtrack"].db.dispose()
+
+
+def test_a_destination_pasted_with_spaces_around_it_is_saved_without_them(browser, services, alice):
+    response = browser.post("/codes/new", data=create_form(destination=" https://example.com/menu \n"))
+    assert response.status_code == 302
+    assert codes.list_codes(services.db, owner_id=alice)[0][0].destination == "https://example.com/menu"
+
+
 def test_a_bad_destination_is_shown_next_to_its_field_with_the_typed_values(browser, services, alice):
     response = browser.post("/codes/new", data=create_form(destination="example.com/menu", label="Flyer"))
     page = text(response)

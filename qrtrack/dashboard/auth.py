@@ -111,6 +111,16 @@ def csrf_refused(error: CSRFError):
     return render_template("errors/error.html", status=400, message=CSRF_REFUSED_MESSAGE), 400
 
 
+@bp.errorhandler(413)
+def upload_too_large(error):
+    """A form whose upload is past the request limit. Its page shows the limit beside the logo field where it
+    can (codes_pages), but without JavaScript the CSRF check reads the body first and ends up here."""
+    limit = services().settings.MAX_LOGO_BYTES // 1000
+    message = (f"That upload is larger than the {limit:,} kB logo limit, so nothing was saved. "
+               "Go back and choose a smaller file.")
+    return render_template("errors/error.html", status=413, message=message), 413
+
+
 @bp.errorhandler(429)
 def too_many_requests(error):
     if request.endpoint == "dashboard.login":

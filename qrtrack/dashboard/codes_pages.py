@@ -205,6 +205,9 @@ def _read_code_form(defaults: dict) -> tuple[dict, dict]:
     except RequestEntityTooLarge:
         limit = services().settings.MAX_LOGO_BYTES // 1000
         return defaults, {"logo": f"That upload is larger than the {limit:,} kB logo limit. Nothing was saved."}
+    # A URL pasted with a space or line break around it is what the person meant; the API, whose spec says
+    # so, refuses it instead.
+    form["destination"] = form["destination"].strip()
     form["remove_logo"] = request.form.get("remove_logo") == "1"
     errors = {}
     for name, validate in (("type", codes.validate_type), ("destination", codes.validate_destination),
