@@ -119,7 +119,7 @@ def parse_period(first: str | None, last: str | None, *, today: date) -> Period:
     if first_date > last_date:
         raise ValidationError("the start date is after the end date", code="invalid_period", field="from")
     if (last_date - first_date).days >= MAX_PERIOD_DAYS:
-        raise ValidationError(f"choose a period of at most {MAX_PERIOD_DAYS} days", code="invalid_period",
+        raise ValidationError(f"choose a period of at most {MAX_PERIOD_DAYS // 366} years", code="invalid_period",
                               field="from")
     return Period(first_date, last_date)
 

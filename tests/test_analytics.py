@@ -308,6 +308,11 @@ def test_parse_period_refuses_bad_dates(first, last, field):
     assert error.value.field == field
 
 
+def test_a_period_too_long_is_refused_in_years_not_days():
+    with pytest.raises(ValidationError, match=r"^choose a period of at most 5 years$"):
+        analytics.parse_period("1900-01-01", "2026-11-29", today=TODAY)
+
+
 def read_csv(db: Database, code_id: int, period: Period) -> list[list[str]]:
     return list(csv.reader(io.StringIO("".join(analytics.scan_log_csv(db, code_id=code_id, period=period)))))
 

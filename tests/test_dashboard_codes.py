@@ -552,7 +552,17 @@ def test_the_detail_page_shows_the_codes_analytics_with_bots_on_request(browser,
     assert "Left out of these figures" in page
     with_bots = text(browser.get(f"/codes/{code.uuid}?bots=1&granularity=week"))
     assert stat(with_bots, "Scans") == "4" and stat(with_bots, "Unique scans") == "3"
-    assert "Scans by week" in with_bots and "badge-bot" in with_bots
+    assert "Scans by week" in with_bots
+    # A bot whose device reads Bot is not badged Bot again (a probe saw "Bot Bot"); one that looks like a phone is.
+    assert '<td class="latest-what latest-first">Bot</td>' in with_bots and "badge-bot" not in with_bots
+    add_scans(db, [scan_row(code.id, is_bot=True, device="iPhone", visitor="preview")])
+    assert 'iPhone <span class="badge badge-bot">Bot</span>' in text(browser.get(f"/codes/{code.uuid}?bots=1"))
+
+
+def test_the_search_box_stops_at_the_length_the_list_searches_for(browser):
+    """A probe typed 5,000 characters: the query string passed what gunicorn reads, which answered a bare 414."""
+    page = text(browser.get("/codes"))
+    assert re.search(r'<input type="search" id="q" name="q"[^>]* maxlength="200">', page)
 
 
 def stat(page: str, label: str) -> str:

@@ -20,6 +20,7 @@ from .charts import scans_chart
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 25
+MAX_SEARCH_LENGTH = 200  # the search box's maxlength too: a longer query string would pass what servers accept
 # Far past any real list; it keeps the offset of a typed-in page number within the database's integers.
 MAX_PAGE = 10_000_000
 SORT_LABELS = {"created": "Created", "updated": "Updated", "scans": "Scans", "label": "Label"}
@@ -73,7 +74,7 @@ def day_name(day: date) -> str:
 @bp.get("/codes")
 @login_required
 def codes_list():
-    search = request.args.get("q", "").strip()[:200]
+    search = request.args.get("q", "").strip()[:MAX_SEARCH_LENGTH]
     sort = request.args.get("sort") if request.args.get("sort") in SORT_LABELS else "created"
     descending = request.args.get("order", "asc" if sort == "label" else "desc") != "asc"
     status = request.args.get("status") if request.args.get("status") in codes.STATUSES else ""
@@ -85,9 +86,9 @@ def codes_list():
     if page > pages:
         return redirect(url_for("dashboard.codes_list", **_list_args(page=pages)))
     return render_template("dashboard/codes/list.html", codes=rows, total=total, page=page, pages=pages,
-                           page_size=PAGE_SIZE, search=search, sort=sort, descending=descending, status=status,
-                           sort_labels=SORT_LABELS, status_filters=codes.STATUSES, list_args=_list_args,
-                           pager_numbers=_pager_numbers)
+                           page_size=PAGE_SIZE, search=search, max_search_length=MAX_SEARCH_LENGTH, sort=sort,
+                           descending=descending, status=status, sort_labels=SORT_LABELS,
+                           status_filters=codes.STATUSES, list_args=_list_args, pager_numbers=_pager_numbers)
 
 
 def _list_args(**changes) -> dict:
