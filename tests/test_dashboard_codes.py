@@ -559,8 +559,9 @@ def test_the_detail_page_shows_the_codes_analytics_with_bots_on_request(browser,
     assert 'iPhone <span class="badge badge-bot">Bot</span>' in text(browser.get(f"/codes/{code.uuid}?bots=1"))
 
 
-def test_the_search_box_stops_at_the_length_the_list_searches_for(browser):
+def test_the_search_box_stops_at_the_length_the_list_searches_for(browser, db, alice):
     """A probe typed 5,000 characters: the query string passed what gunicorn reads, which answered a bare 414."""
+    gen_code(db, alice)
     page = text(browser.get("/codes"))
     assert re.search(r'<input type="search" id="q" name="q"[^>]* maxlength="200">', page)
 
