@@ -19,7 +19,7 @@ from . import codes, keys, links
 from .clock import isoformat_utc, now_epoch
 from .errors import PayloadTooLarge, QrTrackError, UnsupportedMediaType, ValidationError
 from .openapi import ALLOWED_METHODS, MAX_PAGE_SIZE, MAX_QUERY_INTEGER, openapi_document
-from .web import CONSOLE_PRINCIPAL_ENVIRON_KEY, public_base_url, services
+from .web import CONSOLE_PRINCIPAL_ENVIRON_KEY, handle_http_exception, public_base_url, services
 
 bp = Blueprint("api", __name__)
 log = logging.getLogger(__name__)
@@ -151,6 +151,15 @@ def wrong_method() -> MethodNotAllowed:
     except QrTrackError:
         pass
     return MethodNotAllowed(valid_methods=ALLOWED_METHODS)
+
+
+@bp.app_errorhandler(MethodNotAllowed)
+def method_not_allowed(error: MethodNotAllowed) -> Response:
+    """Any 405. For /api.php, Allow names the methods it answers: a method no route takes (TRACE) got werkzeug's
+    list of the routed ones, which holds the PUT and PATCH routed only to be refused."""
+    if request.url_rule is None and request.path == "/api.php":
+        error = MethodNotAllowed(valid_methods=ALLOWED_METHODS)
+    return handle_http_exception(error)
 
 
 def list_codes(principal: keys.ApiPrincipal, page: PageArgs) -> Response:
