@@ -514,6 +514,8 @@ def test_update_refuses_bad_fields_and_changes_nothing(shared, body, code):
     "[" * 30_000 + "]" * 30_000,  # deep nesting once raised RecursionError, a 500
     '{"destination": "https://e.com", "label": "\\ud800"}',  # a lone surrogate once reached SQLite, a 500
     b'{"destination": "https://e.com/\xff"}',
+    '{"destination": "https://e.com", "x": NaN}', '{"destination": "https://e.com", "x": -Infinity}',
+    '{"destination": "https://e.com"}'.encode("utf-16"),  # RFC 8259: UTF-8 only
 ])
 @pytest.mark.parametrize("on_code", [False, True], ids=["create", "update"])
 def test_malformed_or_non_object_json_is_400(shared, data, on_code):
@@ -521,6 +523,24 @@ def test_malformed_or_non_object_json_is_400(shared, data, on_code):
     response = shared.client.post(path, headers=shared.headers, data=data, content_type="application/json")
     assert_error(response, 400, "invalid_json")
     assert_unchanged(shared)
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ('{"destination": "https://e.com",}', "the body is not valid JSON: Expecting property name enclosed in double "
+                                          "quotes at line 1 column 33"),
+    ('{\n  "label": \'x\'\n}', "the body is not valid JSON: Expecting value at line 2 column 12"),
+    ('{"destination": "https://e.com", "x": NaN}', "the body is not valid JSON: NaN is not a JSON value"),
+])
+def test_a_json_syntax_error_says_what_and_where(shared, data, message):
+    response = shared.client.post("/api.php", headers=shared.headers, data=data, content_type="application/json")
+    assert assert_error(response, 400, "invalid_json")["message"] == message
+    assert_unchanged(shared)
+
+
+def test_a_utf_8_byte_order_mark_is_let_pass(client, api_headers):
+    data = b"\xef\xbb\xbf" + b'{"destination": "https://example.com/bom"}'
+    response = client.post("/api.php", headers=api_headers, data=data, content_type="application/json")
+    assert response.status_code == 201 and response.get_json()["destination"] == "https://example.com/bom"
 
 
 @pytest.mark.parametrize("query", [
