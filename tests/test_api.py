@@ -813,6 +813,9 @@ def test_requests_without_a_key_are_limited_per_address(make_test_app):
         assert client.get("/api.php", headers={"X-Api-Key": "qrt_guess"}).status_code == 401
     assert_error(client.get("/api.php", headers={"X-Api-Key": "qrt_guess"}), 429, "rate_limited")
     assert client.get("/api.php", headers=headers).status_code == 200
+    # The README says what shares the address's count: keyless OPTIONS and the OpenAPI document too.
+    assert client.options("/api.php").status_code == 429
+    assert client.get("/api/openapi.json").status_code == 429
 
 
 # --- call log ----------------------------------------------------------------------------------
