@@ -499,6 +499,31 @@ def test_pause_and_resume(browser, services, alice):
     assert browser.get(f"/codes/{code.uuid}/status").status_code == 405
 
 
+def test_archive_from_the_code_page_and_the_list_leaves_archived_codes_out_unless_asked(browser, services, alice):
+    """A browser probe found archiving only in the API, and the list's 'All statuses' showing archived codes
+    the API leaves out."""
+    kept, shelved = gen_code(services.db, alice, label="Kept"), gen_code(services.db, alice, label="Shelved")
+    assert 'name="status" value="archived">Archive</button>' in text(browser.get(f"/codes/{shelved.uuid}"))
+    assert browser.post(f"/codes/{shelved.uuid}/status", data={"status": "archived"}).status_code == 302
+    assert codes.get_code(services.db, owner_id=alice, uuid=shelved.uuid).status == "archived"
+    page = text(browser.get(f"/codes/{shelved.uuid}"))
+    assert "Archived. Scans see a notice" in page and ">Resume</button>" in page and ">Archive</button>" not in page
+    assert browser.get(f"/p/{shelved.slug}").status_code == 410
+
+    def listed(query: str = "") -> list[str]:
+        return re.findall(r'class="code-name"[^>]*>([^<]+)<', text(browser.get(f"/codes{query}")))
+
+    assert "Kept" in listed() and "Shelved" not in listed()
+    assert "Shelved" in listed("?status=archived") and "Kept" not in listed("?status=archived")
+    assert {"Kept", "Shelved"} <= set(listed("?status=all"))
+    assert '<option value="all">All, archived too</option>' in text(browser.get("/codes"))
+    browser.post(f"/codes/{kept.uuid}/status", data={"status": "archived"})
+    only_archived = text(browser.get("/codes"))  # not the first-code welcome: the user has codes
+    assert "Create your first QR code" not in only_archived and "Archived codes are left out" in only_archived
+    browser.post(f"/codes/{shelved.uuid}/status", data={"status": "active"})
+    assert codes.get_code(services.db, owner_id=alice, uuid=shelved.uuid).status == "active"
+
+
 def test_delete_asks_for_the_slug_and_only_a_post_deletes(browser, services, alice):
     code = gen_code(services.db, alice, label="Doomed")
     confirm = text(browser.get(f"/codes/{code.uuid}/delete"))

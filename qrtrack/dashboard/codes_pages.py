@@ -24,6 +24,16 @@ MAX_SEARCH_LENGTH = 200  # the search box's maxlength too: a longer query string
 # Far past any real list; it keeps the offset of a typed-in page number within the database's integers.
 MAX_PAGE = 10_000_000
 SORT_LABELS = {"created": "Created", "updated": "Updated", "scans": "Scans", "label": "Label"}
+# The list's status choices: label and statuses shown. Archived codes are left out unless asked for, as the API does.
+STATUS_FILTERS = {"": ("Active and paused", ("active", "paused")), "active": ("Active", ("active",)),
+                  "paused": ("Paused", ("paused",)), "archived": ("Archived", ("archived",)),
+                  "all": ("All, archived too", None)}
+STATUS_FLASHES = {
+    "paused": ("Paused. Anyone scanning it now sees a notice instead of your page, and no scan is counted.", "info"),
+    "archived": ("Archived. Scans see a notice and are not counted, as when paused, and your list leaves it out "
+                 "unless you choose Archived.", "info"),
+    "active": ("Resumed. Scans go to your destination again.", "success"),
+}
 DOWNLOAD_SIZES = (256, 512, 1024, 2048)
 LOGO_DIGEST = re.compile(r"[0-9a-f]{64}")
 FORM_FIELDS = ("type", "destination", "label")
@@ -77,18 +87,20 @@ def codes_list():
     search = request.args.get("q", "").strip()[:MAX_SEARCH_LENGTH]
     sort = request.args.get("sort") if request.args.get("sort") in SORT_LABELS else "created"
     descending = request.args.get("order", "asc" if sort == "label" else "desc") != "asc"
-    status = request.args.get("status") if request.args.get("status") in codes.STATUSES else ""
+    status = request.args.get("status") if request.args.get("status") in STATUS_FILTERS else ""
     page = min(max(1, request.args.get("page", 1, type=int) or 1), MAX_PAGE)
-    rows, total = codes.list_codes(services().db, owner_id=current_user.user_id, search=search or None,
-                                   statuses=(status,) if status else None, sort=sort, descending=descending,
+    db, owner_id = services().db, current_user.user_id
+    rows, total = codes.list_codes(db, owner_id=owner_id, search=search or None,
+                                   statuses=STATUS_FILTERS[status][1], sort=sort, descending=descending,
                                    limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
     pages = max(1, math.ceil(total / PAGE_SIZE))
     if page > pages:
         return redirect(url_for("dashboard.codes_list", **_list_args(page=pages)))
+    first_code = not (total or search or status or codes.list_codes(db, owner_id=owner_id, limit=1)[1])
     return render_template("dashboard/codes/list.html", codes=rows, total=total, page=page, pages=pages,
                            page_size=PAGE_SIZE, search=search, max_search_length=MAX_SEARCH_LENGTH, sort=sort,
-                           descending=descending, status=status, sort_labels=SORT_LABELS,
-                           status_filters=codes.STATUSES, list_args=_list_args, pager_numbers=_pager_numbers)
+                           descending=descending, status=status, sort_labels=SORT_LABELS, first_code=first_code,
+                           status_filters=STATUS_FILTERS, list_args=_list_args, pager_numbers=_pager_numbers)
 
 
 def _list_args(**changes) -> dict:
@@ -247,14 +259,11 @@ def _read_logo() -> tuple[str, str | None]:
 @bp.post("/codes/<uuid>/status")
 @login_required
 def code_status(uuid: str):
-    status = "paused" if request.form.get("status") == "paused" else "active"
+    status = request.form.get("status") if request.form.get("status") in STATUS_FLASHES else "active"
     code = codes.update_code(services().db, owner_id=current_user.user_id, uuid=uuid,
                              changes=codes.CodeChanges(status=status), logo_dir=services().logo_dir,
                              images=services().images)
-    if status == "paused":
-        flash("Paused. Anyone scanning it now sees a notice instead of your page, and no scan is counted.", "info")
-    else:
-        flash("Resumed. Scans go to your destination again.", "success")
+    flash(*STATUS_FLASHES[status])
     return redirect(url_for("dashboard.code_detail", uuid=code.uuid))
 
 
