@@ -60,7 +60,7 @@ def register_commands(app: Flask) -> None:
         password = accounts.generate_password()
         accounts.create_user(db, username=username, password=password, is_admin=True)
         click.echo(f"Created the first admin. Log in as {username!r} with password {password!r} "
-                   "(shown once; change it under Settings).")
+                   "(shown once; change it on the Account page, linked from your name at the top right).")
 
     @app.cli.command("backup")
     @click.argument("path", type=click.Path(dir_okay=False, writable=True))
