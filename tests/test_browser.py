@@ -365,6 +365,27 @@ def test_console_shows_no_earlier_answer_beside_a_new_call_or_a_refusal(live_ser
     assert browser_errors.messages == refused and len(refused) == 1
 
 
+def test_console_format_says_why_it_leaves_invalid_json_as_typed(live_server: LiveServer, new_page,
+                                                                 browser_errors: BrowserErrors):
+    """A browser probe pressed Format on {bad and saw nothing happen."""
+    base, db = live_server.url, live_server.services.db
+    keys.issue_api_key(db, user_id=gen_user(db, "alice"), name="console")
+    page = new_page()
+    log_in(page, base, "alice")
+    page.goto(base + "/console")
+    page.get_by_label("Endpoint").select_option("create")
+    body, problem = page.get_by_label("JSON body"), page.locator("#console-format-error")
+    body.fill("{bad")
+    page.get_by_role("button", name="Format").click()
+    expect(problem).to_contain_text("Not valid JSON, so it cannot be formatted")
+    expect(body).to_have_value("{bad")
+    body.fill('{"destination":"https://example.com"}')
+    expect(problem).to_be_hidden()
+    page.get_by_role("button", name="Format").click()
+    expect(body).to_have_value('{\n  "destination": "https://example.com"\n}')
+    assert browser_errors.messages == []
+
+
 def test_ctrl_enter_while_a_call_is_running_sends_nothing_more(live_server: LiveServer, new_page,
                                                                browser_errors: BrowserErrors,
                                                                monkeypatch: pytest.MonkeyPatch):

@@ -13,6 +13,7 @@
     uuidField: $("console-uuid-field"), uuidError: $("console-uuid-error"), params: $("console-params"),
     paramsField: $("console-params-field"),
     body: $("console-body"), bodyField: $("console-body-field"), format: $("console-format"),
+    formatError: $("console-format-error"),
     method: $("console-method"), url: $("console-url"), send: $("console-send"),
     placeholder: $("console-placeholder"), error: $("console-error"), response: $("console-response"),
     meta: $("console-response-meta"), status: $("console-status"), duration: $("console-duration"),
@@ -75,8 +76,11 @@
   function formatBody() {
     try {
       ui.body.value = JSON.stringify(JSON.parse(ui.body.value), null, 2);
-    } catch (ignored) {
-      // Left as typed: the API's own answer to bad JSON is worth seeing.
+      ui.formatError.hidden = true;
+    } catch (error) {
+      // Left as typed, since the API's own answer to bad JSON is worth seeing; but say why nothing changed.
+      ui.formatError.textContent = "Not valid JSON, so it cannot be formatted: " + error.message;
+      ui.formatError.hidden = false;
     }
   }
 
@@ -203,6 +207,7 @@
   ui.uuid.addEventListener("input", showRequestLine);
   ui.params.addEventListener("input", showRequestLine);
   ui.format.addEventListener("click", formatBody);
+  ui.body.addEventListener("input", () => { ui.formatError.hidden = true; });
   form.addEventListener("submit", send);
   form.addEventListener("keydown", function (event) {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
