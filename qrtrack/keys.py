@@ -19,6 +19,8 @@ from .errors import Conflict, NotFound, Unauthorized, ValidationError
 from .text import has_control_characters
 
 KEY_PREFIX = "qrt_"
+# One answer for every key that does not let a call in, whatever the reason: it says what to check.
+INVALID_KEY_MESSAGE = "this API key is not valid: mistyped, revoked, or its user disabled"
 KEY_RANDOM_BYTES = 20
 DISPLAY_PREFIX_LENGTH = len(KEY_PREFIX) + 8
 MAX_KEY_NAME_LENGTH = 100
@@ -124,12 +126,12 @@ def authenticate_api_key(db: Database, raw_key: str | None) -> ApiPrincipal:
         raise Unauthorized("send your API key in the X-Api-Key header", code="missing_api_key")
     raw_key = raw_key.strip()
     if len(raw_key) > MAX_PRESENTED_KEY_LENGTH or not raw_key.startswith(KEY_PREFIX):
-        raise Unauthorized("this API key is not valid", code="invalid_api_key")
+        raise Unauthorized(INVALID_KEY_MESSAGE, code="invalid_api_key")
     presented_hash = hash_api_key(raw_key)
     with db.read() as conn:
         row = store.get_active_key_by_hash(conn, presented_hash)
     if row is None or not hmac.compare_digest(row.key_hash, presented_hash):
-        raise Unauthorized("this API key is not valid or has been revoked", code="invalid_api_key")
+        raise Unauthorized(INVALID_KEY_MESSAGE, code="invalid_api_key")
     _note_key_use(db, row)
     return ApiPrincipal(key_id=row.id, user_id=row.user_id, key_name=row.name)
 
@@ -139,7 +141,7 @@ def authenticate_key_id(db: Database, *, key_id: int, user_id: int) -> ApiPrinci
     with db.read() as conn:
         row = store.get_active_key_for_user(conn, key_id=key_id, user_id=user_id)
     if row is None:
-        raise Unauthorized("this API key is not valid or has been revoked", code="invalid_api_key")
+        raise Unauthorized(INVALID_KEY_MESSAGE, code="invalid_api_key")
     _note_key_use(db, row)
     return ApiPrincipal(key_id=row.id, user_id=row.user_id, key_name=row.name)
 

@@ -595,7 +595,11 @@ def test_revoked_key_is_401_at_once_and_codes_stay(client, db, alice):
 def test_key_of_a_disabled_user_is_401(client, db, api_headers, alice):
     gen_user(db, "admin", is_admin=True)
     accounts.set_user_active(db, user_id=alice, is_active=False)
-    assert_error(client.get("/api.php", headers=api_headers), 401, "invalid_api_key")
+    refused = assert_error(client.get("/api.php", headers=api_headers), 401, "invalid_api_key")
+    # One message for every refused key, naming each reason (a probe read "revoked" for a disabled user).
+    assert refused["message"] == "this API key is not valid: mistyped, revoked, or its user disabled"
+    malformed = assert_error(client.get("/api.php", headers={"X-Api-Key": "not-a-key"}), 401, "invalid_api_key")
+    assert malformed["message"] == refused["message"]
     accounts.set_user_active(db, user_id=alice, is_active=True)
     assert client.get("/api.php", headers=api_headers).status_code == 200
 
