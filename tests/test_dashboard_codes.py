@@ -171,13 +171,20 @@ def test_pagination_stays_quick_with_ten_thousand_codes(browser, db, alice):
             for number in range(10_000)])
     first = text(browser.get("/codes"))
     assert "1–25 of 10,000" in first and "Code 00000" in first and "Code 00025" not in first
-    assert 'href="/codes?page=400"' in first
+    assert 'href="/codes?page=400"' in first and 'rel="next">Next →</a>' in first
     last = text(browser.get("/codes?page=400"))
     assert "9,976–10,000 of 10,000" in last and "Code 09999" in last and "Code 09974" not in last
     beyond = browser.get("/codes?page=999")
     assert beyond.status_code == 302 and beyond.headers["Location"].endswith("page=400")
     by_label = text(browser.get("/codes?sort=label&order=desc&page=400"))
     assert "Code 00000" in by_label
+
+
+def test_a_list_of_one_page_shows_its_count_without_page_links(browser, db, alice):
+    for number in range(3):
+        gen_code(db, alice, label=f"Code {number}")
+    page = text(browser.get("/codes"))
+    assert "1–3 of 3" in page and "pager-links" not in page and "Next →" not in page
 
 
 @pytest.mark.parametrize(("page", "location"), [
