@@ -1,6 +1,7 @@
-"""The public URLs of a code, made from the site's base URL and the code's slug; standard library only.
+"""The public URLs of a code, made from the site's base URL and the code's slug, and the slug read back from one.
 
-The lean CGI handler (fastpath) builds short URLs too, so this module imports nothing.
+The lean CGI handler (fastpath) builds short URLs too, so this module imports nothing at the top; reading a
+short URL back (slug_in_short_url) happens only when a code is saved, and imports what it needs then.
 """
 from __future__ import annotations
 
