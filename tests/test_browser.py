@@ -329,13 +329,19 @@ def test_screenshots_of_the_main_pages(showcase_server: LiveServer, new_page, br
 
 
 
-def test_console_shows_no_earlier_answer_beside_a_new_call_or_a_refusal(live_server: LiveServer, new_page,
-                                                                        browser_errors: BrowserErrors):
-    base, db = live_server.url, live_server.services.db
+def open_console(live_server: LiveServer, new_page) -> Page:
+    """The Live Console of a new user alice, who has one key."""
+    db = live_server.services.db
     keys.issue_api_key(db, user_id=gen_user(db, "alice"), name="console")
     page = new_page()
-    log_in(page, base, "alice")
-    page.goto(base + "/console")
+    log_in(page, live_server.url, "alice")
+    page.goto(live_server.url + "/console")
+    return page
+
+
+def test_console_shows_no_earlier_answer_beside_a_new_call_or_a_refusal(live_server: LiveServer, new_page,
+                                                                        browser_errors: BrowserErrors):
+    page = open_console(live_server, new_page)
     response, meta = page.locator("#console-response"), page.locator("#console-response-meta")
 
     page.get_by_label("Endpoint").select_option("create")
@@ -368,11 +374,7 @@ def test_console_shows_no_earlier_answer_beside_a_new_call_or_a_refusal(live_ser
 def test_console_format_says_why_it_leaves_invalid_json_as_typed(live_server: LiveServer, new_page,
                                                                  browser_errors: BrowserErrors):
     """A browser probe pressed Format on {bad and saw nothing happen."""
-    base, db = live_server.url, live_server.services.db
-    keys.issue_api_key(db, user_id=gen_user(db, "alice"), name="console")
-    page = new_page()
-    log_in(page, base, "alice")
-    page.goto(base + "/console")
+    page = open_console(live_server, new_page)
     page.get_by_label("Endpoint").select_option("create")
     body, problem = page.get_by_label("JSON body"), page.locator("#console-format-error")
     body.fill("{bad")
