@@ -92,6 +92,12 @@ def test_a_new_password_of_only_spaces_is_shown_next_to_the_field(admin_client):
     assert field_error(text(response), "new_password") == "Password must not be only spaces."
 
 
+def test_an_empty_password_form_is_flagged_in_every_field_that_needs_filling(admin_client):
+    body = text(change_password(admin_client, current="", new=""))
+    assert field_error(body, "current_password") == "Enter your current password."
+    assert "at least 8 characters" in field_error(body, "new_password")
+
+
 def test_password_fields_are_never_sent_back(admin_client):
     body = text(change_password(admin_client, new="short"))
     assert PASSWORD not in body and "short" not in re.findall(r'value="([^"]*)"', body)
@@ -140,6 +146,16 @@ def test_adding_a_user_that_exists_keeps_the_form_and_says_why(admin_client, bob
 def test_adding_a_user_with_a_short_password_says_so_by_the_password(admin_client, db):
     response = post_form(admin_client, "/settings/users", {"username": "carol", "password": "short"})
     assert "at least 8 characters" in field_error(text(response), "password")
+    assert len(accounts.list_users(db)) == 1
+
+
+def test_an_empty_new_user_form_is_flagged_in_both_fields_at_once(admin_client, db):
+    """A browser probe found only the username flagged, the password's problem left for the next try."""
+    response = post_form(admin_client, "/settings/users", {"username": "", "password": ""})
+    body = text(response)
+    assert response.status_code == 400
+    assert field_error(body, "username").startswith("Username: 2 to 64 letters")
+    assert field_error(body, "password") == "Password must be at least 8 characters."
     assert len(accounts.list_users(db)) == 1
 
 

@@ -65,6 +65,8 @@ def _change_password() -> dict[str, str]:
     db = services().db
     new_password = request.form.get("new_password", "")
     errors: dict[str, str] = {}
+    if not request.form.get("current_password"):
+        errors["current_password"] = "Enter your current password."
     try:
         accounts.validate_password(new_password, username=current_user.username)
     except QrTrackError as error:
@@ -92,17 +94,32 @@ def users():
     form = {"username": request.form.get("username", "").strip(), "is_admin": request.form.get("is_admin") == "on"}
     errors: dict[str, str] = {}
     if request.method == "POST":
-        try:
-            accounts.create_user(db, username=form["username"], password=request.form.get("password", ""),
-                                 is_admin=form["is_admin"])
-        except QrTrackError as error:
-            errors[error.field or "username"] = as_sentence(error.message)
-        else:
+        password = request.form.get("password", "")
+        errors = _new_user_form_errors(form["username"], password)
+        if not errors:
+            try:
+                accounts.create_user(db, username=form["username"], password=password, is_admin=form["is_admin"])
+            except QrTrackError as error:
+                errors[error.field or "username"] = as_sentence(error.message)
+        if not errors:
             flash(f"Added {form['username']}. Give them their password; they can change it under their name.",
                   "success")
             return redirect(url_for("dashboard.users"))
     return render_template("dashboard/settings/users.html", users=accounts.list_users(db), form=form, errors=errors,
                            code_counts=accounts.count_codes_by_user(db)), 400 if errors else 200
+
+
+def _new_user_form_errors(username: str, password: str) -> dict[str, str]:
+    """Each field's own problem, all at once: an empty form is flagged in both fields, not one after the other."""
+    errors: dict[str, str] = {}
+    checks = (("username", lambda: accounts.validate_username(username)),
+              ("password", lambda: accounts.validate_password(password, username=username)))
+    for field, check in checks:
+        try:
+            check()
+        except QrTrackError as error:
+            errors[field] = as_sentence(error.message)
+    return errors
 
 
 @bp.post("/settings/users/<int:user_id>/status")
