@@ -152,16 +152,20 @@ def change_password(db: Database, *, user_id: int, current: str, new: object) ->
     user = get_user(db, user_id)
     if user is None or not check_password_hash(user.password_hash, current):
         raise ValidationError("current password is not right", code="wrong_password", field="current_password")
-    set_password(db, user_id=user_id, password=new)
+    _store_password(db, user, new)
 
 
 def set_password(db: Database, *, user_id: int, password: object) -> None:
     user = get_user(db, user_id)
     if user is None:
         raise NotFound("no such user", code="user_not_found")
+    _store_password(db, user, password)
+
+
+def _store_password(db: Database, user: Row, password: object) -> None:
     password_hash = generate_password_hash(validate_password(password, username=user.username))
     with db.write() as conn:
-        if store.update_user(conn, user_id, {"password_hash": password_hash}) == 0:
+        if store.update_user(conn, user.id, {"password_hash": password_hash}) == 0:
             raise NotFound("no such user", code="user_not_found")
 
 

@@ -163,7 +163,7 @@ def method_not_allowed(error: MethodNotAllowed) -> Response:
 
 
 def list_codes(principal: keys.ApiPrincipal, page: PageArgs) -> Response:
-    statuses = (page.status,) if page.status else ("active", "paused")
+    statuses = (page.status,) if page.status else codes.LISTED_STATUSES
     rows, total = codes.list_code_summaries(services().db, owner_id=principal.user_id, search=page.label,
                                             statuses=statuses, limit=page.limit, offset=page.offset)
     limit = "null" if page.limit is None else page.limit

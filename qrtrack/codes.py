@@ -26,6 +26,8 @@ from .text import has_control_characters
 
 CODE_TYPES = ("url",)
 STATUSES = ("active", "paused", "archived")
+LISTED_STATUSES = ("active", "paused")
+"""What a list of codes shows unless asked for a status: archived codes are kept out of sight."""
 MAX_DESTINATION_LENGTH = 2048
 MAX_LABEL_LENGTH = 200
 SLUG_ALPHABET = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"

@@ -11,6 +11,7 @@ import base64
 import functools
 import io
 import warnings
+import zlib
 from typing import TYPE_CHECKING, NamedTuple
 
 from .imagecache import DEFAULT_SIZE, MAX_SIZE, MIN_SIZE, clamp_size  # noqa: F401 - part of this module's interface
@@ -215,8 +216,6 @@ def render_png(data: str, *, size: int = DEFAULT_SIZE, logo: bytes | None = None
         image = image.convert("1", dither=Image.Dither.NONE)
         encoding = {}
     else:
-        import zlib
-
         image = image.convert("RGB")
         _paste_logo(image, logo)
         # Runs of one colour are most of a QR code: zlib's run-length strategy encodes this RGB image in ~0.6x

@@ -51,6 +51,13 @@ def load_user(session_token: str) -> DashboardUser | None:
     return DashboardUser(row)
 
 
+def upload_too_large_message() -> str:
+    """What a form says of an upload past the logo limit: beside its field, or on the 413 page when the CSRF check
+    read the body first (a browser without JavaScript, which checks the size before sending)."""
+    limit = services().settings.MAX_LOGO_BYTES // 1000
+    return f"That upload is larger than the {limit:,} kB logo limit, so nothing was saved."
+
+
 def admin_required(view):
     """Like login_required, and 404 (not 403) for non-admins, so the page's existence is not revealed."""
 

@@ -12,7 +12,7 @@ from werkzeug.exceptions import TooManyRequests
 from .. import accounts
 from ..errors import QrTrackError, error_body
 from ..web import as_sentence, services
-from . import DashboardUser, bp, safe_next_url
+from . import DashboardUser, bp, safe_next_url, upload_too_large_message
 
 LOGIN_LIMIT_PER_ADDRESS = "20 per 5 minutes"
 LOGIN_LIMIT_PER_ACCOUNT = "10 per 5 minutes"
@@ -115,9 +115,7 @@ def csrf_refused(error: CSRFError):
 def upload_too_large(error):
     """A form whose upload is past the request limit. Its page shows the limit beside the logo field where it
     can (codes_pages), but without JavaScript the CSRF check reads the body first and ends up here."""
-    limit = services().settings.MAX_LOGO_BYTES // 1000
-    message = (f"That upload is larger than the {limit:,} kB logo limit, so nothing was saved. "
-               "Go back and choose a smaller file.")
+    message = f"{upload_too_large_message()} Go back and choose a smaller file."
     return render_template("errors/error.html", status=413, message=message), 413
 
 

@@ -14,7 +14,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from .. import analytics, codes, imagecache, qrimage
 from ..errors import ValidationError
 from ..web import as_sentence, public_base_url, services, short_url
-from . import bp
+from . import bp, upload_too_large_message
 from .charts import scans_chart
 
 log = logging.getLogger(__name__)
@@ -24,8 +24,8 @@ MAX_SEARCH_LENGTH = 200  # the search box's maxlength too: a longer query string
 # Far past any real list; it keeps the offset of a typed-in page number within the database's integers.
 MAX_PAGE = 10_000_000
 SORT_LABELS = {"created": "Created", "updated": "Updated", "scans": "Scans", "label": "Label"}
-# The list's status choices: label and statuses shown. Archived codes are left out unless asked for, as the API does.
-STATUS_FILTERS = {"": ("Active and paused", ("active", "paused")), "active": ("Active", ("active",)),
+# The list's status choices: label and statuses shown. By default those the API lists too.
+STATUS_FILTERS = {"": ("Active and paused", codes.LISTED_STATUSES), "active": ("Active", ("active",)),
                   "paused": ("Paused", ("paused",)), "archived": ("Archived", ("archived",)),
                   "all": ("All, archived too", None)}
 STATUS_FLASHES = {
@@ -216,8 +216,7 @@ def _read_code_form(defaults: dict) -> tuple[dict, dict]:
     try:
         form = {name: request.form.get(name, defaults[name]) for name in FORM_FIELDS}
     except RequestEntityTooLarge:
-        limit = services().settings.MAX_LOGO_BYTES // 1000
-        return defaults, {"logo": f"That upload is larger than the {limit:,} kB logo limit. Nothing was saved."}
+        return defaults, {"logo": upload_too_large_message()}
     # A URL pasted with a space or line break around it is what the person meant; the API, whose spec says
     # so, refuses it instead.
     form["destination"] = form["destination"].strip()
