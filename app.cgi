@@ -2,7 +2,7 @@
 """CGI entry for Apache hosts with only mod_cgi: .htaccess sends every request here, one process each.
 
 A scan of an active code (GET /p/<slug>) and an image already in the cache (GET /img/<slug>.png) are
-answered by qrtrack.fastpath without importing Flask; everything else pays Python's start-up and the
+answered by qrtrack.web.fastpath without importing Flask; everything else pays Python's start-up and the
 full app's imports, so prefer app.fcgi or Passenger where the host has them. Point the first line at
 your venv's python with -S (#!/…/.venv/bin/python -S) to skip the re-exec that hosting.use_venv() does.
 -S skips site's start-up work, which the lean path does not need (hosting.add_venv_packages).
@@ -15,7 +15,7 @@ hosting.import_sqlite_without_functools()
 
 import os  # noqa: E402
 
-from qrtrack.fastpath import serve_cgi  # noqa: E402 - only once the venv's python runs
+from qrtrack.web.fastpath import serve_cgi  # noqa: E402 - only once the venv's python runs
 
 if serve_cgi(hosting.cgi_wsgi_environ()):
     # The answer is flushed (a scan's row committed first): end here. A normal exit would tear the

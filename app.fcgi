@@ -4,7 +4,7 @@
 mod_fcgid starts this script and hands it a listening socket; flup's WSGIServer answers requests on it
 until mod_fcgid retires the process. Run from a shell, flup falls back to serving one CGI request.
 mod_fcgid starts a process when a request finds none free, often a scan after a quiet spell: that scan
-is answered without waiting the second the full app takes to load (qrtrack.fastpath.lean_until_loaded).
+is answered without waiting the second the full app takes to load (qrtrack.web.fastpath.lean_until_loaded).
 """
 import hosting
 
@@ -12,6 +12,6 @@ hosting.use_venv()
 
 from flup.server.fcgi import WSGIServer  # noqa: E402 - only once the venv's python runs
 
-from qrtrack.fastpath import lean_until_loaded  # noqa: E402
+from qrtrack.web.fastpath import lean_until_loaded  # noqa: E402
 
 WSGIServer(hosting.mounted_at_folder(lean_until_loaded(hosting.load_app))).run()

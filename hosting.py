@@ -89,7 +89,7 @@ def import_sqlite_without_functools():
     stand_in.lru_cache = _caches_nothing
     sys.modules["functools"] = stand_in
     try:
-        import _sqlite3  # noqa: F401 - kept in sys.modules for qrtrack.scanstore
+        import _sqlite3  # noqa: F401 - kept in sys.modules for qrtrack.store.sqlite_scans
     except (AttributeError, ImportError):  # it wanted more than lru_cache, or there is no SQLite here
         pass
     finally:
@@ -111,7 +111,7 @@ def _includes_system_packages(venv):
 
 
 def load_app():
-    """app.py's app, imported now: what app.fcgi and passenger_wsgi.py hand qrtrack.fastpath.lean_until_loaded."""
+    """app.py's app, imported now: what app.fcgi and passenger_wsgi.py hand qrtrack.web.fastpath.lean_until_loaded."""
     from app import app
 
     return app
@@ -144,7 +144,7 @@ def follow_mount(environ):
 def cgi_wsgi_environ():
     """This CGI request as the WSGI environ the app gets from wsgiref's CGIHandler through mounted_at_folder.
 
-    For app.cgi's lean path (qrtrack.fastpath.serve_cgi), whose image cache keys are built from the
+    For app.cgi's lean path (qrtrack.web.fastpath.serve_cgi), whose image cache keys are built from the
     request's URL and so must see the URL the full app saw when it cached the image.
     """
     environ = dict(os.environ)

@@ -3,7 +3,7 @@
 Passenger runs this file under the Python it was told (PassengerPython). When that is not the app's
 venv ($QRTRACK_VENV, else .venv beside this file), hosting.use_venv() re-executes the loader under the venv's python.
 Passenger starts a process when a request arrives and none is running: a scan is then answered without
-waiting the second the full app takes to load (qrtrack.fastpath.lean_until_loaded).
+waiting the second the full app takes to load (qrtrack.web.fastpath.lean_until_loaded).
 """
 import sys
 from pathlib import Path
@@ -14,6 +14,6 @@ import hosting  # noqa: E402 - needs this folder on sys.path
 
 hosting.use_venv()
 
-from qrtrack.fastpath import lean_until_loaded  # noqa: E402
+from qrtrack.web.fastpath import lean_until_loaded  # noqa: E402
 
 application = lean_until_loaded(hosting.load_app)  # Passenger looks for `application`

@@ -23,9 +23,10 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import text  # noqa: E402
 
-from qrtrack import accounts, analytics, codes, create_app, rollups, store  # noqa: E402
+from qrtrack import accounts, analytics, codes, create_app, rollups  # noqa: E402
 from qrtrack.clock import now_epoch  # noqa: E402
-from qrtrack.db import upgrade_schema  # noqa: E402
+from qrtrack.store import scans as scan_store  # noqa: E402
+from qrtrack.store.db import upgrade_schema  # noqa: E402
 
 OUT = ROOT / "bench" / "out" / "analytics"
 COUNTRIES = ["US", "DE", "FR", "GB", "IN", "BR", "JP", "CA", "ES", "IT", "NL", "SE", "PL", "MX", "AU", None]
@@ -106,9 +107,9 @@ def main() -> None:
             db, period=p, code_id=code.id, include_bots=True, granularity="week"), repeat=5)
     fresh = make_scans(code.id, 1000, 0, now + 1, random.Random(2))
     with db.write() as conn:
-        store.insert_scans(conn, [dict(zip(("code_id", "ts", "country", "city", "device", "os", "browser", "is_bot",
-                                            "referrer_host", "user_agent", "visitor"), row, strict=True))
-                                  for row in fresh])
+        scan_store.insert_scans(conn, [dict(zip(("code_id", "ts", "country", "city", "device", "os", "browser",
+                                                 "is_bot", "referrer_host", "user_agent", "visitor"), row, strict=True))
+                                       for row in fresh])
     results["report after 1,000 new scans (in the tail)"] = timed(
         lambda: analytics.build_report(db, period=month, code_id=code.id), repeat=5)
     _time_pages(app, code.uuid, results)

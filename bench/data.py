@@ -1,7 +1,7 @@
 """The data a run measures, in a fresh instance folder: users, API keys, 10,000 codes, one with 1,000,000 scans.
 
 Users, keys and codes go through the app's own services, in-process; the million scans go in with
-sqlite3's executemany in one transaction, into the columns qrtrack/schema.py declares. The full set is
+sqlite3's executemany in one transaction, into the columns qrtrack/store/schema.py declares. The full set is
 built once into a cache folder under the system's temp dir, keyed by a hash of the schema and its
 migrations, and copied into each run's fresh instance folder, so reruns start in seconds.
 """
@@ -120,7 +120,7 @@ def prepare_dataset(run_dir: Path, *, quick: bool, say) -> Dataset:
 
 def cache_key(size: DataSize) -> str:
     digest = hashlib.sha256(f"{DATA_VERSION}|{size.codes}|{size.big_scans}".encode())
-    digest.update((PROJECT_ROOT / "qrtrack" / "schema.py").read_bytes())
+    digest.update((PROJECT_ROOT / "qrtrack" / "store" / "schema.py").read_bytes())
     for migration in sorted((PROJECT_ROOT / "qrtrack" / "migrations" / "versions").glob("*.py")):
         digest.update(migration.read_bytes())
     return digest.hexdigest()[:16]
@@ -161,8 +161,9 @@ def _is_being_built(folder: Path) -> bool:
 
 
 def build_instance(instance: Path, size: DataSize) -> Dataset:
-    from qrtrack import accounts, codes, create_app, keys, qrimage
-    from qrtrack.db import upgrade_schema
+    from qrtrack import accounts, codes, create_app, keys
+    from qrtrack.images import qr
+    from qrtrack.store.db import upgrade_schema
 
     app = create_app({"ENV_FILE": None, **app_settings(instance, secret_key="bench-build")})
     services = app.extensions["qrtrack"]
@@ -177,7 +178,7 @@ def build_instance(instance: Path, size: DataSize) -> Dataset:
         logo_dir = services.logo_dir
         scan_code = codes.create_code(db, owner_id=poster, destination=SCAN_DESTINATION, label="Poster",
                                       logo_dir=logo_dir)
-        logo = codes.save_logo(logo_dir, qrimage.sanitize_logo(logo_png()))
+        logo = codes.save_logo(logo_dir, qr.sanitize_logo(logo_png()))
         image_code = codes.create_code(db, owner_id=poster, destination=SCAN_DESTINATION, label="Logo", logo=logo,
                                        logo_dir=logo_dir)
         big = codes.create_code(db, owner_id=owner, destination="https://example.com/tv-ad", label="TV ad",
@@ -226,15 +227,15 @@ def insert_scans(database: Path, *, code_id: int, count: int) -> None:
 
 
 def _scan_columns() -> tuple[str, ...]:
-    """SCAN_COLUMNS, checked against qrtrack/schema.py: a column we would miss must be optional there."""
-    from qrtrack.schema import scans
+    """SCAN_COLUMNS, checked against qrtrack/store/schema.py: a column we would miss must be optional there."""
+    from qrtrack.store.schema import scans
 
     declared = {column.name: column for column in scans.columns if not column.primary_key}
     unknown = [name for name in SCAN_COLUMNS if name not in declared]
     required = [name for name, column in declared.items() if name not in SCAN_COLUMNS and not column.nullable
                 and column.default is None and column.server_default is None]
     if unknown or required:
-        raise RuntimeError(f"bench/data.py is out of step with qrtrack/schema.py: scans has no {unknown}, "
+        raise RuntimeError(f"bench/data.py is out of step with qrtrack/store/schema.py: scans has no {unknown}, "
                            f"and needs {required}; update SCAN_COLUMNS and _scan_rows")
     return SCAN_COLUMNS
 

@@ -71,18 +71,18 @@ def cgi_python() -> CgiPython:
 def measure_image_cold(bench: Bench) -> list[Row]:
     import qrcode
 
-    from qrtrack import qrimage
+    from qrtrack.images import qr
 
-    logo = qrimage.sanitize_logo(logo_png())
+    logo = qr.sanitize_logo(logo_png())
     short_url = f"https://qr.example.com/p/{bench.data.image_slug}"
     rounds = 3 if bench.quick else 31
     samples = alternate(rounds + 1, {
-        "ours": lambda: time_call(lambda: qrimage.render_png(short_url, logo=logo)),
+        "ours": lambda: time_call(lambda: qr.render_png(short_url, logo=logo)),
         "qrcode": lambda: time_call(lambda: qrcode.make(short_url).save(io.BytesIO()))})
     ours, plain = median(samples["ours"][1:]), median(samples["qrcode"][1:])  # the first call warms caches
     return [Row("image-cold", "render_png with a logo, in-process", f"{ours:.1f} ms",
                 f"{plain:.1f} ms qrcode.make PNG", ratio(ours, plain), "< 15 ms", met(ours < 15),
-                f"{qrimage.DEFAULT_SIZE} px, error correction H; baseline: no logo, qrcode's defaults; "
+                f"{qr.DEFAULT_SIZE} px, error correction H; baseline: no logo, qrcode's defaults; "
                 f"median of {rounds}")]
 
 

@@ -9,10 +9,10 @@ from sqlalchemy import Connection, Row
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from . import store
 from .clock import now_epoch
-from .db import Database
 from .errors import Conflict, NotFound, ValidationError
+from .store import accounts as account_store
+from .store.db import Database
 
 USERNAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{1,63}")
 MIN_PASSWORD_LENGTH = 8
@@ -47,7 +47,7 @@ def create_user(db: Database, *, username: object, password: object, is_admin: b
     only_if_first, unless the database has no user yet.
 
     Names are unique regardless of case by this check, made in the write transaction with other user
-    creations held off (store.lock_users_for_insert), rather than by a unique index on lower(username):
+    creations held off (account_store.lock_users_for_insert), rather than by a unique index on lower(username):
     databases from before may hold names that differ only in case, and a migration could then neither
     build the index nor rename someone's login on a host where the app upgrades itself at start.
     (MySQL's usual case-insensitive collations make the plain unique constraint enough there too.)
@@ -56,18 +56,18 @@ def create_user(db: Database, *, username: object, password: object, is_admin: b
     password_hash = generate_password_hash(validate_password(password, username=clean_name))
     try:
         with db.write() as conn:
-            store.lock_users_for_insert(conn)
-            if only_if_first and store.count_users(conn):
+            account_store.lock_users_for_insert(conn)
+            if only_if_first and account_store.count_users(conn):
                 raise Conflict("the first account exists already; log in instead", code="setup_done")
             _refuse_taken_username(conn, clean_name)
-            return store.insert_user(conn, username=clean_name, password_hash=password_hash, is_admin=is_admin,
+            return account_store.insert_user(conn, username=clean_name, password_hash=password_hash, is_admin=is_admin,
                                      now=now_epoch())
     except IntegrityError:
         raise Conflict(f"user {clean_name!r} already exists", code="user_exists", field="username") from None
 
 
 def _refuse_taken_username(conn: Connection, username: str) -> None:
-    taken = store.list_users_by_lowercase_username(conn, username.lower())
+    taken = account_store.list_users_by_lowercase_username(conn, username.lower())
     if any(user.username == username for user in taken):
         raise Conflict(f"user {username!r} already exists", code="user_exists", field="username")
     if taken:
@@ -85,7 +85,7 @@ def _user_named(conn: Connection, username: str) -> Row | None:
     username = username.strip()
     if not username.isascii():  # usernames are ASCII; Python's lower() would fold the Kelvin sign to "k"
         return None
-    matches = store.list_users_by_lowercase_username(conn, username.lower())
+    matches = account_store.list_users_by_lowercase_username(conn, username.lower())
     exact = [user for user in matches if user.username == username]
     if exact:
         return exact[0]
@@ -120,7 +120,7 @@ def authenticate_user(db: Database, *, username: str, password: str) -> Row | No
 
 def get_user(db: Database, user_id: int) -> Row | None:
     with db.read() as conn:
-        return store.get_user_by_id(conn, user_id)
+        return account_store.get_user_by_id(conn, user_id)
 
 
 def find_user(db: Database, username: str) -> Row:
@@ -134,18 +134,18 @@ def find_user(db: Database, username: str) -> Row:
 
 def list_users(db: Database) -> list[Row]:
     with db.read() as conn:
-        return store.list_users(conn)
+        return account_store.list_users(conn)
 
 
 def count_users(db: Database) -> int:
     with db.read() as conn:
-        return store.count_users(conn)
+        return account_store.count_users(conn)
 
 
 def count_codes_by_user(db: Database) -> dict[int, int]:
     """How many codes each user owns (users without codes are left out)."""
     with db.read() as conn:
-        return store.count_codes_by_owner(conn)
+        return account_store.count_codes_by_owner(conn)
 
 
 def change_password(db: Database, *, user_id: int, current: str, new: object) -> None:
@@ -165,7 +165,7 @@ def set_password(db: Database, *, user_id: int, password: object) -> None:
 def _store_password(db: Database, user: Row, password: object) -> None:
     password_hash = generate_password_hash(validate_password(password, username=user.username))
     with db.write() as conn:
-        if store.update_user(conn, user.id, {"password_hash": password_hash}) == 0:
+        if account_store.update_user(conn, user.id, {"password_hash": password_hash}) == 0:
             raise NotFound("no such user", code="user_not_found")
 
 
@@ -173,7 +173,7 @@ def set_user_active(db: Database, *, user_id: int, is_active: bool) -> None:
     """Disabling a user stops their API keys at once (keys are checked against an enabled owner)."""
     with db.write() as conn:
         _refuse_to_remove_last_admin(conn, user_id, removing=not is_active)
-        if store.update_user(conn, user_id, {"is_active": is_active}) == 0:
+        if account_store.update_user(conn, user_id, {"is_active": is_active}) == 0:
             raise NotFound("no such user", code="user_not_found")
 
 
@@ -181,11 +181,12 @@ def delete_user(db: Database, *, user_id: int) -> None:
     """Remove the user with their codes, scans and keys."""
     with db.write() as conn:
         _refuse_to_remove_last_admin(conn, user_id, removing=True)
-        if store.delete_user(conn, user_id) == 0:
+        if account_store.delete_user(conn, user_id) == 0:
             raise NotFound("no such user", code="user_not_found")
 
 
 def _refuse_to_remove_last_admin(conn, user_id: int, *, removing: bool) -> None:
-    user = store.get_user_by_id(conn, user_id)
-    if removing and user is not None and user.is_admin and user.is_active and store.count_active_admins(conn) <= 1:
+    user = account_store.get_user_by_id(conn, user_id)
+    if (removing and user is not None and user.is_admin and user.is_active
+            and account_store.count_active_admins(conn) <= 1):
         raise ValidationError("this is the last enabled admin; make another admin first", code="last_admin")

@@ -18,10 +18,11 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy import Connection, Row
 from sqlalchemy.exc import OperationalError
 
-from . import analyticsstore, rollups
+from . import rollups
 from .clock import isoformat_utc, now_epoch
-from .db import Database
 from .errors import ValidationError
+from .store import analytics as analytics_store
+from .store.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 REFRESH_BUDGET_SECONDS = 4.0
 MAX_TAIL_SCANS = 2 * rollups.ROLLUP_BATCH
 EPOCH_DATE = date(1970, 1, 1)
-DAY = analyticsstore.SECONDS_PER_DAY
+DAY = analytics_store.SECONDS_PER_DAY
 
 
 @dataclass(frozen=True)
@@ -147,15 +148,15 @@ def build_report(db: Database, *, period: Period, code_id: int | None = None, ow
     scope = {"code_id": code_id, "owner_id": None if code_id is not None else owner_id}
     with db.read() as conn:
         _read_one_snapshot(conn)
-        watermark = analyticsstore.get_rollup_watermark(conn)
-        backlog = analyticsstore.count_scans_after(conn, after_id=watermark)
+        watermark = analytics_store.get_rollup_watermark(conn)
+        backlog = analytics_store.count_scans_after(conn, after_id=watermark)
         uncounted = backlog if backlog > MAX_TAIL_SCANS else 0
         tail = _tail_in_scope(conn, watermark, period, **scope) if 0 < backlog <= MAX_TAIL_SCANS else rollups.Tally()
         days = _day_totals(conn, period, tail, **scope)
         scans, unique_scans, bot_scans = _totals(days.values(), include_bots=include_bots)
         breakdowns = {dimension: _top_values(_value_totals(conn, period, dimension, tail, include_bots, **scope),
                                              scans, dimension) for dimension in DIMENSIONS}
-        latest = analyticsstore.list_latest_scans(conn, **scope, start=period.start, end=period.end,
+        latest = analytics_store.list_latest_scans(conn, **scope, start=period.start, end=period.end,
                                          include_bots=include_bots, limit=LATEST_SCANS)
         per_code = Counter() if code_id is not None else _scans_per_code(conn, owner_id, period, tail, include_bots)
         top_codes = _top_codes(conn, owner_id, per_code, scans)
@@ -190,7 +191,7 @@ def _tail_in_scope(conn: Connection, watermark: int, period: Period, *, code_id:
     tail = rollups.tally_scans(conn, after_id=watermark)
     if not tail.days:
         return tail
-    code_ids = {code_id} if code_id is not None else analyticsstore.list_code_ids(conn, owner_id)
+    code_ids = {code_id} if code_id is not None else analytics_store.list_code_ids(conn, owner_id)
     return tail.restricted_to(code_ids, period.first_day, period.last_day)
 
 
@@ -198,7 +199,7 @@ def _day_totals(conn: Connection, period: Period, tail: rollups.Tally, *, code_i
                 owner_id: int | None) -> dict[int, list[int]]:
     """Per day: [human scans, bot scans, human visitors, all visitors], rollups and tail together."""
     days = {row.day: [int(row.human_scans), int(row.bot_scans), int(row.human_visitors), int(row.all_visitors)]
-            for row in analyticsstore.sum_rollup_days_by_day(conn, code_id=code_id, owner_id=owner_id,
+            for row in analytics_store.sum_rollup_days_by_day(conn, code_id=code_id, owner_id=owner_id,
                                                      first_day=period.first_day, last_day=period.last_day)}
     for (_, day), (human, bot) in tail.days.items():
         counts = days.setdefault(day, [0, 0, 0, 0])
@@ -208,7 +209,7 @@ def _day_totals(conn: Connection, period: Period, tail: rollups.Tally, *, code_i
     touched = tail.touched_days()
     for tail_code, touched_days in touched.items():
         for first_day, last_day in rollups.day_runs(touched_days):
-            for row in analyticsstore.list_rollup_days(conn, tail_code, first_day=first_day, last_day=last_day):
+            for row in analytics_store.list_rollup_days(conn, tail_code, first_day=first_day, last_day=last_day):
                 days[row.day][2] -= row.human_visitors
                 days[row.day][3] -= row.all_visitors
     for (_, day), (human_visitors, all_visitors) in rollups.count_visitors(conn, touched).items():
@@ -230,7 +231,7 @@ def _totals(days: Iterable[list[int]], *, include_bots: bool) -> tuple[int, int,
 
 def _value_totals(conn: Connection, period: Period, dimension: str, tail: rollups.Tally, include_bots: bool, *,
                   code_id: int | None, owner_id: int | None) -> Counter:
-    totals = Counter({row.value: int(row.scans) for row in analyticsstore.sum_rollup_values(
+    totals = Counter({row.value: int(row.scans) for row in analytics_store.sum_rollup_values(
         conn, code_id=code_id, owner_id=owner_id, dimension=dimension, first_day=period.first_day,
         last_day=period.last_day, include_bots=include_bots)})
     for (_, tail_dimension, _, is_bot, value), scans in tail.values.items():
@@ -261,7 +262,7 @@ def _share(dimension: str, value: str, count: int, scans: int) -> Share:
 def _scans_per_code(conn: Connection, owner_id: int, period: Period, tail: rollups.Tally,
                     include_bots: bool) -> Counter:
     per_code: Counter = Counter()
-    for row in analyticsstore.sum_rollup_days_by_code(conn, owner_id=owner_id, first_day=period.first_day,
+    for row in analytics_store.sum_rollup_days_by_code(conn, owner_id=owner_id, first_day=period.first_day,
                                              last_day=period.last_day):
         per_code[row.code_id] += int(row.human_scans) + (int(row.bot_scans) if include_bots else 0)
     for (code_id, _), (human, bot) in tail.days.items():
@@ -273,7 +274,7 @@ def _top_codes(conn: Connection, owner_id: int | None, per_code: Counter, scans:
     ranked = [(code_id, count) for code_id, count in per_code.most_common(TOP_VALUES) if count]
     if not ranked:
         return []
-    names = {row.id: row for row in analyticsstore.list_code_names(conn, owner_id, [code_id for code_id, _ in ranked])}
+    names = {row.id: row for row in analytics_store.list_code_names(conn, owner_id, [code_id for code_id, _ in ranked])}
     return [CodeShare(uuid=names[code_id].uuid, slug=names[code_id].slug, label=names[code_id].label, scans=count,
                       share=count / scans) for code_id, count in ranked]
 
@@ -307,7 +308,7 @@ def scan_log_csv(db: Database, *, code_id: int, period: Period, include_bots: bo
     after = None
     while True:
         with db.read() as conn:
-            rows = analyticsstore.list_scan_log_page(conn, code_id, start=period.start, end=period.end, after=after,
+            rows = analytics_store.list_scan_log_page(conn, code_id, start=period.start, end=period.end, after=after,
                                                      limit=CSV_BATCH, include_bots=include_bots)
         if rows:
             yield _csv_lines(_csv_cells(row) for row in rows)

@@ -6,9 +6,9 @@ import click
 from flask import Flask
 
 from . import accounts, codes, keys, rollups
-from .db import backup_sqlite, upgrade_schema
 from .errors import QrTrackError
-from .web import services
+from .store.db import backup_sqlite, upgrade_schema
+from .web.context import services
 
 
 def _fail(error: QrTrackError) -> None:

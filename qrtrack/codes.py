@@ -15,13 +15,14 @@ from urllib.parse import urlsplit
 from sqlalchemy import Connection, Row
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from . import store
 from .clock import now_epoch
-from .db import Database
 from .destinations import ascii_authority
 from .errors import NotFound, ValidationError
-from .imagecache import ImageCache
+from .images.cache import ImageCache
 from .links import slug_in_short_url
+from .store import codes as code_store
+from .store import scans as scan_store
+from .store.db import Database
 from .text import has_control_characters
 
 CODE_TYPES = ("url",)
@@ -137,11 +138,11 @@ def create_code(db: Database, *, owner_id: int, destination: Any, label: Any = N
         values["created_at"] = values["updated_at"] = now_epoch()
         try:
             with db.write() as conn:
-                if store.slug_exists(conn, values["slug"]):
+                if code_store.slug_exists(conn, values["slug"]):
                     continue
                 _check_logo_file(conn, logo_dir, logo)
-                store.insert_code(conn, values)
-                return store.get_code_by_uuid(conn, uuid=values["uuid"], owner_id=owner_id)
+                code_store.insert_code(conn, values)
+                return code_store.get_code_by_uuid(conn, uuid=values["uuid"], owner_id=owner_id)
         except IntegrityError:
             continue
     raise RuntimeError("could not find a free slug; the slug space is nearly full")
@@ -152,7 +153,7 @@ def get_code(db: Database, *, owner_id: int, uuid: Any) -> Row:
     if not isinstance(uuid, str) or not _is_uuid(uuid):
         raise NotFound("no code with this uuid", code="code_not_found")
     with db.read() as conn:
-        row = store.get_code_by_uuid(conn, uuid=uuid.lower(), owner_id=owner_id)
+        row = code_store.get_code_by_uuid(conn, uuid=uuid.lower(), owner_id=owner_id)
     if row is None:
         raise NotFound("no code with this uuid", code="code_not_found")
     return row
@@ -185,8 +186,8 @@ def update_code(db: Database, *, owner_id: int, uuid: Any, changes: CodeChanges,
         if "destination" in values and site_base_url:
             _refuse_a_loop(conn, code.slug, values["destination"], site_base_url)
         _check_logo_file(conn, logo_dir, values.get("logo"))
-        store.update_code(conn, code.id, values)
-        updated = store.get_code_by_uuid(conn, uuid=code.uuid, owner_id=owner_id)
+        code_store.update_code(conn, code.id, values)
+        updated = code_store.get_code_by_uuid(conn, uuid=code.uuid, owner_id=owner_id)
     if code.logo != updated.logo:
         discard_code_images(images, code.slug)
         if code.logo:
@@ -204,7 +205,7 @@ def _refuse_a_loop(conn: Connection, slug: str, destination: str, site_base_url:
             raise ValidationError("destination leads back to this code's own short URL, so every scan would go "
                                   "round in a loop", code="invalid_destination", field="destination")
         seen.add(next_slug)
-        target = store.get_full_code_by_slug(conn, next_slug)
+        target = code_store.get_full_code_by_slug(conn, next_slug)
         next_slug = slug_in_short_url(site_base_url, target.destination) if target is not None else None
 
 
@@ -228,7 +229,7 @@ def delete_code(db: Database, *, owner_id: int, uuid: Any, logo_dir: Path, image
     """
     code = get_code(db, owner_id=owner_id, uuid=uuid)
     with db.write() as conn:
-        store.delete_code(conn, code.id)
+        code_store.delete_code(conn, code.id)
     discard_code_images(images, code.slug)
     if code.logo:
         remove_logo_if_unused(db, logo_dir, code.logo)
@@ -242,7 +243,7 @@ def discard_code_images(images: ImageCache, slug: str) -> None:
     through, and a file left behind is never served for another image (its key names what it shows).
     """
     try:
-        images.discard_prefix(f"{slug}-")  # every key of a slug starts so (imagecache.cache_key)
+        images.discard_prefix(f"{slug}-")  # every key of a slug starts so (image_cache.cache_key)
     except OSError:
         log.exception("could not delete the cached images of %s", slug)
 
@@ -251,11 +252,11 @@ def list_codes(db: Database, *, owner_id: int, search: str | None = None, status
                sort: str = "created", descending: bool = True, limit: int | None = None,
                offset: int = 0) -> tuple[list[Row], int]:
     """One page of the owner's codes and the total matching, newest first by default."""
-    if sort not in store.SORTABLE_CODE_COLUMNS:
-        raise ValidationError(f"sort must be one of: {', '.join(store.SORTABLE_CODE_COLUMNS)}",
+    if sort not in code_store.SORTABLE_CODE_COLUMNS:
+        raise ValidationError(f"sort must be one of: {', '.join(code_store.SORTABLE_CODE_COLUMNS)}",
                               code="invalid_sort", field="sort")
     with db.read() as conn:
-        rows = store.list_codes(conn, owner_id, search=search, statuses=statuses, sort=sort,
+        rows = code_store.list_codes(conn, owner_id, search=search, statuses=statuses, sort=sort,
                                 descending=descending, limit=limit, offset=offset)
         return rows, _total(conn, owner_id, search=search, statuses=statuses, shown=len(rows), limit=limit,
                             offset=offset)
@@ -264,9 +265,9 @@ def list_codes(db: Database, *, owner_id: int, search: str | None = None, status
 def list_code_summaries(db: Database, *, owner_id: int, search: str | None = None,
                         statuses: tuple[str, ...] | None = None, limit: int | None = None,
                         offset: int = 0) -> tuple[list[Row], int]:
-    """list_codes for the API: store.CODE_SUMMARY_COLUMNS rows, newest first, and the total matching."""
+    """list_codes for the API: code_store.CODE_SUMMARY_COLUMNS rows, newest first, and the total matching."""
     with db.read() as conn:
-        rows = store.list_code_summaries(conn, owner_id, search=search, statuses=statuses, limit=limit,
+        rows = code_store.list_code_summaries(conn, owner_id, search=search, statuses=statuses, limit=limit,
                                          offset=offset)
         return rows, _total(conn, owner_id, search=search, statuses=statuses, shown=len(rows), limit=limit,
                             offset=offset)
@@ -278,7 +279,7 @@ def _total(conn, owner_id: int, *, search: str | None, statuses: tuple[str, ...]
     is_last_page = limit is None or shown < limit
     if is_last_page and (shown > 0 or offset == 0):
         return offset + shown
-    return store.count_codes(conn, owner_id, search=search, statuses=statuses)
+    return code_store.count_codes(conn, owner_id, search=search, statuses=statuses)
 
 
 def save_logo(logo_dir: Path, png_bytes: bytes) -> str:
@@ -306,14 +307,14 @@ def remove_logo_if_unused(db: Database, logo_dir: Path, logo: str) -> None:
     """Delete a logo's file when no code uses it any more (logos are shared by content).
 
     Call it only after the change that dropped the logo has committed, so a failed change never leaves a
-    code without its file. The check and the deletion hold the logo's lock (store.lock_logo), and a code
+    code without its file. The check and the deletion hold the logo's lock (code_store.lock_logo), and a code
     taking the logo on checks for the file under the same lock (_check_logo_file), so the two cannot
     interleave. A failure here is logged and the file left: the change itself went through.
     """
     try:
         with db.write() as conn:
-            store.lock_logo(conn, logo)
-            if not store.is_logo_used(conn, logo):
+            code_store.lock_logo(conn, logo)
+            if not code_store.is_logo_used(conn, logo):
                 logo_path(logo_dir, logo).unlink(missing_ok=True)
     except (OSError, SQLAlchemyError):
         log.exception("could not delete the logo file %s, which no code uses any more", logo)
@@ -333,7 +334,7 @@ def remove_unused_logos(db: Database, logo_dir: Path, *, older_than_seconds: int
     cutoff = time.time() - older_than_seconds
     removed = 0
     with db.write() as conn:
-        used = store.list_used_logos(conn)
+        used = code_store.list_used_logos(conn)
         for entry in files:
             logo = entry.name.removesuffix(".png")
             if logo in used:
@@ -341,8 +342,8 @@ def remove_unused_logos(db: Database, logo_dir: Path, *, older_than_seconds: int
             try:
                 if entry.stat().st_mtime >= cutoff:
                     continue
-                store.lock_logo(conn, logo)
-                if not store.is_logo_used(conn, logo):  # again, under its lock: a code may have taken it since
+                code_store.lock_logo(conn, logo)
+                if not code_store.is_logo_used(conn, logo):  # again, under its lock: a code may have taken it since
                     Path(entry.path).unlink(missing_ok=True)
                     removed += 1
             except OSError:
@@ -354,7 +355,7 @@ def _check_logo_file(conn: Connection, logo_dir: Path, logo: str | None) -> None
     """Refuse a logo whose file is gone; holds the logo's lock until conn's transaction ends (see lock_logo)."""
     if not logo:
         return
-    store.lock_logo(conn, logo)
+    code_store.lock_logo(conn, logo)
     if not logo_path(logo_dir, logo).is_file():
         raise ValidationError("this logo is no longer on the server; upload it again", code="invalid_logo",
                               field="logo")
@@ -367,7 +368,7 @@ def scan_log(db: Database, *, code_id: int, limit: int, before_id: int | None = 
     as if nothing were older.
     """
     with db.read() as conn:
-        rows = store.list_scans(conn, code_id, limit=limit, before_id=before_id)
+        rows = scan_store.list_scans(conn, code_id, limit=limit, before_id=before_id)
     if rows is None:
         raise ValidationError("before must be the id of a scan of this code: the next_before of the previous page",
                               code="invalid_parameter", field="before")

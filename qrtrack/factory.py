@@ -13,9 +13,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
 from .config import DEFAULT_ENV_FILE, PROJECT_ROOT, ConfigError, Settings, default_database_url, load_settings
-from .db import Database, ensure_schema, make_engine, unavailable_hint
-from .fastpath import FastPath
-from .schema import MAX_INTEGER
+from .store.db import Database, ensure_schema, make_engine, unavailable_hint
+from .store.schema import MAX_INTEGER
+from .web.fastpath import FastPath
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -60,7 +60,7 @@ def build_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
 
 def _configure_flask(app: Flask, settings: Settings) -> None:
-    from .ratelimit import storage_options  # importing it registers its storages with limits (ratelimit.py)
+    from .store.ratelimit import storage_options  # importing it registers its storages with limits (ratelimit.py)
 
     app.config.update(
         SECRET_KEY=settings.SECRET_KEY,
@@ -80,7 +80,7 @@ def _configure_flask(app: Flask, settings: Settings) -> None:
     )
     app.json.sort_keys = False
 
-    from .web import TemplateBytecodeCache, discard_unread_body
+    from .web.context import TemplateBytecodeCache, discard_unread_body
 
     app.jinja_env.bytecode_cache = TemplateBytecodeCache(str(Path(settings.INSTANCE_PATH, "cache", "templates")))
 
@@ -99,10 +99,10 @@ def _configure_flask(app: Flask, settings: Settings) -> None:
 
 
 def _build_services(app: Flask, settings: Settings) -> None:
-    from .fastpath import make_recorder
     from .geo import GeoLocator
-    from .imagecache import instance_image_cache
-    from .web import AppServices
+    from .images.cache import instance_image_cache
+    from .web.context import AppServices
+    from .web.fastpath import make_recorder
 
     instance = Path(settings.INSTANCE_PATH)
     try:
@@ -147,8 +147,8 @@ def _database_setting_name(settings: Settings) -> str:
 def _register_blueprints(app: Flask, settings: Settings) -> None:
     from flask_limiter import Limiter
 
-    from . import api, dashboard, public
-    from .dashboard import init_dashboard
+    from .web import api, dashboard, public
+    from .web.dashboard import init_dashboard
 
     try:
         limiter = Limiter(key_func=api.rate_limit_key, app=app, default_limits=[])
@@ -168,7 +168,7 @@ def _register_error_handlers(app: Flask) -> None:
     from sqlalchemy.exc import OperationalError
 
     from .errors import QrTrackError
-    from .web import (
+    from .web.error_responses import (
         handle_database_error,
         handle_http_exception,
         handle_qrtrack_error,

@@ -12,10 +12,10 @@ from typing import Any
 from sqlalchemy import Connection, Row
 from sqlalchemy.exc import IntegrityError
 
-from . import store
 from .clock import now_epoch
-from .db import Database
 from .errors import Conflict, NotFound, Unauthorized, ValidationError
+from .store import keys as key_store
+from .store.db import Database
 from .text import has_control_characters
 
 KEY_PREFIX = "qrt_"
@@ -103,7 +103,7 @@ def issue_api_key(db: Database, *, user_id: int, name: object, form_token: objec
     try:
         with db.write() as conn:
             _refuse_sent_form(conn, user_id=user_id, form_token=token)
-            key_id = store.insert_api_key(conn, user_id=user_id, name=clean_name,
+            key_id = key_store.insert_api_key(conn, user_id=user_id, name=clean_name,
                                           prefix=raw_key[:DISPLAY_PREFIX_LENGTH], key_hash=hash_api_key(raw_key),
                                           now=now_epoch(), form_token=token)
     except IntegrityError:
@@ -115,7 +115,7 @@ def issue_api_key(db: Database, *, user_id: int, name: object, form_token: objec
 
 
 def _refuse_sent_form(conn: Connection, *, user_id: int, form_token: str | None) -> None:
-    key_id = store.get_key_id_by_form_token(conn, user_id=user_id, form_token=form_token) if form_token else None
+    key_id = key_store.get_key_id_by_form_token(conn, user_id=user_id, form_token=form_token) if form_token else None
     if key_id is not None:
         raise FormAlreadySent(key_id)
 
@@ -129,7 +129,7 @@ def authenticate_api_key(db: Database, raw_key: str | None) -> ApiPrincipal:
         raise Unauthorized(INVALID_KEY_MESSAGE, code="invalid_api_key")
     presented_hash = hash_api_key(raw_key)
     with db.read() as conn:
-        row = store.get_active_key_by_hash(conn, presented_hash)
+        row = key_store.get_active_key_by_hash(conn, presented_hash)
     if row is None or not hmac.compare_digest(row.key_hash, presented_hash):
         raise Unauthorized(INVALID_KEY_MESSAGE, code="invalid_api_key")
     _note_key_use(db, row)
@@ -139,7 +139,7 @@ def authenticate_api_key(db: Database, raw_key: str | None) -> ApiPrincipal:
 def authenticate_key_id(db: Database, *, key_id: int, user_id: int) -> ApiPrincipal:
     """For the dashboard's Live Console, which picks a key by id server-side and never sees the key itself."""
     with db.read() as conn:
-        row = store.get_active_key_for_user(conn, key_id=key_id, user_id=user_id)
+        row = key_store.get_active_key_for_user(conn, key_id=key_id, user_id=user_id)
     if row is None:
         raise Unauthorized(INVALID_KEY_MESSAGE, code="invalid_api_key")
     _note_key_use(db, row)
@@ -151,30 +151,30 @@ def _note_key_use(db: Database, row: Row) -> None:
     now = now_epoch()
     if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION_SECONDS:
         with db.write() as conn:
-            store.touch_api_key(conn, row.id, now)
+            key_store.touch_api_key(conn, row.id, now)
 
 
 def list_api_keys(db: Database, *, user_id: int) -> list[Row]:
     with db.read() as conn:
-        return store.list_api_keys(conn, user_id)
+        return key_store.list_api_keys(conn, user_id)
 
 
 def record_api_call(db: Database, call: Mapping[str, Any]) -> None:
     """Add a call (the api_calls columns) to its user's log, pruning that log to its newest calls now and then."""
     with db.write() as conn:
-        call_id = store.insert_api_call(conn, call)
+        call_id = key_store.insert_api_call(conn, call)
         if call_id % API_CALLS_PRUNE_INTERVAL == 0:
-            store.delete_api_calls_beyond(conn, call["user_id"], keep=API_CALLS_KEPT_PER_USER)
+            key_store.delete_api_calls_beyond(conn, call["user_id"], keep=API_CALLS_KEPT_PER_USER)
 
 
 def list_recent_api_calls(db: Database, *, user_id: int, limit: int = 20) -> list[Row]:
     """The user's latest API calls, newest first, from the API and the Live Console alike."""
     with db.read() as conn:
-        return store.list_api_calls(conn, user_id, limit=limit)
+        return key_store.list_api_calls(conn, user_id, limit=limit)
 
 
 def revoke_api_key(db: Database, *, user_id: int, key_id: int) -> None:
     """Revoke at once; the codes made with the key stay."""
     with db.write() as conn:
-        if store.revoke_api_key(conn, key_id=key_id, user_id=user_id, now=now_epoch()) == 0:
+        if key_store.revoke_api_key(conn, key_id=key_id, user_id=user_id, now=now_epoch()) == 0:
             raise NotFound("no active key with this id", code="key_not_found")

@@ -13,16 +13,16 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection
 
-from . import analyticsstore
 from .clock import now_epoch
-from .db import Database
+from .store import analytics as analytics_store
+from .store.db import Database
 
 # Scans younger than this are left for reports to read from the log: on PostgreSQL and MySQL ids are
 # handed out before commit, so a lower id can still become visible after a higher one, and no scan's
 # transaction lasts this long.
 SETTLE_SECONDS = 30
 ROLLUP_BATCH = 50_000  # scan ids per batch: each batch is one short write transaction
-DIMENSIONS = analyticsstore.ROLLUP_DIMENSIONS
+DIMENSIONS = analytics_store.ROLLUP_DIMENSIONS
 
 
 @dataclass
@@ -76,8 +76,8 @@ def refresh_rollups(db: Database, *, now: int | None = None, budget_seconds: flo
     started = time.monotonic()
     settled_before = (now_epoch() if now is None else now) - SETTLE_SECONDS
     with db.read() as conn:
-        watermark = analyticsstore.get_rollup_watermark(conn)
-        last_id = analyticsstore.get_last_scan_id_before(conn, after_id=watermark, before_ts=settled_before)
+        watermark = analytics_store.get_rollup_watermark(conn)
+        last_id = analytics_store.get_last_scan_id_before(conn, after_id=watermark, before_ts=settled_before)
     added = 0
     while last_id is not None and watermark < last_id:
         if added and budget_seconds is not None and time.monotonic() - started > budget_seconds:
@@ -87,7 +87,7 @@ def refresh_rollups(db: Database, *, now: int | None = None, budget_seconds: flo
             tally = tally_scans(conn, after_id=watermark, last_id=batch_end)
             visitors = count_visitors(conn, tally.touched_days())
         with db.write() as conn:
-            if not analyticsstore.advance_rollup_watermark(conn, from_id=watermark, to_id=batch_end):
+            if not analytics_store.advance_rollup_watermark(conn, from_id=watermark, to_id=batch_end):
                 return added
             parts = tally.split_by_code()
             for code_id in sorted(parts):
@@ -100,10 +100,10 @@ def refresh_rollups(db: Database, *, now: int | None = None, budget_seconds: flo
 def tally_scans(conn: Connection, *, after_id: int, last_id: int | None = None) -> Tally:
     """Count the scans with after_id < id <= last_id the way the rollup tables count them (GROUP BYs in SQL)."""
     tally = Tally()
-    for row in analyticsstore.count_scans_by_rollup_key(conn, after_id=after_id, last_id=last_id):
+    for row in analytics_store.count_scans_by_rollup_key(conn, after_id=after_id, last_id=last_id):
         tally.days.setdefault((row.code_id, int(row.day)), [0, 0])[bool(row.is_bot)] += int(row.scans)
     for dimension in DIMENSIONS:
-        rows = analyticsstore.count_scans_by_rollup_key(conn, after_id=after_id, last_id=last_id, dimension=dimension)
+        rows = analytics_store.count_scans_by_rollup_key(conn, after_id=after_id, last_id=last_id, dimension=dimension)
         for row in rows:
             tally.values[(row.code_id, dimension, int(row.day), bool(row.is_bot), row.value)] += int(row.scans)
     return tally
@@ -114,7 +114,7 @@ def count_visitors(conn: Connection, touched: dict[int, list[int]]) -> dict[tupl
     visitors = {}
     for code_id, days in touched.items():
         for first_day, last_day in day_runs(days):
-            for row in analyticsstore.count_visitors_by_day(conn, code_id, first_day=first_day, last_day=last_day):
+            for row in analytics_store.count_visitors_by_day(conn, code_id, first_day=first_day, last_day=last_day):
                 visitors[(code_id, int(row.day))] = (int(row.human_visitors), int(row.all_visitors))
     return visitors
 
@@ -135,18 +135,18 @@ def _merge_into_rollups(conn: Connection, code_id: int, part: CodeTally,
     """Rewrite one code's rollup rows for the days its part of the tally covers, with that part added."""
     first_day, last_day = min(part.days), max(part.days)
     days = {row.day: [row.human_scans, row.bot_scans, row.human_visitors, row.all_visitors]
-            for row in analyticsstore.list_rollup_days(conn, code_id, first_day=first_day, last_day=last_day)}
+            for row in analytics_store.list_rollup_days(conn, code_id, first_day=first_day, last_day=last_day)}
     for day, (human, bot) in part.days.items():
         counts = days.setdefault(day, [0, 0, 0, 0])
         counts[:] = [counts[0] + human, counts[1] + bot, *visitors[(code_id, day)]]
-    stored = analyticsstore.list_rollup_values(conn, code_id, first_day=first_day, last_day=last_day)
+    stored = analytics_store.list_rollup_values(conn, code_id, first_day=first_day, last_day=last_day)
     values = Counter({(row.dimension, row.day, bool(row.is_bot), row.value): row.scans for row in stored})
     values.update(part.values)
-    analyticsstore.delete_rollup_days(conn, code_id, first_day=first_day, last_day=last_day)
-    analyticsstore.insert_rollup_days(conn, [
+    analytics_store.delete_rollup_days(conn, code_id, first_day=first_day, last_day=last_day)
+    analytics_store.insert_rollup_days(conn, [
         {"code_id": code_id, "day": day, "human_scans": human, "bot_scans": bot, "human_visitors": human_visitors,
          "all_visitors": all_visitors} for day, (human, bot, human_visitors, all_visitors) in days.items()])
-    analyticsstore.delete_rollup_values(conn, code_id, first_day=first_day, last_day=last_day)
-    analyticsstore.insert_rollup_values(conn, [
+    analytics_store.delete_rollup_values(conn, code_id, first_day=first_day, last_day=last_day)
+    analytics_store.insert_rollup_values(conn, [
         {"code_id": code_id, "dimension": dimension, "day": day, "is_bot": is_bot, "value": value, "scans": scans}
         for (dimension, day, is_bot, value), scans in values.items()])

@@ -1,7 +1,7 @@
 """Classify a User-Agent string into a friendly device, OS, browser and a bot flag.
 
-Pure: no Flask, no database. The parsers (user_agents, crawlerdetect) are
-imported on first use, because under CGI import time is request time and the
+No Flask, and no database but the on-disk cache that ClientInfoCache keeps for one-shot processes. The parsers
+(user_agents, crawlerdetect) are imported on first use, because under CGI import time is request time and the
 scan redirect does not need them; long-running servers call warm_up() at start.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import _thread  # threading's Lock without importing threading: a CGI scan would pay ~2 ms for it
 
 from .records import record
+from .store.client_info import ClientInfoFile
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a CGI scan several milliseconds
 if TYPE_CHECKING:
@@ -52,6 +53,17 @@ def classify_user_agent(user_agent: str | None) -> ClientInfo:
     if user_agent is None:
         return _UNKNOWN_BOT
     return _classify_truncated(user_agent[:MAX_USER_AGENT_LENGTH])
+
+
+class ClientInfoCache:
+    """classify_user_agent through a file that outlives the process (store.client_info), for CGI processes,
+    which would otherwise import the parsers for every scan."""
+
+    def __init__(self, path: str):
+        self.file = ClientInfoFile(path)
+
+    def classify(self, user_agent: str) -> ClientInfo:
+        return ClientInfo(*self.file.find_or_add(user_agent, classify_user_agent))
 
 
 def warm_up() -> None:

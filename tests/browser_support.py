@@ -16,10 +16,11 @@ from PIL import Image, ImageDraw
 from playwright.sync_api import BrowserContext, ConsoleMessage, Page, Response
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from qrtrack import codes, keys, qrimage
+from qrtrack import codes, keys
 from qrtrack.clock import now_epoch
+from qrtrack.images import qr
 from qrtrack.scans import ScanTarget
-from qrtrack.web import AppServices
+from qrtrack.web.context import AppServices
 
 from .conftest import PASSWORD, gen_user, make_app
 
@@ -174,7 +175,7 @@ def take_docs_screenshot(page: Page, name: str, *, down_to: str, theme: str) -> 
 
 
 # README pictures: docs file <- (screenshot, height to keep or None for all). Refresh them after a visible change with
-#   .venv/bin/python -m pytest tests/test_browser.py -k screenshots && \
+#   .venv/bin/python -m pytest tests/web/test_browser.py -k screenshots && \
 #   .venv/bin/python -c "from tests.browser_support import export_docs_screenshots; export_docs_screenshots()"
 DOCS_DIR = Path(__file__).parent.parent / "docs"
 DOCS_SCREENSHOTS = {
@@ -239,7 +240,7 @@ def seed_showcase(live: LiveServer, tmp_path: Path) -> dict:
     admin = gen_user(db, "alex", is_admin=True)
     gen_user(db, "sam")
     now = now_epoch()
-    logo_png = qrimage.sanitize_logo(make_logo(tmp_path / "seed-logo.png").read_bytes())
+    logo_png = qr.sanitize_logo(make_logo(tmp_path / "seed-logo.png").read_bytes())
     logo = codes.save_logo(live.services.logo_dir, logo_png)
     made = []
     with pytest.MonkeyPatch.context() as patch:

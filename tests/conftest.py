@@ -18,8 +18,8 @@ from flask.testing import FlaskClient
 
 from qrtrack import accounts, codes, config, create_app, keys
 from qrtrack.config import SETTING_NAMES, load_settings
-from qrtrack.db import Database, make_engine, upgrade_schema
-from qrtrack.web import AppServices
+from qrtrack.store.db import Database, make_engine, upgrade_schema
+from qrtrack.web.context import AppServices
 
 from .postgres_server import INITDB, PostgresServer
 

@@ -114,10 +114,10 @@ def insert_raw_user(db, username: str, password: str) -> int:
     """A user as a database from before names were unique regardless of case may hold one."""
     from werkzeug.security import generate_password_hash
 
-    from qrtrack import store
+    from qrtrack.store import accounts as account_store
 
     with db.write() as conn:
-        return store.insert_user(conn, username=username, password_hash=generate_password_hash(password),
+        return account_store.insert_user(conn, username=username, password_hash=generate_password_hash(password),
                                  is_admin=False, now=1)
 
 
@@ -138,10 +138,10 @@ def test_old_names_differing_only_in_case_each_log_in_by_their_exact_name_only(d
 
 def test_concurrent_creations_of_one_name_in_two_cases_make_one_user(db, monkeypatch):
     """The second creation waits for the first transaction instead of missing its uncommitted row."""
-    from qrtrack import store
+    from qrtrack.store import accounts as account_store
 
     inserted, proceed = threading.Event(), threading.Event()
-    insert_user = store.insert_user
+    insert_user = account_store.insert_user
 
     def insert_then_wait(conn, **values):
         user_id = insert_user(conn, **values)
@@ -150,7 +150,7 @@ def test_concurrent_creations_of_one_name_in_two_cases_make_one_user(db, monkeyp
             proceed.wait(timeout=30)
         return user_id
 
-    monkeypatch.setattr(store, "insert_user", insert_then_wait)
+    monkeypatch.setattr(account_store, "insert_user", insert_then_wait)
     outcomes: dict[str, object] = {}
 
     def create(name: str) -> None:

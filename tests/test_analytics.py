@@ -10,10 +10,12 @@ from datetime import date, timedelta
 import pytest
 from sqlalchemy import bindparam, text
 
-from qrtrack import analytics, analyticsstore, codes, rollups, store
+from qrtrack import analytics, codes, rollups
 from qrtrack.analytics import Period
-from qrtrack.db import Database, upgrade_schema
 from qrtrack.errors import ValidationError
+from qrtrack.store import analytics as analytics_store
+from qrtrack.store import scans as scan_store
+from qrtrack.store.db import Database, upgrade_schema
 
 from .conftest import database_at, gen_code, gen_user
 
@@ -39,7 +41,7 @@ def scan(code_id: int, ts: int, *, visitor: str = "v", is_bot: bool = False, cou
 
 def gen_scans(db: Database, rows: list[dict]) -> None:
     with db.write() as conn:
-        store.insert_scans(conn, rows)
+        scan_store.insert_scans(conn, rows)
 
 
 def random_scans(code_id: int, count: int, *, rng: random.Random, first_ts: int, last_ts: int) -> list[dict]:
@@ -139,7 +141,7 @@ def test_figures_stay_exact_as_more_scans_arrive_before_and_after_they_settle(db
 
 def store_watermark(db: Database) -> int:
     with db.read() as conn:
-        return analyticsstore.get_rollup_watermark(conn)
+        return analytics_store.get_rollup_watermark(conn)
 
 
 def max_scan_id(db: Database) -> int:
@@ -174,7 +176,7 @@ def test_refreshing_twice_adds_nothing_the_second_time(db, code):
 
 def test_a_refresh_that_loses_the_race_for_the_watermark_writes_nothing(db, code, monkeypatch):
     gen_scans(db, [scan(code.id, NOW - DAY)])
-    monkeypatch.setattr(analyticsstore, "advance_rollup_watermark", lambda conn, **_: False)
+    monkeypatch.setattr(analytics_store, "advance_rollup_watermark", lambda conn, **_: False)
     assert rollups.refresh_rollups(db, now=NOW) == 0
     with db.read() as conn:
         assert conn.execute(text("SELECT COUNT(*) FROM scan_rollup_days")).scalar_one() == 0
@@ -272,7 +274,7 @@ def test_a_deleted_code_takes_its_rollups_with_it(services, db, alice, code):
 def test_scans_from_before_the_upgrade_are_counted(tmp_path, empty_database_url):
     from alembic import command
 
-    from qrtrack.db import _alembic_config
+    from qrtrack.store.db import _alembic_config
 
     db = database_at(empty_database_url, INSTANCE_PATH=str(tmp_path))
     with db.engine.begin() as conn:

@@ -141,7 +141,9 @@ def test_backup_refuses_to_write_over_the_live_database_or_the_files_beside_it(t
 
 
 def test_refresh_analytics_counts_the_settled_scans_once(tmp_path):
-    from qrtrack import analyticsstore, rollups, store
+    from qrtrack import rollups
+    from qrtrack.store import analytics as analytics_store
+    from qrtrack.store import scans as scan_store
 
     from .conftest import gen_code, gen_user
 
@@ -152,7 +154,7 @@ def test_refresh_analytics_counts_the_settled_scans_once(tmp_path):
     code = gen_code(db, gen_user(db))
     settled, recent = time.time() - 10 * rollups.SETTLE_SECONDS, time.time()
     with db.write() as conn:
-        store.insert_scans(conn, [{"code_id": code.id, "ts": int(ts), "device": "iPhone", "os": "", "browser": "",
+        scan_store.insert_scans(conn, [{"code_id": code.id, "ts": int(ts), "device": "iPhone", "os": "", "browser": "",
                                    "is_bot": False, "user_agent": "", "visitor": "v"}
                                   for ts in (settled, settled, recent)])
     first = runner.invoke(args=["refresh-analytics"])
@@ -160,5 +162,5 @@ def test_refresh_analytics_counts_the_settled_scans_once(tmp_path):
     again = runner.invoke(args=["refresh-analytics"])
     assert again.output == "Counted 0 new scans into the analytics.\n"
     with db.read() as conn:
-        assert analyticsstore.count_scans_after(conn, after_id=analyticsstore.get_rollup_watermark(conn)) == 1
+        assert analytics_store.count_scans_after(conn, after_id=analytics_store.get_rollup_watermark(conn)) == 1
     db.dispose()

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from qrtrack import codes, links, store
+from qrtrack import codes, links
 from qrtrack.errors import NotFound, ValidationError
-from qrtrack.imagecache import ImageCache, cache_key, image_fingerprint
+from qrtrack.images.cache import ImageCache, cache_key, image_fingerprint
+from qrtrack.store import codes as code_store
 
 from .conftest import gen_code, gen_user
 
@@ -145,7 +146,7 @@ def test_a_chain_of_codes_that_loops_among_others_does_not_stop_an_update(servic
     first, second, third = (gen_code(db, alice) for _ in range(3))
     for code, target in ((second, third), (third, second)):  # a loop made before loops were refused
         with db.write() as conn:
-            store.update_code(conn, code.id, {"destination": links.short_url(site, target.slug)})
+            code_store.update_code(conn, code.id, {"destination": links.short_url(site, target.slug)})
     updated = codes.update_code(db, owner_id=alice, uuid=first.uuid, logo_dir=services.logo_dir,
                                 images=services.images, site_base_url=site,
                                 changes=codes.CodeChanges(destination=links.short_url(site, second.slug)))
@@ -189,7 +190,7 @@ def test_list_total_counts_every_match_whichever_page_is_asked_for(db, alice, li
 
 def test_a_last_page_needs_no_count_query(db, alice, monkeypatch):
     gen_code(db, alice)
-    monkeypatch.setattr(store, "count_codes", None)
+    monkeypatch.setattr(code_store, "count_codes", None)
     assert codes.list_code_summaries(db, owner_id=alice)[1] == 1
     assert codes.list_codes(db, owner_id=alice, limit=5)[1] == 1
 
@@ -241,14 +242,14 @@ def test_removing_unused_logos_spares_one_a_code_took_on_after_the_list_was_read
     logo = codes.save_logo(tmp_path, b"old, about to be used")
     two_days_ago = time.time() - 2 * 86400
     os.utime(codes.logo_path(tmp_path, logo), (two_days_ago, two_days_ago))
-    list_used_logos = store.list_used_logos
+    list_used_logos = code_store.list_used_logos
 
     def listed_then_taken(conn):
         used = list_used_logos(conn)
-        store.update_code(conn, code.id, {"logo": logo})
+        code_store.update_code(conn, code.id, {"logo": logo})
         return used
 
-    monkeypatch.setattr(store, "list_used_logos", listed_then_taken)
+    monkeypatch.setattr(code_store, "list_used_logos", listed_then_taken)
     assert codes.remove_unused_logos(db, tmp_path) == 0
     assert stored_logos(tmp_path) == {logo}
     assert codes.get_code(db, owner_id=alice, uuid=code.uuid).logo == logo
@@ -312,8 +313,8 @@ def test_failed_change_keeps_the_logo_file(db, alice, tmp_path, monkeypatch, ima
             raise OperationalError("COMMIT", {}, Exception("disk I/O error"))  # before the commit
         return run_then_fail
 
-    monkeypatch.setattr(store, "update_code", failing_after(store.update_code))
-    monkeypatch.setattr(store, "delete_code", failing_after(store.delete_code))
+    monkeypatch.setattr(code_store, "update_code", failing_after(code_store.update_code))
+    monkeypatch.setattr(code_store, "delete_code", failing_after(code_store.delete_code))
     with pytest.raises(OperationalError):
         codes.update_code(db, owner_id=alice, uuid=code.uuid, changes=codes.CodeChanges(remove_logo=True),
                           logo_dir=tmp_path, images=images)
@@ -331,14 +332,14 @@ def test_a_logo_taken_on_as_its_last_code_lets_it_go_keeps_its_file(db, alice, t
     alices = codes.list_codes(db, owner_id=alice)[0][0]
     bob = gen_user(db, "bob")
     file_checked, may_commit = threading.Event(), threading.Event()
-    insert_code = store.insert_code
+    insert_code = code_store.insert_code
 
     def held_insert(conn, values):
         file_checked.set()
         assert may_commit.wait(30)
         insert_code(conn, values)
 
-    monkeypatch.setattr(store, "insert_code", held_insert)
+    monkeypatch.setattr(code_store, "insert_code", held_insert)
     with ThreadPoolExecutor(2) as pool:
         bobs = pool.submit(codes.create_code, db, owner_id=bob, destination="https://example.com/b", logo=logo,
                            logo_dir=tmp_path)

@@ -6,7 +6,7 @@ import re
 import pytest
 from werkzeug.exceptions import NotFound
 
-from qrtrack.schema import MAX_INTEGER
+from qrtrack.store.schema import MAX_INTEGER
 
 from .conftest import gen_user
 from .dashboard_helpers import csrf_token, log_in

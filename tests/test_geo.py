@@ -10,15 +10,7 @@ import pytest
 from mmdb_writer import MmdbU32, MMDBWriter
 from netaddr import IPSet
 
-from qrtrack.geo import (
-    IPV4_NOT_ROUTABLE,
-    ClientAddress,
-    GeoLocator,
-    Location,
-    anonymise_ip,
-    client_ip,
-    parse_address,
-)
+from qrtrack.geo import IPV4_NOT_ROUTABLE, ClientAddress, GeoLocator, Location, anonymise_ip, client_ip, parse_address
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

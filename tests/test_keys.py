@@ -7,8 +7,9 @@ import threading
 import pytest
 from sqlalchemy import text
 
-from qrtrack import accounts, keys, store
+from qrtrack import accounts, keys
 from qrtrack.errors import NotFound, Unauthorized, ValidationError
+from qrtrack.store import keys as key_store
 
 from .conftest import gen_user
 
@@ -83,7 +84,7 @@ def api_call(user_id: int, number: int) -> dict:
 
 def logged_call_numbers(db, user_id: int) -> list[int]:
     with db.read() as conn:
-        rows = store.list_api_calls(conn, user_id, limit=10 * keys.API_CALLS_KEPT_PER_USER)
+        rows = key_store.list_api_calls(conn, user_id, limit=10 * keys.API_CALLS_KEPT_PER_USER)
     return sorted(int(row.path.rsplit("=", 1)[1]) for row in rows)
 
 
@@ -92,7 +93,7 @@ def test_call_log_keeps_each_users_newest_calls_and_prunes_the_rest(db, alice):
     kept, interval = keys.API_CALLS_KEPT_PER_USER, keys.API_CALLS_PRUNE_INTERVAL
     with db.write() as conn:  # carol's log is over the bound but she makes no call, so nothing prunes it
         for number in range(kept + 50):
-            store.insert_api_call(conn, api_call(carol, number))
+            key_store.insert_api_call(conn, api_call(carol, number))
     recorded = kept + 3 * interval
     for number in range(recorded):
         keys.record_api_call(db, api_call(alice, number))
@@ -154,12 +155,12 @@ def test_posts_racing_with_one_form_token_make_one_key(db, alice):
 def test_the_database_refuses_a_second_key_for_a_form_even_when_both_posts_passed_the_check(db, alice,
                                                                                         monkeypatch):
     """What PostgreSQL allows when two posts check before either commits: the unique index still holds."""
-    real_lookup, blind_checks = store.get_key_id_by_form_token, [None, None]
+    real_lookup, blind_checks = key_store.get_key_id_by_form_token, [None, None]
 
     def lookup(conn, **kwargs):
         return blind_checks.pop() if blind_checks else real_lookup(conn, **kwargs)
 
-    monkeypatch.setattr(store, "get_key_id_by_form_token", lookup)
+    monkeypatch.setattr(key_store, "get_key_id_by_form_token", lookup)
     token = keys.new_form_token()
     _, key_id = keys.issue_api_key(db, user_id=alice, name="ci", form_token=token)
     with pytest.raises(keys.FormAlreadySent) as resent:

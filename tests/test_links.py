@@ -5,7 +5,7 @@ import pytest
 
 from qrtrack import codes, links
 
-from .test_dashboard_codes import png_bytes
+from .web.dashboard.test_codes_pages import png_bytes
 
 
 def test_every_public_url_of_a_code_is_answered_by_the_app(client, services, alice, api_headers):

@@ -6,8 +6,10 @@ import random
 import pytest
 from sqlalchemy import text
 
-from qrtrack import analyticsstore, rollups, store
-from qrtrack.db import Database
+from qrtrack import rollups
+from qrtrack.store import analytics as analytics_store
+from qrtrack.store import scans as scan_store
+from qrtrack.store.db import Database
 
 from .conftest import gen_code
 
@@ -34,7 +36,7 @@ def random_scans(code_ids: list[int], count: int, *, rng: random.Random, first_d
 
 def gen_scans(db: Database, rows: list[dict]) -> None:
     with db.write() as conn:
-        store.insert_scans(conn, rows)
+        scan_store.insert_scans(conn, rows)
 
 
 def rollup_rows(db: Database) -> tuple[set, set]:
@@ -72,8 +74,8 @@ def test_one_batch_of_several_codes_merges_each_codes_scans_into_its_own_rows(db
 
     # Later scans of three codes, interleaved, on days already rolled up and on new ones: one batch.
     batches = []
-    advance = analyticsstore.advance_rollup_watermark
-    monkeypatch.setattr(analyticsstore, "advance_rollup_watermark",
+    advance = analytics_store.advance_rollup_watermark
+    monkeypatch.setattr(analytics_store, "advance_rollup_watermark",
                         lambda conn, **ids: batches.append(ids) or advance(conn, **ids))
     gen_scans(db, random_scans([first, second, third], 300, rng=rng, first_day=today - 4, last_day=today - 1))
     assert rollups.refresh_rollups(db, now=NOW) == 300

@@ -8,12 +8,7 @@ from pathlib import Path
 import pytest
 
 from qrtrack import useragent
-from qrtrack.useragent import (
-    MAX_USER_AGENT_LENGTH,
-    ClientInfo,
-    classify_user_agent,
-    warm_up,
-)
+from qrtrack.useragent import MAX_USER_AGENT_LENGTH, ClientInfo, classify_user_agent, warm_up
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

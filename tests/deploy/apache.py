@@ -67,8 +67,10 @@ def write_probe(folder: Path, venv: Path) -> None:
         shutil.copy2(PROJECT_ROOT / name, folder / name)
     (folder / "app.py").write_text(PROBE_APP)
     (folder / "qrtrack").mkdir()
+    (folder / "qrtrack" / "web").mkdir(parents=True)
     (folder / "qrtrack" / "__init__.py").write_text("")
-    (folder / "qrtrack" / "fastpath.py").write_text(PROBE_FASTPATH)
+    (folder / "qrtrack" / "web" / "__init__.py").write_text("")
+    (folder / "qrtrack" / "web" / "fastpath.py").write_text(PROBE_FASTPATH)
     (folder / ".venv").symlink_to(venv)
 
 

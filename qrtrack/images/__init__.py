@@ -1,0 +1,1 @@
+"""QR images: rendering to PNG and SVG, and the cache of rendered images; bytes in, bytes out."""

@@ -1,0 +1,9 @@
+"""Alembic environment: runs migrations on the connection QR Track hands over."""
+from alembic import context
+
+from qrtrack.store.schema import metadata
+
+connection = context.config.attributes["connection"]
+context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
+with context.begin_transaction():
+    context.run_migrations()
