@@ -31,7 +31,7 @@ from qrtrack.images.qr import (
 
 from ..conftest import PROJECT_ROOT, env_without_settings, needs_tool
 
-URL = "https://symbol.example.com/p/Ab3dE9"
+URL = "https://qr.example.com/p/Ab3dE9"
 RSVG = shutil.which("rsvg-convert")
 needs_rsvg = needs_tool("rsvg-convert", install="the Debian package librsvg2-bin to test SVG output")
 
@@ -71,7 +71,7 @@ def rasterise_svg(svg: bytes) -> Image.Image:
 def gen_payloads(count: int, *, seed: int) -> list[str]:
     """Return count short URLs like the codes' own, reproducibly random."""
     rng = random.Random(seed)
-    hosts = ["symbol.example.com", "go.example.org", "a.io", "scan.example.co.uk/some/path"]
+    hosts = ["qr.example.com", "go.example.org", "a.io", "scan.example.co.uk/some/path"]
     alphabet = string.ascii_letters + string.digits
     return [f"https://{rng.choice(hosts)}/p/{''.join(rng.choices(alphabet, k=rng.randint(4, 12)))}"
             for _ in range(count)]
@@ -234,7 +234,7 @@ def test_best_mask_is_qrcode_choice_for_a_full_symbol(version):
 @pytest.mark.parametrize(
     ("data", "level"),
     [("https://go.example.org/p/GEIU2EtCY2Y", qrcode.constants.ERROR_CORRECT_L),
-     ("https://symbol.example.com/p/PW1nw", qrcode.constants.ERROR_CORRECT_Q),
+     ("https://qr.example.com/p/PW1nw", qrcode.constants.ERROR_CORRECT_Q),
      ("https://go.example.org/p/74JSnZJrd", qrcode.constants.ERROR_CORRECT_L)],
 )
 def test_best_mask_keeps_the_first_of_tied_masks_as_qrcode_does(data, level):
