@@ -15,6 +15,8 @@ Cases, in the order they run (default: all):
   cgi         app.cgi and python app.py as real CGI processes vs a minimal Flask CGI app, and a
               standard-library CGI scan (bench/baseline_cgi_scan.py) vs python -c pass as the floor, all on a
               venv of Debian's python3 as the README's CGI guide has hosts make (app.cgi also on this python)
+  devices     what each speed device of the CGI scan path and the API list buys: each taken out of a copy of
+              the project in turn (bench/devices_case.py), against the project as shipped
   hosting     a scan through a private Apache on 127.0.0.1 under FastCGI (app.fcgi, mod_fcgid) and Passenger
               (passenger_wsgi.py) vs a minimal Flask redirect behind the same entries and Apache; needs root
               and Debian's apache2, libapache2-mod-fcgid, libapache2-mod-passenger and python3-venv
@@ -44,7 +46,7 @@ from pathlib import Path
 # Run as a script, Python puts bench/ itself first on the path; the project root holds `bench` and `qrtrack`.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import hosting_cases, http_cases, local_cases, profile, report, scan_cases  # noqa: E402
+from bench import devices_case, hosting_cases, http_cases, local_cases, profile, report, scan_cases  # noqa: E402
 from bench.context import FULL_LOAD, QUICK_LOAD, RAISED_API_LIMIT, Bench, Row  # noqa: E402
 from bench.data import app_settings, clean_environ, new_run_dir, prepare_dataset, remove_run_dir, secret_key  # noqa: E402
 from bench.load import INSTALL_WRK, PHONE_ADDRESS, PHONE_USER_AGENT, LoadSettings, has_wrk  # noqa: E402
@@ -74,6 +76,7 @@ CASES = {
     "api-create": Case(http_cases.measure_api_create, ("bare", "ours"), needs_wrk=True),
     "analytics": Case(http_cases.measure_analytics, ("ours",), needs_wrk=False),
     "cgi": Case(local_cases.measure_cgi, (), needs_wrk=False),
+    "devices": Case(devices_case.measure_devices, (), needs_wrk=False),
     "hosting": Case(hosting_cases.measure_hosting, (), needs_wrk=True),
 }
 

@@ -9,7 +9,7 @@ import os
 
 from .sqlite_scans import BUSY_TIMEOUT_SECONDS, delete_database_files, is_damaged_database, sqlite3
 
-TYPE_CHECKING = False  # not typing's: importing typing costs a CGI scan several milliseconds
+TYPE_CHECKING = False  # typing's own would make a CGI scan 1.65× as long (bench/run.py devices)
 if TYPE_CHECKING:
     from collections.abc import Callable
 

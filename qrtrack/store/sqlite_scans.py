@@ -6,11 +6,11 @@ through SQLAlchemy for the other databases.
 """
 from __future__ import annotations
 
-import _thread  # threading.local without importing threading, which a CGI scan does not need (~2 ms)
+import _thread  # its lock without threading, which would make a CGI scan 1.30× as long (bench devices)
 import fcntl
 import os
 
-try:  # sqlite3 is this C module plus datetime adapters the scan path never uses; skipping them saves a CGI scan ~3 ms
+try:  # the sqlite3 package adds datetime adapters the scan never uses, and makes a CGI scan 1.29× as long
     import _sqlite3 as sqlite3
 except ImportError:  # an interpreter that has only the package
     import sqlite3
@@ -21,7 +21,7 @@ SCAN_COLUMNS = ("code_id", "ts", "country", "city", "device", "os", "browser", "
 SCAN_TEXT_LENGTHS = {"country": 2, "city": 100, "device": 32, "os": 64, "browser": 64, "referrer_host": 255,
                      "user_agent": 512, "visitor": 32}
 """The scan log's text columns and their lengths in schema.py (a test holds the two equal)."""
-TYPE_CHECKING = False  # not typing's: importing typing costs a CGI scan several milliseconds
+TYPE_CHECKING = False  # typing's own would make a CGI scan 1.65× as long (bench/run.py devices)
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
     from typing import Any

@@ -259,7 +259,8 @@ class IsoTimestamps(dict):
     """isoformat_utc(epoch) for a list's many timestamps, looked up as timestamps[epoch].
 
     strftime took a third of a list's time: here each epoch second is worked out once (codes made in bulk
-    share them), each day's date once, and the time of day comes from tables, several times quicker.
+    share them), each day's date once, and the time of day comes from tables. Without the tables a list of
+    10,000 codes made at different times takes 1.54× as long, 1.50× json.dumps (bench/run.py devices).
     """
 
     def __init__(self) -> None:

@@ -272,7 +272,7 @@ def test_a_file_that_is_not_a_database_is_replaced_and_counting_starts_afresh(tm
     path = tmp_path / "rl.db"
     path.write_bytes(b"not a database, " * 512)
     storage = SQLiteStorage(storage_uri_for(path), wrap_exceptions=True)
-    with caplog.at_level(logging.WARNING, logger="qrtrack.ratelimit"):
+    with caplog.at_level(logging.WARNING, logger="qrtrack.store.ratelimit"):
         assert storage.incr("k", 60) == 1
         assert storage.incr("k", 60) == 2
     assert count_rows(path) == 1
@@ -304,7 +304,7 @@ def test_a_file_replaced_by_another_process_is_joined_not_deleted_again(tmp_path
     first, second = (SQLiteStorage(storage_uri_for(path), wrap_exceptions=True) for _ in range(2))
     assert (first.incr("k", 60), second.incr("k", 60)) == (1, 2)
     damage(path)
-    with caplog.at_level(logging.WARNING, logger="qrtrack.ratelimit"):
+    with caplog.at_level(logging.WARNING, logger="qrtrack.store.ratelimit"):
         assert first.incr("k", 60) == 1
         assert second.incr("k", 60) == 2
         assert first.get("k") == 2
