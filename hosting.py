@@ -77,11 +77,12 @@ def import_sqlite_without_functools():
 
     _sqlite3 imports functools only to take lru_cache for its statement cache, and functools imports
     collections: without this a CGI scan takes 1.24× as long (bench/run.py devices), the most its imports had
-    left (records.py keeps the app's own modules off collections). A CGI process runs each statement about once, so _sqlite3 is given,
-    while it loads, a stand-in functools whose lru_cache caches nothing; then the stand-in is gone, and the
-    real functools imports as usual (the full app, when the lean path leaves a request to it, only loses
-    statement caching for that one request). Should _sqlite3 want more of functools (another Python), it
-    is imported the usual way. Long-running processes must not call this: they keep the statement cache.
+    left (records.py keeps the app's own modules off collections). A CGI process runs each statement about
+    once, so _sqlite3 is given, while it loads, a stand-in functools whose lru_cache caches nothing; then the
+    stand-in is gone, and the real functools imports as usual (the full app, when the lean path leaves a
+    request to it, only loses statement caching for that one request). Should _sqlite3 want more of functools
+    (another Python), it is imported the usual way. Long-running processes must not call this: they keep the
+    statement cache.
     """
     if "_sqlite3" in sys.modules or "functools" in sys.modules:
         return

@@ -3,10 +3,11 @@
 Anywhere else these would be collections.namedtuple. But under CGI import time is request time, and
 collections (with the keyword, operator and reprlib modules it imports) is, with functools, the largest
 cost a scan's imports had left: with namedtuple a CGI scan takes 1.26× as long (bench/run.py devices;
-hosting.import_sqlite_without_functools keeps sqlite3's C module from importing both). record() makes the same kind of class for what these modules
-use of it: a tuple with a read-only property per field, built from positional or keyword arguments with
-defaults for the last fields, equal to and hashed as the plain tuple, pickled, and shown with its field names.
-namedtuple's _replace, _asdict and _make are left out; _fields is kept.
+hosting.import_sqlite_without_functools keeps sqlite3's C module from importing both). record() makes the
+same kind of class for what these modules use of it: a tuple with a read-only property per field, built
+from positional or keyword arguments with defaults for the last fields, equal to and hashed as the plain
+tuple, pickled, and shown with its field names. namedtuple's _replace, _asdict and _make are left out;
+_fields is kept.
 """
 
 
