@@ -61,7 +61,7 @@ def create_user(db: Database, *, username: object, password: object, is_admin: b
                 raise Conflict("the first account exists already; log in instead", code="setup_done")
             _refuse_taken_username(conn, clean_name)
             return account_store.insert_user(conn, username=clean_name, password_hash=password_hash, is_admin=is_admin,
-                                     now=now_epoch())
+                                             now=now_epoch())
     except IntegrityError:
         raise Conflict(f"user {clean_name!r} already exists", code="user_exists", field="username") from None
 

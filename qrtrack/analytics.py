@@ -309,7 +309,7 @@ def scan_log_csv(db: Database, *, code_id: int, period: Period, include_bots: bo
     while True:
         with db.read() as conn:
             rows = analytics_store.list_scan_log_page(conn, code_id, start=period.start, end=period.end, after=after,
-                                                     limit=CSV_BATCH, include_bots=include_bots)
+                                                      limit=CSV_BATCH, include_bots=include_bots)
         if rows:
             yield _csv_lines(_csv_cells(row) for row in rows)
         if len(rows) < CSV_BATCH:

@@ -257,7 +257,7 @@ def list_codes(db: Database, *, owner_id: int, search: str | None = None, status
                               code="invalid_sort", field="sort")
     with db.read() as conn:
         rows = code_store.list_codes(conn, owner_id, search=search, statuses=statuses, sort=sort,
-                                descending=descending, limit=limit, offset=offset)
+                                     descending=descending, limit=limit, offset=offset)
         return rows, _total(conn, owner_id, search=search, statuses=statuses, shown=len(rows), limit=limit,
                             offset=offset)
 
@@ -268,7 +268,7 @@ def list_code_summaries(db: Database, *, owner_id: int, search: str | None = Non
     """list_codes for the API: code_store.CODE_SUMMARY_COLUMNS rows, newest first, and the total matching."""
     with db.read() as conn:
         rows = code_store.list_code_summaries(conn, owner_id, search=search, statuses=statuses, limit=limit,
-                                         offset=offset)
+                                              offset=offset)
         return rows, _total(conn, owner_id, search=search, statuses=statuses, shown=len(rows), limit=limit,
                             offset=offset)
 

@@ -104,8 +104,8 @@ def issue_api_key(db: Database, *, user_id: int, name: object, form_token: objec
         with db.write() as conn:
             _refuse_sent_form(conn, user_id=user_id, form_token=token)
             key_id = key_store.insert_api_key(conn, user_id=user_id, name=clean_name,
-                                          prefix=raw_key[:DISPLAY_PREFIX_LENGTH], key_hash=hash_api_key(raw_key),
-                                          now=now_epoch(), form_token=token)
+                                              prefix=raw_key[:DISPLAY_PREFIX_LENGTH], key_hash=hash_api_key(raw_key),
+                                              now=now_epoch(), form_token=token)
     except IntegrityError:
         # On PostgreSQL the other post can pass the check before either commits; the unique index stops it.
         with db.read() as conn:

@@ -118,7 +118,7 @@ def insert_raw_user(db, username: str, password: str) -> int:
 
     with db.write() as conn:
         return account_store.insert_user(conn, username=username, password_hash=generate_password_hash(password),
-                                 is_admin=False, now=1)
+                                         is_admin=False, now=1)
 
 
 def test_old_names_differing_only_in_case_each_log_in_by_their_exact_name_only(db):

@@ -155,7 +155,7 @@ def test_refresh_analytics_counts_the_settled_scans_once(tmp_path):
     settled, recent = time.time() - 10 * rollups.SETTLE_SECONDS, time.time()
     with db.write() as conn:
         scan_store.insert_scans(conn, [{"code_id": code.id, "ts": int(ts), "device": "iPhone", "os": "", "browser": "",
-                                   "is_bot": False, "user_agent": "", "visitor": "v"}
+                                        "is_bot": False, "user_agent": "", "visitor": "v"}
                                   for ts in (settled, settled, recent)])
     first = runner.invoke(args=["refresh-analytics"])
     assert first.exit_code == 0 and first.output == "Counted 2 new scans into the analytics.\n"

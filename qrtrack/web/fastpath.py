@@ -173,7 +173,7 @@ class FastPath:
             return None
         fingerprint = image_cache.image_fingerprint(links.short_url(base_url, image.slug), found[0])
         content = self.images.get(image_cache.cache_key(image.slug, kind=image.kind, size=image.size,
-                                                       fingerprint=fingerprint))
+                                                        fingerprint=fingerprint))
         if content is None:
             return None
         return content, image_cache.image_cache_control(image.version, fingerprint=fingerprint)

@@ -85,7 +85,7 @@ def test_upgrading_from_0003_gives_keys_a_form_token_and_keeps_their_call_log(tm
                               "VALUES (:user_id, 'old', 'qrt_', :hash, 1)"), {"user_id": user_id, "hash": str(number)})
         key_id = conn.execute(text("SELECT MIN(id) FROM api_keys")).scalar_one()
         key_store.insert_api_call(conn, {"user_id": user_id, "key_id": key_id, "ts": 1, "method": "GET",
-                                     "path": "/api.php", "status": 200, "duration_ms": 1})
+                                         "path": "/api.php", "status": 200, "duration_ms": 1})
 
     def call_key_ids() -> list[int | None]:
         with db.read() as conn:
@@ -229,7 +229,7 @@ def test_deleting_a_user_removes_their_codes_and_scans(tmp_path, empty_database_
     code = gen_code(db, user_id)
     with db.write() as conn:
         scan_store.insert_scans(conn, [{"code_id": code.id, "ts": 1, "device": "iPhone", "os": "", "browser": "",
-                                   "is_bot": False, "user_agent": "", "visitor": "v"}])
+                                        "is_bot": False, "user_agent": "", "visitor": "v"}])
         account_store.delete_user(conn, user_id)
     with db.read() as conn:
         assert conn.execute(text("SELECT COUNT(*) FROM scans")).scalar_one() == 0

@@ -36,7 +36,7 @@ def test_deleting_api_calls_beyond_the_newest_leaves_exactly_those_and_other_use
         for number in range(30):  # ts ties in threes, settled by id
             for user_id in (alice, bob):
                 key_store.insert_api_call(conn, {"user_id": user_id, "ts": 1_700_000_000 + number // 3, "method": "GET",
-                                             "path": f"/api.php?n={number}", "status": 200, "duration_ms": 1})
+                                                 "path": f"/api.php?n={number}", "status": 200, "duration_ms": 1})
         assert key_store.delete_api_calls_beyond(conn, alice, keep=10) == 20
         assert key_store.delete_api_calls_beyond(conn, alice, keep=10) == 0
         assert key_store.delete_api_calls_beyond(conn, alice, keep=50) == 0

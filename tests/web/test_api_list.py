@@ -92,9 +92,9 @@ def test_list_without_base_url_uses_the_request_origin(make_test_app):
     code = gen_code(db, alice)
     with db.write() as conn:
         code_store.update_code(conn, code.id, {"uuid": FIXED_CODES[3][0], "slug": "Ddddddd", "label": "Summer promo",
-                                          "destination": "http://example.org/x", "logo": LOGO,
-                                          "scan_count": 12_345_678_901, "created_at": 1_776_277_453,
-                                          "updated_at": 1_799_999_999})
+                                               "destination": "http://example.org/x", "logo": LOGO,
+                                               "scan_count": 12_345_678_901, "created_at": 1_776_277_453,
+                                               "updated_at": 1_799_999_999})
     base = "http://shared-host.example/~me/qrtrack"
     body = listed(app.test_client(), {"X-Api-Key": gen_key(db, alice)}, base_url=base)
     assert body == expected([_code_json(*FIXED_CODES[3][:5], LOGO, 12_345_678_901, "2026-04-15T18:24:13Z",
@@ -116,7 +116,7 @@ def test_list_text_is_what_jsonify_makes_of_each_code_summary(make_test_app, bac
         code = gen_code(db, alice)
         with db.write() as conn:
             code_store.update_code(conn, code.id, {"logo": logo, "label": label, "destination": f"https://example.com/{label}",
-                                              "scan_count": 2**40, "created_at": 0, "updated_at": 4_102_444_800})
+                                                   "scan_count": 2**40, "created_at": 0, "updated_at": 4_102_444_800})
     with db.read() as conn:
         full_rows = code_store.list_codes(conn, alice)
         summary_rows = code_store.list_code_summaries(conn, alice)
