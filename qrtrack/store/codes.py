@@ -25,7 +25,6 @@ SORTABLE_CODE_COLUMNS = {"created": codes.c.created_at, "scans": codes.c.scan_co
                          "updated": codes.c.updated_at}
 
 
-
 def insert_code(conn: Connection, values: Mapping[str, Any]) -> int:
     return conn.execute(insert(codes).values(**values)).inserted_primary_key[0]
 

@@ -19,7 +19,6 @@ HTTP_ERROR_CODES = {
 }
 
 
-
 def wants_json() -> bool:
     """API errors are JSON, also on paths that miss its routes only by case or what follows (/API.PHP, /api.php/)."""
     path = request.path.lower()
@@ -35,7 +34,6 @@ def error_response(status: int, code: str, message: str, *, field: str | None = 
             render_template("errors/error.html", status=status, message=as_sentence(message)))
     response.status_code = status
     return response
-
 
 
 def handle_qrtrack_error(error: QrTrackError):
