@@ -10,25 +10,23 @@ go on measuring a device that was changed or removed.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from .context import Bench, Row, ratio
+from .context import Bench, Row, met, ratio
 from .load import BenchError, alternate, median, time_call
 from .local_cases import (
     CALLGRIND,
-    CGI_TIMEOUT_SECONDS,
     PROJECT_ROOT,
-    _copy_of_instance,
-    _count_instructions,
-    _time_cgi,
     cgi_environ,
     cgi_python,
+    compile_modules,
+    copy_of_instance,
+    count_instructions,
+    time_cgi,
 )
 
 KEEP_ABOVE = 1.10  # a device stays when taking it out makes its case more than 10 % slower
@@ -129,41 +127,37 @@ def measure_devices(bench: Bench) -> list[Row]:
 
 def _cgi_device_rows(bench: Bench) -> list[Row]:
     host = cgi_python()
-    instance = _copy_of_instance(bench, "devices")
+    instance = copy_of_instance(bench, "devices")
     environ = {**cgi_environ(bench, f"/p/{bench.data.scan_slug}", instance=instance), **host.environ}
     variants = {"shipped": [], **{name: [remove] for name, (_, remove) in DEVICES.items()},
                 "none": [remove for _, remove in DEVICES.values()]}
     trees = {name: _variant_tree(bench, name, removals) for name, removals in variants.items()}
-    for tree in trees.values():  # the compiled bytecode a host writes once (README, CGI guide)
-        subprocess.run([host.python, "-m", "compileall", "-q", "hosting.py", "app.py", "qrtrack"], cwd=tree,
-                       check=True, timeout=CGI_TIMEOUT_SECONDS)
+    for tree in trees.values():
+        compile_modules(host.python, tree)
     commands = {name: [host.python, "-S", str(tree / "app.cgi")] for name, tree in trees.items()}
     rounds, warm_up = (1, 1) if bench.quick else (21, 1)
-    samples = alternate(warm_up + rounds, {name: (lambda command=command: _time_cgi(command, environ,
-                                                                                   expect=b"Status: 302"))
-                                           for name, command in commands.items()})
+    samples = alternate(warm_up + rounds, {
+        name: (lambda command=command: time_cgi(command, environ, expect=b"Status: 302"))
+        for name, command in commands.items()})
     wall = {name: median([sample[0] for sample in runs[warm_up:]]) for name, runs in samples.items()}
-    counted = not bench.quick and shutil.which(CALLGRIND[0])
-    instructions = {name: _count_instructions(command, environ) / 1e6 for name, command in commands.items()} \
-        if counted else {}
-    shipped = wall["shipped"]
-    rows = []
-    for name, (label, _) in DEVICES.items():
-        rows.append(_device_row(f"CGI scan without {label}", wall[name], shipped, instructions, name, rounds))
+    instructions = {}
+    if not bench.quick and shutil.which(CALLGRIND[0]):
+        instructions = {name: count_instructions(command, environ) / 1e6 for name, command in commands.items()}
+    shipped = f"{wall['shipped']:.1f} ms as shipped"
+    rows = [_device_row(f"CGI scan without {label}", wall[name], wall["shipped"], baseline=shipped,
+                        note=f"median of {rounds}, alternating; {_instruction_note(instructions, name)}")
+            for name, (label, _) in DEVICES.items()]
     everything = wall["none"]
-    rows.append(Row("devices", "CGI scan without any of them", f"{everything:.1f} ms", f"{shipped:.1f} ms as shipped",
-                    ratio(everything, shipped), f"≤ {CGI_TARGET_MS} ms", "met" if everything <= CGI_TARGET_MS
-                    else "missed", f"median of {rounds}, alternating; {_instruction_note(instructions, 'none')}"))
+    rows.append(Row("devices", "CGI scan without any of them", f"{everything:.1f} ms", shipped,
+                    ratio(everything, wall["shipped"]), f"≤ {CGI_TARGET_MS} ms", met(everything <= CGI_TARGET_MS),
+                    f"median of {rounds}, alternating; {_instruction_note(instructions, 'none')}"))
     return rows
 
 
-def _device_row(measure: str, without: float, shipped: float, instructions: dict[str, float], name: str,
-                rounds: int) -> Row:
-    cost = without / shipped if shipped else None
-    result = "met" if cost is not None and cost > KEEP_ABOVE else "missed"  # met: the device earns its place
-    return Row("devices", measure, f"{without:.1f} ms", f"{shipped:.1f} ms as shipped", cost,
-               f"> {KEEP_ABOVE:.2f}× to keep", result,
-               f"median of {rounds}, alternating; {_instruction_note(instructions, name)}")
+def _device_row(measure: str, without: float, shipped: float, *, baseline: str, note: str) -> Row:
+    """met: taking the device out makes its case more than KEEP_ABOVE times as long, so it earns its place."""
+    return Row("devices", measure, f"{without:.1f} ms", baseline, ratio(without, shipped),
+               f"> {KEEP_ABOVE:.2f}× to keep", met(without > KEEP_ABOVE * shipped), note)
 
 
 def _instruction_note(instructions: dict[str, float], name: str) -> str:
@@ -177,7 +171,6 @@ def _list_timestamp_rows(bench: Bench) -> list[Row]:
     """The API list's time tables against a plain per-epoch memo of isoformat_utc, in-process, on codes made at
     different times (a site's usual list) and in bulk (the bench's own data, made within seconds)."""
     from qrtrack.clock import isoformat_utc
-    from qrtrack.web import api
 
     class PlainTimestamps(dict):
         def __missing__(self, epoch: int) -> str:
@@ -186,32 +179,34 @@ def _list_timestamp_rows(bench: Bench) -> list[Row]:
 
     rounds = 3 if bench.quick else 15
     rows = []
-    shipped = api.IsoTimestamps
     for spread, label in ((3_137, "made at different times"), (0, "made in bulk")):
         codes = _list_rows(spread)
-        payload = json.loads(api.code_list_json(codes, LIST_BASE_URL))
-
-        def list_body(timestamps: type, codes: list[tuple] = codes) -> Callable[[], str]:
-            def build() -> str:
-                api.IsoTimestamps = timestamps
-                return api.code_list_json(codes, LIST_BASE_URL)
-            return build
-
-        try:
-            if json.loads(list_body(PlainTimestamps)()) != payload:
-                raise BenchError("case devices: the plain timestamps differ from the tables'")
-            samples = alternate(rounds, {"tables": lambda body=list_body(shipped): time_call(body),
-                                         "plain": lambda body=list_body(PlainTimestamps): time_call(body),
-                                         "dumps": lambda payload=payload: time_call(lambda: json.dumps(payload))})
-        finally:
-            api.IsoTimestamps = shipped
+        payload = _list_body(codes, None)
+        if _list_body(codes, PlainTimestamps) != payload:
+            raise BenchError("case devices: the plain timestamps give another list than the tables")
+        samples = alternate(rounds, {
+            "tables": lambda codes=codes: time_call(lambda: _list_body(codes, None)),
+            "plain": lambda codes=codes: time_call(lambda: _list_body(codes, PlainTimestamps)),
+            "dumps": lambda parsed=json.loads(payload): time_call(lambda: json.dumps(parsed))})
         plain, tables, dumps = (median(samples[name]) for name in ("plain", "tables", "dumps"))
-        row = _device_row(f"API list body of {LIST_CODES:,} codes {label}, without the time tables", plain, tables,
-                          {}, "tables", rounds)
-        rows.append(dataclasses.replace(row, baseline=f"{tables:.1f} ms with them", note=(
-            f"median of {rounds}, in-process; json.dumps of the same list {dumps:.1f} ms (without the tables "
-            f"{plain / dumps:.2f}× that, with them {tables / dumps:.2f}×)")))
+        rows.append(_device_row(
+            f"API list body of {LIST_CODES:,} codes {label}, without the time tables", plain, tables,
+            baseline=f"{tables:.1f} ms with them",
+            note=f"median of {rounds}, in-process; json.dumps of the same list {dumps:.1f} ms (without the tables "
+                 f"{plain / dumps:.2f}× that, with them {tables / dumps:.2f}×)"))
     return rows
+
+
+def _list_body(codes: list[tuple], timestamps: type | None) -> str:
+    """api.code_list_json of codes, its timestamps formatted by the class given instead of IsoTimestamps."""
+    from qrtrack.web import api
+
+    shipped = api.IsoTimestamps
+    api.IsoTimestamps = timestamps or shipped
+    try:
+        return api.code_list_json(codes, LIST_BASE_URL)
+    finally:
+        api.IsoTimestamps = shipped
 
 
 def _list_rows(spread: int) -> list[tuple]:

@@ -94,12 +94,12 @@ def measure_cgi(bench: Bench) -> list[Row]:
     # SqliteScanStore.trim_wal): the servers of the other cases hold the bench's database open, and python
     # app.py, closing a database no one else holds, empties its WAL. So the CGI scans get a copy of the
     # instance folder, and python app.py another.
-    cgi_instance, full_app_instance = (_copy_of_instance(bench, name) for name in ("cgi", "app-py"))
+    cgi_instance, full_app_instance = (copy_of_instance(bench, name) for name in ("cgi", "app-py"))
     host = cgi_python()
     own_environ = cgi_environ(bench, f"/p/{bench.data.scan_slug}", instance=cgi_instance)
     environ = {**own_environ, **host.environ}
     image_environ = {**cgi_environ(bench, f"/img/{bench.data.image_slug}.png", instance=cgi_instance), **host.environ}
-    _compile_modules(host.python)
+    compile_modules(host.python)
     entries = [name for name in CGI_ENTRIES if (PROJECT_ROOT / name).is_file()]
     commands = {name: [host.python, *CGI_ENTRIES[name].python_options, str(PROJECT_ROOT / name)] for name in entries}
     commands["flask"] = [host.python, str(PROJECT_ROOT / "bench" / "baseline_apps.py")]
@@ -114,14 +114,14 @@ def measure_cgi(bench: Bench) -> list[Row]:
     rounds, warm_up = (1, 0) if bench.quick else (21, 1)  # a first, uncounted round fills the page cache
     databases = tuple(instance / bench.data.database.name for instance in (cgi_instance, full_app_instance))
     before = _scans_recorded(bench, databases)
-    measures = {name: (lambda command=command, name=name: _time_cgi(command, environs[name], expect=b"Status: 302"))
+    measures = {name: (lambda command=command, name=name: time_cgi(command, environs[name], expect=b"Status: 302"))
                 for name, command in commands.items()}
     measures["python"] = lambda: _time_process([host.python, "-c", "pass"], environ)[:2]  # the floor
     if compare_own:
         measures["own-python"] = lambda: _time_process([sys.executable, "-c", "pass"], own_environ)[:2]
     if "app.cgi" in commands:
-        _time_cgi(commands["app.cgi"], image_environ, expect=b"Status: 200")  # the full app renders and caches it
-        measures["image"] = lambda: _time_cgi(commands["app.cgi"], image_environ, expect=b"Status: 200")
+        time_cgi(commands["app.cgi"], image_environ, expect=b"Status: 200")  # the full app renders and caches it
+        measures["image"] = lambda: time_cgi(commands["app.cgi"], image_environ, expect=b"Status: 200")
     samples = alternate(warm_up + rounds, measures)
     recorded = _scans_recorded(bench, databases) - before
     wall = {name: median([sample[0] for sample in runs[warm_up:]]) for name, runs in samples.items()}
@@ -166,7 +166,7 @@ def _instructions_row(python: str, app_cgi: list[str], stdlib_scan: list[str], e
     """Machine instructions of one CGI scan, counted by callgrind: the same count run after run, where the
     wall clock of this shared machine swings by a third. Against `python -c pass` and the standard-library
     scan, for how far above the floor the scan's own work is."""
-    counts = {name: _count_instructions(command, environ) for name, command in (
+    counts = {name: count_instructions(command, environ) for name, command in (
         ("app.cgi", app_cgi), ("stdlib", stdlib_scan), ("python", [python, "-c", "pass"]))}
     ours, floor, stdlib = (counts[name] / 1e6 for name in ("app.cgi", "python", "stdlib"))
     return Row("cgi", "instructions per CGI scan through app.cgi (callgrind)", f"{ours:.1f} M",
@@ -175,7 +175,7 @@ def _instructions_row(python: str, app_cgi: list[str], stdlib_scan: list[str], e
                f"deterministic, unlike the wall clock here")
 
 
-def _count_instructions(command: list[str], environ: dict[str, str]) -> int:
+def count_instructions(command: list[str], environ: dict[str, str]) -> int:
     completed = subprocess.run([*CALLGRIND, *command], env=environ, cwd=PROJECT_ROOT, capture_output=True,
                                timeout=CGI_TIMEOUT_SECONDS * 5)
     found = re.search(rb"Collected : (\d+)", completed.stderr)
@@ -184,7 +184,7 @@ def _count_instructions(command: list[str], environ: dict[str, str]) -> int:
     return int(found.group(1))
 
 
-def _copy_of_instance(bench: Bench, name: str) -> Path:
+def copy_of_instance(bench: Bench, name: str) -> Path:
     copy = bench.run_dir / f"instance-of-{name}"
     shutil.copytree(bench.data.instance, copy)
     return copy
@@ -194,11 +194,11 @@ def _scans_recorded(bench: Bench, databases: tuple[Path, ...]) -> int:
     return sum(bench.count(SCAN_COUNT_SQL, bench.data.scan_code_id, database=database) for database in databases)
 
 
-def _compile_modules(python: str) -> None:
-    """Write the app's compiled bytecode, as the README's CGI guide has a host do. Where it is stale (a change
-    made under PYTHONDONTWRITEBYTECODE, say), every process would compile the changed modules again, timed."""
-    subprocess.run([python, "-m", "compileall", "-q", "hosting.py", "app.py", "qrtrack", "bench"],
-                   cwd=PROJECT_ROOT, check=True, timeout=CGI_TIMEOUT_SECONDS)
+def compile_modules(python: str, folder: Path = PROJECT_ROOT) -> None:
+    """Write the app's compiled bytecode in folder, as the README's CGI guide has a host do. Where it is stale (a
+    change made under PYTHONDONTWRITEBYTECODE, say), every process would compile the changed modules again, timed."""
+    paths = [name for name in ("hosting.py", "app.py", "qrtrack", "bench") if (folder / name).exists()]
+    subprocess.run([python, "-m", "compileall", "-q", *paths], cwd=folder, check=True, timeout=CGI_TIMEOUT_SECONDS)
 
 
 def cgi_environ(bench: Bench, path: str, *, instance: Path | None = None) -> dict[str, str]:
@@ -214,7 +214,7 @@ def cgi_environ(bench: Bench, path: str, *, instance: Path | None = None) -> dic
     }
 
 
-def _time_cgi(command: list[str], environ: dict[str, str], *, expect: bytes) -> tuple[float, float]:
+def time_cgi(command: list[str], environ: dict[str, str], *, expect: bytes) -> tuple[float, float]:
     elapsed, cpu, completed = _time_process(command, environ)
     if not completed.stdout.startswith(expect):
         raise BenchError(f"{' '.join(command[1:])} did not answer {expect.decode()} under CGI: "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+# sqlite3 as the scan path imports it: SQLite's C module alone where it can (see sqlite_scans.py)
 from .sqlite_scans import BUSY_TIMEOUT_SECONDS, delete_database_files, is_damaged_database, sqlite3
 
 TYPE_CHECKING = False  # typing's own would make a CGI scan 1.65× as long (bench/run.py devices)

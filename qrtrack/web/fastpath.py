@@ -24,7 +24,7 @@ from ..images.cache import ImageCache
 from ..records import record
 from ..scans import ScanRecorder
 from ..store.sqlite_scans import SqliteScanStore
-from ..useragent import ClientInfo, classify_user_agent
+from ..useragent import ClientInfo, ClientInfoCache, classify_user_agent
 
 TYPE_CHECKING = False  # typing's own would make a CGI scan 1.65× as long (bench/run.py devices)
 if TYPE_CHECKING:
@@ -198,8 +198,6 @@ def lean_fast_path(settings: Settings, app: WsgiApp, *, group_commit: bool) -> F
     User-Agent classification comes from the instance's on-disk cache, so the parsers are imported only for a
     browser not seen before.
     """
-    from ..useragent import ClientInfoCache
-
     cache = ClientInfoCache(os.path.join(settings.INSTANCE_PATH, "cache", "user-agents.db"))
     recorder = make_recorder(settings, classify=cache.classify, group_commit=group_commit)
     if not recorder.scan_store.has_current_schema():
