@@ -101,6 +101,9 @@ scans = Table(
     Column("visitor", String(32), nullable=False, default=""),
     # The only index on scans: every scan pays for each index it updates (issue 6).
     Index("ix_scans_code_ts", "code_id", "ts"),
+    # Ids are never handed out again, even after the newest scans' code is deleted: the rollups count the
+    # scans past the id they reached (rollup_watermarks), so a reused id would never be counted.
+    sqlite_autoincrement=True,
 )
 
 api_calls = Table(

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
     from typing import Any
 
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0006"
 """The newest migration, and so the schema the SQL here is written for: a lean handler writes only to a database
 at this revision. db.py upgrades to it at start-up without importing Alembic; tests/store/test_db.py fails when a new
 migration is added without updating it."""

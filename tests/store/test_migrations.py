@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import random
 import re
 import sqlite3
 import threading
@@ -308,3 +309,37 @@ def _wait_until_blocked(db: Database, backend: str) -> None:
             watcher.rollback()  # pg_stat_activity holds still within a transaction
             assert time.monotonic() < deadline, "the second start never waited for the first"
             time.sleep(0.02)
+
+
+def test_the_upgrade_to_0006_recounts_rollups_that_missed_scans_and_never_hands_a_scan_id_out_again(tmp_path,
+                                                                                                   empty_database_url):
+    """Under 0005 on SQLite, deleting the code with the newest scans let later scans take its ids, at or below the
+    rollup watermark, where the analytics never counted them. The upgrade counts them, and new ids stay above."""
+    from alembic import command
+
+    from ..test_rollups import NOW, gen_scans, random_scans, rollup_rows, rows_from_the_scan_log
+
+    db = database_at(empty_database_url, INSTANCE_PATH=str(tmp_path / "instance"), SECRET_KEY=SECRET)
+    with db.engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0005")
+    owner = accounts.create_user(db, username="alice", password=PASSWORD)
+    kept, deleted = (codes.create_code(db, owner_id=owner, destination="https://example.com/", logo_dir=tmp_path).id
+                     for _ in range(2))
+    today, rng = NOW // DAY, random.Random(6)
+    gen_scans(db, random_scans([kept], 3, rng=rng, first_day=today - 3, last_day=today - 2))
+    gen_scans(db, random_scans([deleted], 4, rng=rng, first_day=today - 2, last_day=today - 1))
+    rollups.refresh_rollups(db, now=NOW)
+    with db.write() as conn:
+        conn.execute(text("DELETE FROM codes WHERE id = :id"), {"id": deleted})
+        watermark = conn.execute(text("SELECT last_scan_id FROM rollup_watermarks")).scalar_one()
+    gen_scans(db, random_scans([kept], 2, rng=rng, first_day=today - 1, last_day=today - 1))  # ids below it
+    rollups.refresh_rollups(db, now=NOW)
+
+    ensure_schema(db)
+    assert schema_revision(db) == SCHEMA_REVISION
+    rollups.refresh_rollups(db, now=NOW)
+    assert rollup_rows(db) == rows_from_the_scan_log(db)
+    gen_scans(db, random_scans([kept], 1, rng=rng, first_day=today - 1, last_day=today - 1))
+    with db.read() as conn:
+        assert conn.execute(text("SELECT MAX(id) FROM scans")).scalar_one() > watermark
+    db.dispose()
