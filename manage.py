@@ -152,7 +152,10 @@ def main() -> None:
     if extra and args.command != "test":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.pytest_args = extra
-    {"serve": serve, "test": test}[args.command](args)
+    try:
+        {"serve": serve, "test": test}[args.command](args)
+    except subprocess.CalledProcessError as error:
+        raise SystemExit(error.returncode) from None  # the step said what failed, in its own one line
 
 
 if __name__ == "__main__":

@@ -91,3 +91,14 @@ def test_serve_command_sets_up_and_serves_a_working_app(tmp_path):
         output, _ = process.communicate(timeout=30)
     assert re.search(r"Log in as 'admin' with password '[^']{12,}'", output), output
     assert "Using worker: sync" in output and output.count("ready (gunicorn.conf.py)") == 2, output
+
+
+def test_serve_with_an_invalid_setting_stops_with_the_apps_one_line_and_no_traceback(tmp_path):
+    project = tmp_path / "qrtrack"
+    copy_project(project)
+    run = subprocess.run([sys.executable, "manage.py", "serve", "--port", str(free_port())], cwd=project,
+                         env={**env_without_settings(), "API_RATE_LIMIT": "abc"}, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode != 0
+    assert "API_RATE_LIMIT" in run.stdout + run.stderr
+    assert "Traceback" not in run.stdout + run.stderr, run.stderr
