@@ -302,8 +302,18 @@ def _json_body() -> dict[str, Any]:
     except json.JSONDecodeError as error:
         raise ValidationError(f"the body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}",
                               code="invalid_json") from None
-    except (ValueError, RecursionError):  # UnicodeError is a ValueError; deep nesting is a RecursionError
-        raise ValidationError("the body is not valid JSON in UTF-8", code="invalid_json") from None
+    except UnicodeDecodeError as error:
+        raise ValidationError(f"the body is not UTF-8: byte {error.start + 1} cannot start or continue a character",
+                              code="invalid_json") from None
+    except UnicodeEncodeError:
+        raise ValidationError("the body holds text with a lone surrogate (such as \\ud800), which is no character",
+                              code="invalid_json") from None
+    except RecursionError:
+        raise ValidationError("the body nests objects and arrays more deeply than this API reads",
+                              code="invalid_json") from None
+    except ValueError:  # what is left: a number past Python's 4,300 digits
+        raise ValidationError("the body holds a number with more digits than this API reads",
+                              code="invalid_json") from None
     if not isinstance(body, dict):
         raise ValidationError("the body must be a JSON object, e.g. {\"destination\": \"https://example.com\"}",
                               code="invalid_json")

@@ -540,6 +540,19 @@ def test_a_json_syntax_error_says_what_and_where(shared, data, message):
     assert_unchanged(shared)
 
 
+@pytest.mark.parametrize(("data", "message"), [
+    ("[" * 30_000 + "]" * 30_000, "the body nests objects and arrays more deeply than this API reads"),
+    ('{"destination": "https://e.com", "x": ' + "9" * 5_000 + "}",
+     "the body holds a number with more digits than this API reads"),
+    (b'{"destination": "https://e.com/\xff"}', "the body is not UTF-8: byte 32 cannot start or continue a character"),
+    ('{"label": "\\ud800"}', "the body holds text with a lone surrogate (such as \\ud800), which is no character"),
+])
+def test_json_that_parses_badly_for_another_reason_says_which(shared, data, message):
+    response = shared.client.post("/api.php", headers=shared.headers, data=data, content_type="application/json")
+    assert assert_error(response, 400, "invalid_json")["message"] == message
+    assert_unchanged(shared)
+
+
 def test_a_utf_8_byte_order_mark_is_let_pass(client, api_headers):
     data = b"\xef\xbb\xbf" + b'{"destination": "https://example.com/bom"}'
     response = client.post("/api.php", headers=api_headers, data=data, content_type="application/json")
