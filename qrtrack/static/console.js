@@ -151,8 +151,12 @@
 
   function readAnswer(response) {
     const type = response.headers.get("Content-Type") || "";
-    if (response.redirected || type.indexOf("application/json") === -1) {
+    if (response.redirected) {  // to the login page: the session has ended
       throw new Error("Your session has ended. Reload the page to log in again.");
+    }
+    if (type.indexOf("application/json") === -1) {
+      throw new Error("The server answered " + response.status + " " + response.statusText +
+                      " instead of the API's answer. Try again, or reload the page.");
     }
     return response.json().then(function (data) {
       if (!response.ok) {

@@ -389,6 +389,19 @@ def test_console_format_says_why_it_leaves_invalid_json_as_typed(live_server: Li
     assert browser_errors.messages == []
 
 
+def test_console_says_a_body_past_the_request_limit_is_too_large_not_that_the_session_ended(
+        live_server: LiveServer, new_page, browser_errors: BrowserErrors):
+    """An outsider pasted 3 MB and was told to log in again."""
+    page = open_console(live_server, new_page)
+    page.get_by_label("Endpoint").select_option("create")
+    page.get_by_label("JSON body").evaluate("(body) => { body.value = 'x'.repeat(3 * 1024 * 1024); }")
+    page.get_by_role("button", name="Send request").click()
+    expect(page.locator("#console-error")).to_contain_text("the request is larger than")
+    expect(page.locator("#console-error")).not_to_contain_text("session")
+    refused = [text for text in browser_errors.messages if "status of 413" in text and "/console/send" in text]
+    assert browser_errors.messages == refused and len(refused) == 1
+
+
 def test_ctrl_enter_while_a_call_is_running_sends_nothing_more(live_server: LiveServer, new_page,
                                                                browser_errors: BrowserErrors,
                                                                monkeypatch: pytest.MonkeyPatch):

@@ -114,7 +114,12 @@ def csrf_refused(error: CSRFError):
 @bp.errorhandler(413)
 def upload_too_large(error):
     """A form whose upload is past the request limit. Its page shows the limit beside the logo field where it
-    can (codes_pages), but without JavaScript the CSRF check reads the body first and ends up here."""
+    can (codes_pages), but without JavaScript the CSRF check reads the body first and ends up here. A JSON
+    request (the Live Console's) gets JSON, which its page shows."""
+    if request.is_json:
+        limit = current_app.config["MAX_CONTENT_LENGTH"]
+        return jsonify(error_body("payload_too_large", f"the request is larger than the {limit:,} bytes this "
+                                                       "server takes")), 413
     message = f"{upload_too_large_message()} Go back and choose a smaller file."
     return render_template("errors/error.html", status=413, message=message), 413
 

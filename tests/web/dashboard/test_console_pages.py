@@ -279,3 +279,12 @@ def test_no_key_string_appears_in_any_console_page_or_response(app, console, db,
         everything = text(response) + "\n".join(f"{name}: {value}" for name, value in response.headers.items())
         for secret in secrets:
             assert secret not in everything, response.request.path
+
+
+def test_a_console_call_past_the_request_limit_is_refused_in_json_the_page_can_show(app, console, key_id):
+    """A 3 MB body once got the HTML 413 page, which the console read as a session that had ended."""
+    response = send(console, key_id, "POST", body="x" * (3 * 1024 * 1024))
+    assert response.status_code == 413 and response.is_json
+    limit = app.config["MAX_CONTENT_LENGTH"]
+    assert response.json["error"] == {"code": "payload_too_large",
+                                      "message": f"the request is larger than the {limit:,} bytes this server takes"}
