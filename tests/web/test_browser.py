@@ -402,6 +402,24 @@ def test_console_says_a_body_past_the_request_limit_is_too_large_not_that_the_se
     assert browser_errors.messages == refused and len(refused) == 1
 
 
+def test_narrow_phones_show_whole_dates_and_a_method_badge_on_one_line(live_server: LiveServer, new_page,
+                                                                      browser_errors: BrowserErrors):
+    """An outsider saw "11/09/202" in the date fields at 320 px and DELETE broken into DELE / TE at 390 px."""
+    page = open_console(live_server, new_page)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.get_by_label("Endpoint").select_option("delete")
+    page.get_by_label("Code uuid").fill("fad17713-fe85-43f9-b0ef-d8c1f8f6550b")
+    badge = page.locator("#console-method")
+    expect(badge).to_have_text("DELETE")
+    one_line = "el => el.getBoundingClientRect().height <= 1.5 * parseFloat(getComputedStyle(el).lineHeight)"
+    assert badge.evaluate(one_line)
+    page.set_viewport_size({"width": 320, "height": 640})
+    page.goto(live_server.url + "/analytics")
+    for field in ("From", "To"):
+        assert page.get_by_label(field).bounding_box()["width"] >= 150, field
+    assert browser_errors.messages == []
+
+
 def test_ctrl_enter_while_a_call_is_running_sends_nothing_more(live_server: LiveServer, new_page,
                                                                browser_errors: BrowserErrors,
                                                                monkeypatch: pytest.MonkeyPatch):
