@@ -40,7 +40,9 @@
   function queryString() {
     const parts = [];
     if (operation().needsUuid) {
-      parts.push("uuid=" + encodeURIComponent(ui.uuid.value.trim()));
+      // A lone surrogate would make encodeURIComponent throw; as U+FFFD the API answers that no code has it.
+      const uuid = ui.uuid.value.trim();
+      parts.push("uuid=" + encodeURIComponent(uuid.toWellFormed ? uuid.toWellFormed() : uuid));
     }
     const extra = ui.params.value.trim().replace(/^[?&]+/, "");
     if (extra && operation().method === "GET") {

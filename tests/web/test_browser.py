@@ -420,6 +420,18 @@ def test_narrow_phones_show_whole_dates_and_a_method_badge_on_one_line(live_serv
     assert browser_errors.messages == []
 
 
+def test_a_lone_surrogate_in_the_code_uuid_is_sent_and_answered_not_left_sending(live_server: LiveServer, new_page,
+                                                                                browser_errors: BrowserErrors):
+    """encodeURIComponent threw on it: the call never left and the button stayed on Sending… until a reload."""
+    page = open_console(live_server, new_page)
+    page.get_by_label("Endpoint").select_option("get")
+    page.get_by_label("Code uuid").evaluate("(field) => { field.value = 'abc' + String.fromCharCode(0xD800); }")
+    page.get_by_role("button", name="Send request").click()
+    expect(page.locator("#console-status")).to_have_text("404 Not Found")
+    expect(page.get_by_role("button", name="Send request")).to_be_enabled()
+    assert browser_errors.messages == []
+
+
 def test_ctrl_enter_while_a_call_is_running_sends_nothing_more(live_server: LiveServer, new_page,
                                                                browser_errors: BrowserErrors,
                                                                monkeypatch: pytest.MonkeyPatch):

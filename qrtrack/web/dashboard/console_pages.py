@@ -30,6 +30,7 @@ MAX_QUERY_LENGTH = 1000
 MAX_CONSOLE_BODY_BYTES = 128 * 1024
 MAX_SHOWN_BODY_CHARS = 200_000
 HISTORY_LENGTH = 20
+LONE_SURROGATE = "holds a lone surrogate (such as \\ud800), which is no character"
 # Response headers the console does not pass on to the browser.
 HIDDEN_RESPONSE_HEADERS = {"set-cookie"}
 
@@ -120,11 +121,24 @@ def parse_console_call(payload: Any) -> ConsoleCall:
     if len(query) > MAX_QUERY_LENGTH or any(ord(ch) < 32 for ch in query):
         raise ValidationError("the query string is too long or has control characters", code="invalid_query",
                               field="query")
+    if not _is_text(query):
+        raise ValidationError(f"the query string {LONE_SURROGATE}", code="invalid_query", field="query")
     body = payload.get("body") or ""
+    if isinstance(body, str) and not _is_text(body):
+        raise ValidationError(f"the body {LONE_SURROGATE}", code="invalid_body", field="body")
     if not isinstance(body, str) or len(body.encode("utf-8")) > MAX_CONSOLE_BODY_BYTES:
-        raise ValidationError(f"the body must be text of at most {MAX_CONSOLE_BODY_BYTES} bytes",
+        raise ValidationError(f"the body must be text of at most {MAX_CONSOLE_BODY_BYTES:,} bytes",
                               code="invalid_body", field="body")
     return ConsoleCall(key_id=key_id, method=method, query=query, body=body if method == "POST" else "")
+
+
+def _is_text(value: str) -> bool:
+    """False for a string with a lone surrogate (JSON lets "\\ud800" through), which no bytes can carry."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _parse_key_id(value: Any) -> int:

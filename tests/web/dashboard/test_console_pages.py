@@ -288,3 +288,13 @@ def test_a_console_call_past_the_request_limit_is_refused_in_json_the_page_can_s
     limit = app.config["MAX_CONTENT_LENGTH"]
     assert response.json["error"] == {"code": "payload_too_large",
                                       "message": f"the request is larger than the {limit:,} bytes this server takes"}
+
+
+@pytest.mark.parametrize(("field", "value"), [("body", '{"label": "\ud800"}'), ("query", "label=a\ud800b")])
+def test_a_lone_surrogate_in_the_console_is_refused_not_a_500(console, key_id, field, value):
+    """An outsider's browser sent a raw U+D800 (JSON carries it as "\\ud800"); encoding it failed with a 500."""
+    response = send(console, key_id, "POST" if field == "body" else "GET", **{field: value})
+    assert response.status_code == 400
+    assert response.json["error"] == {"code": f"invalid_{field}", "field": field, "message":
+                                      f"the {'body' if field == 'body' else 'query string'} holds a lone surrogate "
+                                      "(such as \\ud800), which is no character"}
