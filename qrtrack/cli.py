@@ -7,7 +7,7 @@ from flask import Flask
 
 from . import accounts, codes, keys, rollups
 from .errors import QrTrackError
-from .store.db import backup_sqlite, upgrade_schema
+from .store.db import SCHEMA_REVISION, backup_sqlite, upgrade_schema
 from .web.context import services
 
 
@@ -15,12 +15,22 @@ def _fail(error: QrTrackError) -> None:
     raise click.ClickException(error.message)
 
 
+def schema_report(found_schema: str | None, database_url: str) -> str:
+    """What init-db says of the schema: the app's start has already created or upgraded it, and says which."""
+    dialect = database_url.split("://", 1)[0].split("+", 1)[0]
+    if found_schema == SCHEMA_REVISION:
+        return f"{dialect} schema is current ({SCHEMA_REVISION})."
+    if found_schema is None:
+        return f"{dialect} schema is current ({SCHEMA_REVISION}): created it."
+    return f"{dialect} schema is current ({SCHEMA_REVISION}): upgraded it from {found_schema}."
+
+
 def register_commands(app: Flask) -> None:
     @app.cli.command("init-db")
     def init_db() -> None:
         """Create the database or upgrade it to the current schema."""
         upgrade_schema(services().db)
-        click.echo(f"Database ready: {services().settings.DATABASE_URL.split('://', 1)[0]} schema is current.")
+        click.echo(f"Database ready: {schema_report(services().found_schema, services().settings.DATABASE_URL)}")
 
     @app.cli.command("create-user")
     @click.argument("username")

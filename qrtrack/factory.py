@@ -109,16 +109,17 @@ def _build_services(app: Flask, settings: Settings) -> None:
         instance.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ConfigError(f"INSTANCE_PATH: cannot create the folder {str(instance)!r}: {error.strerror}") from None
-    db = _open_database(settings)
+    db, found_schema = _open_database(settings)
     geo = GeoLocator(mmdb_paths=settings.GEOIP_DB, trust_cdn=settings.TRUST_CDN)
     recorder = make_recorder(settings, geo=geo)
     app.extensions["qrtrack"] = AppServices(
         settings=settings, db=db, geo=geo, recorder=recorder,
-        images=instance_image_cache(settings.INSTANCE_PATH), logo_dir=instance / "logos")
+        images=instance_image_cache(settings.INSTANCE_PATH), logo_dir=instance / "logos", found_schema=found_schema)
 
 
-def _open_database(settings: Settings) -> Database:
-    """The database with its schema current; ConfigError naming the setting when it cannot be used."""
+def _open_database(settings: Settings) -> tuple[Database, str | None]:
+    """The database with its schema current, and the revision it was at; ConfigError naming the setting when it
+    cannot be used."""
     name = _database_setting_name(settings)
     try:
         db = Database(make_engine(settings))
@@ -129,14 +130,14 @@ def _open_database(settings: Settings) -> Database:
     except OSError as error:
         raise ConfigError(f"{name}: cannot create the database's folder {error.filename!r}: {error.strerror}") from None
     try:
-        ensure_schema(db)
+        found_schema = ensure_schema(db)
     except OperationalError as error:  # cannot connect or open the file; any other failure is a bug to show
         where = db.engine.url.render_as_string(hide_password=True)
         db.dispose()
         reason = " ".join(str(error.orig).split())
         hint = unavailable_hint(db)
         raise ConfigError(f"{name}: cannot open the database {where}: {reason}; {hint}") from None
-    return db
+    return db, found_schema
 
 
 def _database_setting_name(settings: Settings) -> str:

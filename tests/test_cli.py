@@ -26,6 +26,15 @@ def test_init_db_creates_the_schema_on_a_fresh_instance(tmp_path):
     app.extensions["qrtrack"].db.dispose()
 
 
+def test_init_db_on_a_fresh_instance_says_the_start_created_the_schema(tmp_path):
+    from qrtrack.store.db import SCHEMA_REVISION
+
+    app = cli_app(tmp_path)
+    output = app.test_cli_runner().invoke(args=["init-db"]).output
+    assert output == f"Database ready: sqlite schema is current ({SCHEMA_REVISION}): created it.\n"
+    app.extensions["qrtrack"].db.dispose()
+
+
 def test_create_user_then_api_key_prints_the_key_alone_on_the_last_line(tmp_path):
     app = cli_app(tmp_path)
     runner = app.test_cli_runner()

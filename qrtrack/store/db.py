@@ -196,13 +196,15 @@ def current_revision(conn: Connection) -> str | None:
     return conn.exec_driver_sql(FIND_SCHEMA_REVISION_SQL).scalar()
 
 
-def ensure_schema(db: Database) -> None:
-    """Upgrade the schema at start-up when it is behind, so replacing the files is a whole upgrade."""
+def ensure_schema(db: Database) -> str | None:
+    """Upgrade the schema at start-up when it is behind, so replacing the files is a whole upgrade; returns the
+    revision the database was at (None: it had no schema yet)."""
     with db.engine.connect() as conn:  # a database that cannot be reached is an error here
         current = current_revision(conn)
     if current != SCHEMA_REVISION:
         _refuse_newer_schema(db, current)
         upgrade_schema(db)
+    return current
 
 
 def _refuse_newer_schema(db: Database, current: str | None) -> None:

@@ -32,6 +32,8 @@ class AppServices:
     recorder: ScanRecorder
     images: ImageCache
     logo_dir: Path
+    found_schema: str | None = None
+    """The schema revision the database was at when this app started (None: it had none); start-up upgraded it."""
 
     def warm_up(self) -> None:
         """For long-running servers: pay the parsers', geo data's and image renderer's load time before serving."""

@@ -343,3 +343,13 @@ def test_the_upgrade_to_0006_recounts_rollups_that_missed_scans_and_never_hands_
     with db.read() as conn:
         assert conn.execute(text("SELECT MAX(id) FROM scans")).scalar_one() > watermark
     db.dispose()
+
+
+def test_init_db_says_the_start_upgraded_the_schema_and_from_which_revision(upgraded_app, old_instance):
+    """An outsider ran init-db on the start that upgraded 0005 and read only that the schema was current."""
+    output = upgraded_app.test_cli_runner().invoke(args=["init-db"]).output
+    assert f"schema is current ({SCHEMA_REVISION}): upgraded it from {OLD_REVISION}." in output
+    again = start_app(old_instance)  # the next start finds it current
+    assert again.test_cli_runner().invoke(args=["init-db"]).output.strip().endswith(
+        f"schema is current ({SCHEMA_REVISION}).")
+    close_app(again)
