@@ -90,7 +90,8 @@ def refresh_rollups(db: Database, *, now: int | None = None, budget_seconds: flo
             if not analytics_store.advance_rollup_watermark(conn, from_id=watermark, to_id=batch_end):
                 return added
             parts = tally.split_by_code()
-            for code_id in sorted(parts):
+            # A code deleted since the tally took its scans with it: its part is counted into nothing.
+            for code_id in sorted(analytics_store.list_existing_code_ids(conn, parts)):
                 _merge_into_rollups(conn, code_id, parts[code_id], visitors)
         added += tally.scans()
         watermark = batch_end

@@ -167,6 +167,11 @@ def list_code_ids(conn: Connection, owner_id: int) -> set[int]:
     return set(conn.execute(select(codes.c.id).where(codes.c.owner_id == owner_id)).scalars())
 
 
+def list_existing_code_ids(conn: Connection, code_ids: Iterable[int]) -> set[int]:
+    """Those of code_ids whose code is still there."""
+    return set(conn.execute(select(codes.c.id).where(codes.c.id.in_(list(code_ids)))).scalars())
+
+
 def list_code_names(conn: Connection, owner_id: int, code_ids: Iterable[int]) -> list[Row]:
     query = select(codes.c.id, codes.c.uuid, codes.c.slug, codes.c.label).where(
         codes.c.owner_id == owner_id, codes.c.id.in_(list(code_ids)))
